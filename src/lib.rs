@@ -1,0 +1,4 @@
+//! ticketd: a replicated service for unique 64-bit IDs, sessions, tickets
+//! and locks.
+
+pub mod raft;
