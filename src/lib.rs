@@ -1,4 +1,5 @@
 //! ticketd: a replicated service for unique 64-bit IDs, sessions, tickets
 //! and locks.
 
+pub mod crc32;
 pub mod raft;
