@@ -1,0 +1,379 @@
+//! The randomized run of one seed: a fault phase (delays, reordering, loss,
+//! duplication, symmetric and one-way partitions, crashes and restarts,
+//! compaction, membership changes and leadership transfers, proposals to
+//! whoever leads) checked after every event, then a liveness phase: all
+//! faults heal and a leader must commit a fresh proposal, and every member
+//! must catch up, within fixed bounds. Owns the fault schedule only.
+
+use ticketd::raft::{ConfChange, Membership, NodeId};
+
+use crate::app::fnv64;
+use crate::cluster::{Cluster, sim_config};
+use crate::disk::Disk;
+use crate::network::NetParams;
+use crate::rng::Rng;
+
+/// After the heal, a leader must have committed a new proposal within this
+/// many ticks (10 maximal election timeouts).
+pub const LIVENESS_TICKS_MAX: u64 = 200;
+/// ... and every member must have applied it within this many more.
+pub const CATCH_UP_TICKS_MAX: u64 = 200;
+/// Nodes ever created by one run, removed ones included.
+const NODES_MAX: usize = 9;
+/// Running members at most (voters and learners).
+const MEMBERS_MAX: usize = 7;
+
+/// How one seed misbehaves, drawn up front.
+#[derive(Clone, Debug)]
+struct Plan {
+    voters: u64,
+    fault_ticks: u64,
+    propose_per_mille: u64,
+    crash_per_mille: u64,
+    restart_per_mille: u64,
+    partition_per_mille: u64,
+    heal_per_mille: u64,
+    conf_change_per_mille: u64,
+    transfer_per_mille: u64,
+    compact_per_mille: u64,
+}
+
+impl Plan {
+    fn draw(rng: &mut Rng) -> Plan {
+        // Some seeds are calm, some stormy; an all-storm run would rarely
+        // commit anything worth checking.
+        let storm = rng.range(1, 4);
+        Plan {
+            voters: if rng.chance(500) { 3 } else { 5 },
+            fault_ticks: rng.range(800, 2500),
+            propose_per_mille: rng.range(100, 600),
+            crash_per_mille: rng.below(4 * storm),
+            restart_per_mille: rng.range(20, 100),
+            partition_per_mille: rng.below(4 * storm),
+            heal_per_mille: rng.range(10, 60),
+            conf_change_per_mille: rng.below(8),
+            transfer_per_mille: rng.below(6),
+            compact_per_mille: rng.below(40),
+        }
+    }
+}
+
+fn draw_net(rng: &mut Rng) -> NetParams {
+    let long = rng.chance(300);
+    NetParams {
+        delay_ticks_max: rng.range(1, 4),
+        loss_per_mille: if rng.chance(200) { 0 } else { rng.below(200) },
+        duplicate_per_mille: rng.below(100),
+        long_delay_per_mille: if long { rng.range(1, 10) } else { 0 },
+        long_delay_ticks_max: 60,
+    }
+}
+
+fn draw_config(rng: &mut Rng) -> ticketd::raft::Config {
+    let mut config = sim_config();
+    config.heartbeat_ticks = rng.range(1, 3);
+    config.max_append_entries = rng.pick(&[1, 3, 64]).unwrap_or(64);
+    config.max_append_bytes = rng.pick(&[16, 200, 1 << 20]).unwrap_or(1 << 20);
+    config.max_inflight = rng.range(1, 8) as usize;
+    config
+}
+
+/// What one seed did, for the summary line.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Outcome {
+    pub ticks: u64,
+    pub committed: u64,
+    pub leaders: u64,
+    pub snapshots_installed: u64,
+    pub liveness_ticks: u64,
+    pub catch_up_ticks: u64,
+}
+
+pub fn run_seed(seed: u64) -> Result<Outcome, String> {
+    let mut rng = Rng::new(seed ^ 0x5EED_F00D);
+    let plan = Plan::draw(&mut rng);
+    let net = draw_net(&mut rng);
+    let config = draw_config(&mut rng);
+    let mut cluster = Cluster::new(seed, config.clone(), net, plan.voters)?;
+    cluster.log(|| format!("plan {plan:?}\nnet {net:?}\nconfig {config:?}"));
+    let result = run(&mut cluster, &plan, &mut rng);
+    if result.is_err() {
+        cluster.log(|| cluster.describe());
+    }
+    result.map_err(|e| format!("{e}\n{}", cluster.describe()))
+}
+
+fn run(cluster: &mut Cluster, plan: &Plan, rng: &mut Rng) -> Result<Outcome, String> {
+    for _ in 0..plan.fault_ticks {
+        inject(cluster, plan, rng)?;
+        cluster.step()?;
+    }
+    heal(cluster)?;
+    let liveness_ticks = commit_after_heal(cluster)?;
+    let catch_up_ticks = catch_up(cluster)?;
+    let stats = cluster.check.stats;
+    Ok(Outcome {
+        ticks: cluster.now,
+        committed: cluster.check.committed_len(),
+        leaders: stats.leaders,
+        snapshots_installed: stats.snapshots_installed,
+        liveness_ticks,
+        catch_up_ticks,
+    })
+}
+
+fn inject(cluster: &mut Cluster, plan: &Plan, rng: &mut Rng) -> Result<(), String> {
+    if rng.chance(plan.propose_per_mille) {
+        propose_to_a_leader(cluster, rng)?;
+    }
+    if rng.chance(plan.crash_per_mille)
+        && let Some(id) = rng.pick(&cluster.up_ids())
+    {
+        cluster.crash(id);
+    }
+    for id in crashed(cluster) {
+        if rng.chance(plan.restart_per_mille) {
+            cluster.restart(id)?;
+        }
+    }
+    if rng.chance(plan.partition_per_mille) {
+        partition(cluster, rng);
+    }
+    if !cluster.net.blocked.is_empty() && rng.chance(plan.heal_per_mille) {
+        cluster.log(|| "partition healed".into());
+        cluster.net.heal();
+    }
+    if rng.chance(plan.conf_change_per_mille) {
+        change_membership(cluster, rng)?;
+    }
+    if rng.chance(plan.transfer_per_mille) {
+        transfer(cluster, rng)?;
+    }
+    if rng.chance(plan.compact_per_mille) {
+        compact(cluster, rng)?;
+    }
+    Ok(())
+}
+
+fn crashed(cluster: &Cluster) -> Vec<NodeId> {
+    cluster
+        .nodes
+        .values()
+        .filter(|n| !n.is_up() && !n.stopped)
+        .map(|n| n.id)
+        .collect()
+}
+
+/// Any node that believes it leads, stale ones included.
+fn propose_to_a_leader(cluster: &mut Cluster, rng: &mut Rng) -> Result<(), String> {
+    let leaders: Vec<NodeId> = cluster
+        .nodes
+        .values()
+        .filter(|n| {
+            n.raft()
+                .is_some_and(|r| r.role() == ticketd::raft::Role::Leader)
+        })
+        .map(|n| n.id)
+        .collect();
+    if let Some(id) = rng.pick(&leaders) {
+        cluster.propose(id)?;
+    }
+    Ok(())
+}
+
+fn partition(cluster: &mut Cluster, rng: &mut Rng) {
+    let mut ids: Vec<NodeId> = cluster
+        .nodes
+        .values()
+        .filter(|n| !n.stopped)
+        .map(|n| n.id)
+        .collect();
+    rng.shuffle(&mut ids);
+    match rng.below(4) {
+        0 => {
+            let (one, rest) = ids.split_at(1.min(ids.len()));
+            cluster.net.partition(one, rest);
+        }
+        1 => {
+            let cut = rng.range(1, (ids.len() as u64).max(2) - 1) as usize;
+            let (a, b) = ids.split_at(cut.min(ids.len()));
+            cluster.net.partition(a, b);
+        }
+        _ => {
+            for _ in 0..rng.range(1, 3) {
+                if let (Some(from), Some(to)) = (rng.pick(&ids), rng.pick(&ids))
+                    && from != to
+                {
+                    cluster.net.block_one_way(from, to);
+                }
+            }
+        }
+    }
+    cluster.log(|| format!("partition: blocked {:?}", cluster.net.blocked));
+}
+
+fn change_membership(cluster: &mut Cluster, rng: &mut Rng) -> Result<(), String> {
+    let Some(leader) = cluster.leader() else {
+        return Ok(());
+    };
+    let membership = cluster.raft(leader).membership().clone();
+    let voters: Vec<NodeId> = membership.voters().collect();
+    let learners: Vec<NodeId> = membership
+        .members
+        .keys()
+        .filter(|id| !membership.is_voter(**id))
+        .copied()
+        .collect();
+    let change = match rng.below(3) {
+        0 => match add_target(cluster, &membership)? {
+            Some(id) => ConfChange::AddLearner {
+                id,
+                peer_addr: format!("sim-{id}:9001"),
+                http_addr: format!("sim-{id}:8001"),
+            },
+            None => return Ok(()),
+        },
+        1 => {
+            let mut removable = learners.clone();
+            if voters.len() > 3 {
+                removable.extend(&voters);
+            }
+            match rng.pick(&removable) {
+                Some(id) => ConfChange::Remove { id },
+                None => return Ok(()),
+            }
+        }
+        _ => match rng.pick(&learners) {
+            Some(id) => ConfChange::Promote { id },
+            None => return Ok(()),
+        },
+    };
+    let result = cluster.with_node(leader, |raft| raft.propose_conf_change(change.clone()))?;
+    cluster.log(|| format!("node {leader} conf change {change:?}: {result:?}"));
+    Ok(())
+}
+
+/// A node to add: a spare one that is in no membership yet (an earlier
+/// add that never committed), else a brand new empty node.
+fn add_target(cluster: &mut Cluster, membership: &Membership) -> Result<Option<NodeId>, String> {
+    let live = cluster.nodes.values().filter(|n| !n.stopped).count();
+    let spare = cluster.nodes.values().find(|n| {
+        !n.stopped && !membership.contains(n.id) && !cluster.committed_members.contains(n.id)
+    });
+    if let Some(node) = spare {
+        return Ok(Some(node.id));
+    }
+    if live >= MEMBERS_MAX || cluster.nodes.len() >= NODES_MAX {
+        return Ok(None);
+    }
+    let id = cluster.nodes.keys().max().copied().unwrap_or(0) + 1;
+    cluster.add_node(id, Disk::bootstrap(Membership::default()))?;
+    Ok(Some(id))
+}
+
+fn transfer(cluster: &mut Cluster, rng: &mut Rng) -> Result<(), String> {
+    let Some(leader) = cluster.leader() else {
+        return Ok(());
+    };
+    let voters: Vec<NodeId> = cluster
+        .raft(leader)
+        .membership()
+        .voters()
+        .filter(|&v| v != leader)
+        .collect();
+    if let Some(to) = rng.pick(&voters) {
+        let result = cluster.with_node(leader, |raft| raft.transfer_leader(to))?;
+        cluster.log(|| format!("node {leader} transfer to {to}: {result:?}"));
+    }
+    Ok(())
+}
+
+fn compact(cluster: &mut Cluster, rng: &mut Rng) -> Result<(), String> {
+    let Some(id) = rng.pick(&cluster.up_ids()) else {
+        return Ok(());
+    };
+    let applied = cluster.raft(id).applied_index();
+    let index = applied.saturating_sub(rng.below(8));
+    if index > cluster.node(id).disk.snapshot.meta.index {
+        cluster.compact(id, index)?;
+    }
+    Ok(())
+}
+
+/// Every fault ends: partitions heal, the network turns reliable (still
+/// delayed and reordered), every crashed member restarts.
+fn heal(cluster: &mut Cluster) -> Result<(), String> {
+    cluster.log(|| "=== heal ===".into());
+    cluster.net.heal();
+    cluster.net.params.loss_per_mille = 0;
+    cluster.net.params.duplicate_per_mille = 0;
+    cluster.net.params.long_delay_per_mille = 0;
+    for id in crashed(cluster) {
+        cluster.restart(id)?;
+    }
+    Ok(())
+}
+
+/// Ticks until a proposal made after the heal is committed; proposes again
+/// to each new leader (or term) until one is.
+fn commit_after_heal(cluster: &mut Cluster) -> Result<u64, String> {
+    let start = cluster.now;
+    let mut proposals: Vec<(u64, u64, u64)> = Vec::new();
+    let mut proposed_in: Option<(NodeId, u64)> = None;
+    while cluster.now - start <= LIVENESS_TICKS_MAX {
+        if let Some(leader) = cluster.leader() {
+            let term = cluster.raft(leader).term();
+            if proposed_in != Some((leader, term))
+                && let Some(proposal) = cluster.propose(leader)?
+            {
+                proposals.push(proposal);
+                proposed_in = Some((leader, term));
+            }
+        }
+        cluster.step()?;
+        let committed = proposals.iter().any(|&(term, index, payload)| {
+            cluster
+                .check
+                .committed_at(index)
+                .is_some_and(|a| a.term == term && a.hash == fnv64(&payload.to_be_bytes()))
+        });
+        if committed {
+            return Ok(cluster.now - start);
+        }
+    }
+    Err(format!(
+        "liveness: no proposal committed within {LIVENESS_TICKS_MAX} ticks after the heal \
+         (proposals {proposals:?})"
+    ))
+}
+
+/// Ticks until every member the leader knows has applied what is committed now.
+fn catch_up(cluster: &mut Cluster) -> Result<u64, String> {
+    let start = cluster.now;
+    let target = cluster.check.committed_len();
+    while cluster.now - start <= CATCH_UP_TICKS_MAX {
+        if let Some(leader) = cluster.leader() {
+            let members: Vec<NodeId> = cluster
+                .raft(leader)
+                .membership()
+                .members
+                .keys()
+                .copied()
+                .collect();
+            let behind = members.iter().any(|&id| {
+                cluster
+                    .nodes
+                    .get(&id)
+                    .and_then(|n| n.raft())
+                    .is_none_or(|r| r.applied_index() < target)
+            });
+            if !behind {
+                return Ok(cluster.now - start);
+            }
+        }
+        cluster.step()?;
+    }
+    Err(format!(
+        "liveness: members did not all apply index {target} within {CATCH_UP_TICKS_MAX} ticks"
+    ))
+}

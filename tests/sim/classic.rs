@@ -1,0 +1,518 @@
+//! The Raft paper's classic cases, driven by hand through the core's public
+//! API on the simulated cluster (so every safety check still runs after
+//! each event): Figure 7's follower logs, Figure 8's commit rule, a stale
+//! leader stepping down, vote refusal for shorter logs, pre-vote, check
+//! quorum, leadership transfer and learner promotion. Owns only these
+//! scenarios.
+
+use ticketd::raft::{
+    ConfChange, Entry, EntryKind, HardState, Membership, Message, MessageBody, NodeId, Persisted,
+    Role, Snapshot, SnapshotMeta, Term,
+};
+
+use crate::cluster::{Cluster, membership_of, sim_config};
+use crate::disk::Disk;
+use crate::network::NetParams;
+
+/// Nodes that must not campaign on their own during a scenario: their
+/// election timeout is far beyond its length.
+const SLOW: (u64, u64) = (1000, 1001);
+const FAST: (u64, u64) = (10, 11);
+
+fn quiet_net() -> NetParams {
+    NetParams {
+        delay_ticks_max: 1,
+        ..NetParams::default()
+    }
+}
+
+/// An entry whose data is a function of (index, term), so equal pairs in
+/// different hand-built logs are equal entries.
+fn entry(index: u64, term: Term) -> Entry {
+    Entry {
+        term,
+        index,
+        kind: EntryKind::Normal,
+        data: vec![index as u8, term as u8],
+    }
+}
+
+fn disk(voters: &[NodeId], hard_state: HardState, terms: &[Term]) -> Disk {
+    let entries = terms
+        .iter()
+        .enumerate()
+        .map(|(i, &t)| entry(i as u64 + 1, t))
+        .collect();
+    Disk::from_persisted(Persisted {
+        hard_state,
+        snapshot: Snapshot {
+            meta: SnapshotMeta {
+                index: 0,
+                term: 0,
+                membership: membership_of(voters),
+            },
+            data: Vec::new(),
+        },
+        entries,
+    })
+}
+
+fn hard(term: Term, vote: NodeId, commit: u64) -> HardState {
+    HardState { term, vote, commit }
+}
+
+/// A cluster from hand-built disks; `fast` nodes campaign after 10 ticks,
+/// the others practically never.
+fn hand_cluster(seed: u64, disks: Vec<(NodeId, Disk)>, fast: &[NodeId]) -> Cluster {
+    let mut config = sim_config();
+    (config.election_ticks_min, config.election_ticks_max) = SLOW;
+    let mut cluster = Cluster::with_disks(seed, config, quiet_net(), disks).unwrap();
+    for &id in fast {
+        set_timeout(&mut cluster, id, FAST);
+    }
+    cluster
+}
+
+/// Restarts `id` with a new election timeout (before anything happened,
+/// or while it is down anyway).
+fn set_timeout(cluster: &mut Cluster, id: NodeId, (min, max): (u64, u64)) {
+    cluster.crash(id);
+    cluster.configure(id, |c| {
+        (c.election_ticks_min, c.election_ticks_max) = (min, max)
+    });
+    cluster.restart(id).unwrap();
+}
+
+/// Hand mode: one tick for every running node, then everything in flight
+/// is delivered (if `allow` lets it), until `done` or `ticks_max`.
+fn run_until(
+    cluster: &mut Cluster,
+    ticks_max: u64,
+    mut allow: impl FnMut(&Message) -> bool,
+    done: impl Fn(&Cluster) -> bool,
+) -> bool {
+    for _ in 0..ticks_max {
+        if done(cluster) {
+            return true;
+        }
+        cluster.now += 1;
+        cluster.tick_all().unwrap();
+        cluster.settle(&mut allow).unwrap();
+    }
+    done(cluster)
+}
+
+fn leads(id: NodeId) -> impl Fn(&Cluster) -> bool {
+    move |c| c.is_up(id) && c.raft(id).role() == Role::Leader
+}
+
+fn everything(_: &Message) -> bool {
+    true
+}
+
+fn log_terms(cluster: &Cluster, id: NodeId) -> Vec<Term> {
+    cluster
+        .node(id)
+        .disk
+        .entries
+        .iter()
+        .map(|e| e.term)
+        .collect()
+}
+
+/// Timed mode: the real scheduler (delays of one tick) until `done`.
+fn step_until(cluster: &mut Cluster, ticks_max: u64, done: impl Fn(&Cluster) -> bool) -> bool {
+    for _ in 0..ticks_max {
+        if done(cluster) {
+            return true;
+        }
+        cluster.step().unwrap();
+    }
+    done(cluster)
+}
+
+/// A normal cluster of `n` that has elected someone.
+fn running_cluster(seed: u64, n: u64) -> (Cluster, NodeId) {
+    let mut cluster = Cluster::new(seed, sim_config(), quiet_net(), n).unwrap();
+    assert!(
+        step_until(&mut cluster, 500, |c| c.leader().is_some()),
+        "no leader elected"
+    );
+    let leader = cluster.leader().unwrap();
+    (cluster, leader)
+}
+
+#[test]
+fn figure_7_leader_brings_every_follower_to_its_log() {
+    let leader_log = [1, 1, 1, 4, 4, 5, 5, 6, 6, 6];
+    let followers: [(&str, &[Term]); 6] = [
+        ("a", &[1, 1, 1, 4, 4, 5, 5, 6, 6]),
+        ("b", &[1, 1, 1, 4]),
+        ("c", &[1, 1, 1, 4, 4, 5, 5, 6, 6, 6, 6]),
+        ("d", &[1, 1, 1, 4, 4, 5, 5, 6, 6, 6, 7, 7]),
+        ("e", &[1, 1, 1, 4, 4, 4, 4]),
+        ("f", &[1, 1, 1, 2, 2, 2, 3, 3, 3, 3, 3]),
+    ];
+    for (seed, (name, follower_log)) in followers.into_iter().enumerate() {
+        // Node 3 has the leader's log and votes for it; node 2 is the
+        // follower of the figure.
+        let voters = [1, 2, 3];
+        let disks = vec![
+            (1, disk(&voters, hard(7, 0, 0), &leader_log)),
+            (2, disk(&voters, hard(7, 0, 0), follower_log)),
+            (3, disk(&voters, hard(7, 0, 0), &leader_log)),
+        ];
+        let mut cluster = hand_cluster(seed as u64, disks, &[1]);
+        assert!(
+            run_until(&mut cluster, 200, everything, leads(1)),
+            "({name}) node 1 not elected"
+        );
+        assert_eq!(cluster.raft(1).term(), 8, "({name})");
+        let synced = |c: &Cluster| {
+            c.raft(2).commit_index() == 11 && c.node(2).disk.entries == c.node(1).disk.entries
+        };
+        assert!(
+            run_until(&mut cluster, 50, everything, synced),
+            "({name}) follower not brought to the leader's log"
+        );
+        let mut expected = leader_log.to_vec();
+        expected.push(8);
+        assert_eq!(log_terms(&cluster, 2), expected, "({name})");
+    }
+}
+
+/// Figure 8 from (c): S1 leads term 4 and has replicated its term-2 entry
+/// at index 2 to a majority (S1, S2, S3) but not its own term-4 entry. It
+/// must not count index 2 as committed: S5 can still win term 5 and
+/// overwrite it, as in (d).
+#[test]
+fn figure_8_old_term_entry_is_not_committed_by_counting_replicas() {
+    let voters = [1, 2, 3, 4, 5];
+    let disks = vec![
+        (1, disk(&voters, hard(2, 1, 1), &[1, 2])),
+        (2, disk(&voters, hard(2, 1, 1), &[1, 2])),
+        (3, disk(&voters, hard(3, 5, 1), &[1])),
+        (4, disk(&voters, hard(3, 5, 1), &[1])),
+        (5, disk(&voters, hard(3, 5, 1), &[1, 3])),
+    ];
+    let mut cluster = hand_cluster(8, disks, &[1]);
+    cluster.crash(5);
+    cluster.crash(1);
+    cluster.configure(1, |c| c.max_append_entries = 1);
+    cluster.restart(1).unwrap();
+    cluster.net.partition(&[1, 2, 3], &[4, 5]);
+    // S3 gets index 2 but never index 3 (S1's entry of its own term).
+    let no_index_3_to_s3 = |m: &Message| {
+        !(m.to == 3
+            && matches!(&m.body, MessageBody::Append { entries, .. } if entries.iter().any(|e| e.index >= 3)))
+    };
+    assert!(
+        run_until(&mut cluster, 500, no_index_3_to_s3, leads(1)),
+        "S1 not elected"
+    );
+    assert_eq!(cluster.raft(1).term(), 4);
+    let s3_has_index_2 = |c: &Cluster| c.node(3).disk.entry(2).map(|e| e.term) == Some(2);
+    assert!(run_until(
+        &mut cluster,
+        50,
+        no_index_3_to_s3,
+        s3_has_index_2
+    ));
+    run_until(&mut cluster, 30, no_index_3_to_s3, |_| false);
+    assert_eq!(log_terms(&cluster, 1), [1, 2, 4]);
+    assert_eq!(log_terms(&cluster, 2), [1, 2, 4]);
+    assert_eq!(log_terms(&cluster, 3), [1, 2]);
+    assert_eq!(
+        cluster.raft(1).commit_index(),
+        1,
+        "S1 committed an old-term entry by counting replicas"
+    );
+
+    // (d): S1 crashes; S5 wins term 5 with S3 and S4 and overwrites index 2.
+    cluster.crash(1);
+    cluster.net.heal();
+    cluster.net.partition(&[2], &[1, 3, 4, 5]);
+    set_timeout(&mut cluster, 5, FAST);
+    assert!(
+        run_until(&mut cluster, 5000, everything, leads(5)),
+        "S5 not elected"
+    );
+    let committed = |c: &Cluster| c.check.committed_at(3).is_some();
+    assert!(run_until(&mut cluster, 100, everything, committed));
+    assert_eq!(cluster.check.committed_at(2).map(|a| a.term), Some(3));
+
+    // Everyone converges on S5's log; S1's and S2's index 2 is replaced.
+    cluster.net.heal();
+    cluster.restart(1).unwrap();
+    let converged = |c: &Cluster| (1..=5).all(|id| c.raft(id).applied_index() >= 3);
+    assert!(run_until(&mut cluster, 200, everything, converged));
+    for id in 1..=5 {
+        assert_eq!(
+            cluster.node(id).disk.entry(2).map(|e| e.term),
+            Some(3),
+            "node {id}"
+        );
+    }
+}
+
+/// An isolated leader keeps accepting proposals it cannot commit; after the
+/// heal it meets the new term, steps down, and its entries are replaced.
+#[test]
+fn stale_leader_steps_down_after_heal_and_its_entries_are_overwritten() {
+    let voters = [1, 2, 3, 4, 5];
+    let disks = voters
+        .iter()
+        .map(|&id| (id, disk(&voters, hard(0, 0, 0), &[])))
+        .collect();
+    // Node 1 must not notice it lost its quorum before the heal (its check
+    // quorum runs on its own, slow election timeout); it becomes leader
+    // through a transfer from node 2.
+    let mut cluster = hand_cluster(3, disks, &[2]);
+    assert!(run_until(&mut cluster, 200, everything, leads(2)));
+    cluster
+        .with_node(2, |r| r.transfer_leader(1))
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(
+        run_until(&mut cluster, 50, everything, leads(1)),
+        "transfer to node 1 failed"
+    );
+    for id in [3, 4, 5] {
+        set_timeout(&mut cluster, id, (10, 20));
+    }
+    let old_term = cluster.raft(1).term();
+    cluster.net.partition(&[1, 2], &[3, 4, 5]);
+    let stale: Vec<_> = (0..3).filter_map(|_| cluster.propose(1).unwrap()).collect();
+    assert_eq!(stale.len(), 3);
+    let new_leader = |c: &Cluster| {
+        [3, 4, 5]
+            .into_iter()
+            .any(|id| c.raft(id).role() == Role::Leader)
+    };
+    assert!(
+        run_until(&mut cluster, 200, everything, new_leader),
+        "majority elected nobody"
+    );
+    let winner = cluster.leader().unwrap();
+    let fresh = cluster.propose(winner).unwrap().unwrap();
+    assert!(run_until(&mut cluster, 20, everything, |c| c
+        .check
+        .committed_at(fresh.1)
+        .is_some()));
+    assert_eq!(
+        cluster.raft(1).role(),
+        Role::Leader,
+        "node 1 should still believe it leads"
+    );
+    assert_eq!(cluster.raft(1).term(), old_term);
+
+    cluster.net.heal();
+    let caught_up = |c: &Cluster| c.raft(1).applied_index() >= fresh.1;
+    assert!(run_until(&mut cluster, 50, everything, caught_up));
+    assert_ne!(cluster.raft(1).role(), Role::Leader);
+    assert!(cluster.raft(1).term() > old_term);
+    for (term, index, _) in stale {
+        assert_ne!(
+            cluster.node(1).disk.entry(index).map(|e| e.term),
+            Some(term),
+            "stale entry {index} kept"
+        );
+        assert_ne!(
+            cluster.check.committed_at(index).map(|a| a.term),
+            Some(term)
+        );
+    }
+}
+
+fn vote_request(from: NodeId, to: NodeId, term: Term, pre: bool, last: (u64, Term)) -> Message {
+    Message {
+        from,
+        to,
+        term,
+        body: MessageBody::Vote {
+            pre,
+            force: false,
+            last_index: last.0,
+            last_term: last.1,
+        },
+    }
+}
+
+/// The vote answers node 1 sent (pre, granted).
+fn vote_answers(cluster: &mut Cluster) -> Vec<(bool, bool)> {
+    cluster
+        .net
+        .take_all()
+        .into_iter()
+        .filter_map(|m| match m.body {
+            MessageBody::VoteResponse { pre, granted } if m.from == 1 => Some((pre, granted)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn vote_from_a_shorter_or_older_log_is_refused() {
+    let voters = [1, 2, 3];
+    let disks = vec![
+        (1, disk(&voters, hard(2, 0, 0), &[1, 2])),
+        (2, disk(&voters, hard(2, 0, 0), &[1])),
+        (3, disk(&voters, hard(2, 0, 0), &[1])),
+    ];
+    let mut cluster = hand_cluster(4, disks, &[]);
+    // A pre-vote and a real vote from logs behind node 1's, then one from
+    // an equal log (granted, so the refusals are not just deafness).
+    for pre in [true, false] {
+        cluster.deliver(vote_request(2, 1, 3, pre, (1, 1))).unwrap();
+        assert_eq!(
+            vote_answers(&mut cluster),
+            [(pre, false)],
+            "shorter log, pre {pre}"
+        );
+        cluster.deliver(vote_request(3, 1, 3, pre, (5, 1))).unwrap();
+        assert_eq!(
+            vote_answers(&mut cluster),
+            [(pre, false)],
+            "older last term, pre {pre}"
+        );
+    }
+    assert_eq!(cluster.node(1).disk.hard_state().vote, 0);
+    cluster
+        .deliver(vote_request(3, 1, 4, false, (2, 2)))
+        .unwrap();
+    assert_eq!(vote_answers(&mut cluster), [(false, true)]);
+    assert_eq!(cluster.node(1).disk.hard_state(), hard(4, 3, 0));
+}
+
+#[test]
+fn pre_vote_keeps_an_isolated_node_from_bumping_terms() {
+    let (mut cluster, leader) = running_cluster(5, 3);
+    let term = cluster.raft(leader).term();
+    let follower = (1..=3).find(|&id| id != leader).unwrap();
+    let others: Vec<NodeId> = (1..=3).filter(|&id| id != follower).collect();
+    cluster.net.partition(&[follower], &others);
+    step_until(&mut cluster, 300, |_| false);
+    assert_eq!(
+        cluster.raft(follower).term(),
+        term,
+        "the isolated node bumped its term"
+    );
+    cluster.net.heal();
+    step_until(&mut cluster, 100, |_| false);
+    assert_eq!(
+        cluster.leader(),
+        Some(leader),
+        "the rejoining node disrupted the leader"
+    );
+    assert_eq!(cluster.raft(leader).term(), term);
+    assert_eq!(cluster.raft(follower).leader(), leader);
+}
+
+#[test]
+fn check_quorum_isolated_leader_steps_down() {
+    let (mut cluster, leader) = running_cluster(6, 5);
+    let others: Vec<NodeId> = (1..=5).filter(|&id| id != leader).collect();
+    step_until(&mut cluster, 10, |_| false);
+    assert!(
+        cluster.raft(leader).lease_valid(),
+        "a healthy leader holds its lease"
+    );
+    cluster.net.partition(&[leader], &others);
+    let config = sim_config();
+    assert!(
+        step_until(&mut cluster, config.election_ticks_min, |c| !c
+            .raft(leader)
+            .lease_valid()),
+        "the lease outlived election_ticks_min"
+    );
+    assert!(
+        step_until(&mut cluster, 2 * config.election_ticks_max, |c| c
+            .raft(leader)
+            .role()
+            != Role::Leader),
+        "the isolated leader did not step down"
+    );
+    assert!(step_until(&mut cluster, 200, |c| c
+        .leader()
+        .is_some_and(|l| l != leader)));
+}
+
+#[test]
+fn leadership_transfer_to_a_lagging_follower() {
+    let (mut cluster, leader) = running_cluster(7, 3);
+    let target = (1..=3).find(|&id| id != leader).unwrap();
+    let others: Vec<NodeId> = (1..=3).filter(|&id| id != target).collect();
+    cluster.net.partition(&[target], &others);
+    let proposals: Vec<_> = (0..5)
+        .filter_map(|_| cluster.propose(leader).unwrap())
+        .collect();
+    assert_eq!(proposals.len(), 5);
+    let last = proposals[4].1;
+    assert!(step_until(&mut cluster, 20, |c| c
+        .check
+        .committed_at(last)
+        .is_some()));
+    cluster.net.heal();
+    let term = cluster.raft(leader).term();
+    cluster
+        .with_node(leader, |r| r.transfer_leader(target))
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    // Well before any election timeout could have fired.
+    assert!(step_until(
+        &mut cluster,
+        sim_config().election_ticks_min,
+        |c| c.leader() == Some(target)
+    ));
+    assert_eq!(cluster.raft(target).term(), term + 1);
+    assert!(cluster.node(target).disk.last_index() > last);
+    assert!(step_until(&mut cluster, 10, |c| c.raft(leader).role()
+        == Role::Follower));
+}
+
+#[test]
+fn learner_is_caught_up_by_snapshot_and_promoted() {
+    let (mut cluster, leader) = running_cluster(9, 3);
+    for _ in 0..20 {
+        cluster.propose(leader).unwrap().unwrap();
+        cluster.step().unwrap();
+    }
+    assert!(step_until(&mut cluster, 20, |c| c
+        .raft(leader)
+        .applied_index()
+        >= 21));
+    let applied = cluster.raft(leader).applied_index();
+    assert!(cluster.compact(leader, applied).unwrap());
+    cluster
+        .add_node(4, Disk::bootstrap(Membership::default()))
+        .unwrap();
+    let add = ConfChange::AddLearner {
+        id: 4,
+        peer_addr: "sim-4:9001".into(),
+        http_addr: "sim-4:8001".into(),
+    };
+    cluster
+        .with_node(leader, |r| r.propose_conf_change(add))
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let promoted =
+        |c: &Cluster| c.committed_members.is_voter(4) && c.raft(4).applied_index() >= applied;
+    assert!(
+        step_until(&mut cluster, 300, promoted),
+        "node 4 not caught up and promoted"
+    );
+    assert!(
+        cluster.check.stats.snapshots_installed >= 1,
+        "node 4 did not get the snapshot"
+    );
+    assert!(cluster.raft(4).membership().is_voter(4));
+    // A 4-voter cluster still commits.
+    let proposal = cluster.propose(cluster.leader().unwrap()).unwrap().unwrap();
+    assert!(step_until(&mut cluster, 20, |c| c
+        .check
+        .committed_at(proposal.1)
+        .is_some()));
+}

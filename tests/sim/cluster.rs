@@ -1,0 +1,386 @@
+//! A simulated cluster: the nodes, the network between them, the clock and
+//! the checker, with the operations a scenario drives (tick, deliver,
+//! propose, crash, restart, stop) each followed by the Ready loop of the
+//! node it touched and the whole-cluster safety checks. Owns the nodes and
+//! the committed membership the simulator acts on; decides nothing random
+//! about faults (that is the scenario's job).
+
+use std::collections::BTreeMap;
+
+use ticketd::raft::{Config, Member, Membership, Message, NodeId, Raft, Role, Term};
+
+use crate::checks::Checker;
+use crate::disk::Disk;
+use crate::network::{NetParams, Network};
+use crate::node::SimNode;
+use crate::rng::{Rng, splitmix64};
+
+/// Hand-driven scenarios deliver in rounds; a conversation this long
+/// means the nodes are ping-ponging forever.
+const SETTLE_ROUNDS_MAX: usize = 10_000;
+
+/// The timing the simulator runs with unless a scenario changes it.
+pub fn sim_config() -> Config {
+    Config {
+        id: 0,
+        election_ticks_min: 10,
+        election_ticks_max: 20,
+        heartbeat_ticks: 2,
+        lease_margin_ticks: 2,
+        max_append_entries: 64,
+        max_append_bytes: 1 << 20,
+        max_inflight: 4,
+        seed: 0,
+    }
+}
+
+pub fn member(id: NodeId, voter: bool) -> Member {
+    Member {
+        voter,
+        peer_addr: format!("sim-{id}:9001"),
+        http_addr: format!("sim-{id}:8001"),
+    }
+}
+
+/// Voters `ids`.
+pub fn membership_of(ids: &[NodeId]) -> Membership {
+    let mut membership = Membership::default();
+    for &id in ids {
+        membership.members.insert(id, member(id, true));
+    }
+    membership
+}
+
+pub struct Cluster {
+    pub nodes: BTreeMap<NodeId, SimNode>,
+    pub net: Network,
+    pub check: Checker,
+    pub now: u64,
+    pub rng: Rng,
+    template: Config,
+    /// Restart seeds come from here, so a restart never replays the
+    /// previous incarnation's election timeouts.
+    boot_rng: Rng,
+    /// The last committed membership the simulator has acted on, and the
+    /// index of its entry.
+    pub committed_members: Membership,
+    config_index: u64,
+    next_payload: u64,
+    pub trace: bool,
+}
+
+impl Cluster {
+    /// `voters` fresh nodes 1..=voters, all bootstrapped with the same
+    /// membership.
+    pub fn new(
+        seed: u64,
+        template: Config,
+        params: NetParams,
+        voters: u64,
+    ) -> Result<Cluster, String> {
+        let ids: Vec<NodeId> = (1..=voters).collect();
+        let membership = membership_of(&ids);
+        let disks = ids
+            .iter()
+            .map(|&id| (id, Disk::bootstrap(membership.clone())))
+            .collect();
+        Cluster::with_disks(seed, template, params, disks)
+    }
+
+    /// Nodes started from the given disks (hand-built logs); the committed
+    /// membership is the first disk's snapshot membership.
+    pub fn with_disks(
+        seed: u64,
+        template: Config,
+        params: NetParams,
+        disks: Vec<(NodeId, Disk)>,
+    ) -> Result<Cluster, String> {
+        let mut rng = Rng::new(seed);
+        let committed_members = disks
+            .first()
+            .map(|(_, d)| d.snapshot.meta.membership.clone())
+            .unwrap_or_default();
+        let mut cluster = Cluster {
+            nodes: BTreeMap::new(),
+            net: Network::new(params, rng.fork()),
+            check: Checker::default(),
+            now: 0,
+            boot_rng: rng.fork(),
+            rng,
+            template,
+            committed_members,
+            config_index: 0,
+            next_payload: 0,
+            trace: std::env::var_os("SIM_TRACE").is_some(),
+        };
+        for (id, disk) in disks {
+            cluster.add_node(id, disk)?;
+        }
+        Ok(cluster)
+    }
+
+    pub fn add_node(&mut self, id: NodeId, disk: Disk) -> Result<(), String> {
+        let mut config = self.template.clone();
+        config.id = id;
+        config.seed = splitmix64(self.boot_rng.next_u64());
+        self.nodes.insert(id, SimNode::start(config, disk)?);
+        self.log(|| format!("node {id} started"));
+        self.after_event(Vec::new())
+    }
+
+    /// Changes one node's settings; takes effect at its next (re)start.
+    pub fn configure(&mut self, id: NodeId, change: impl FnOnce(&mut Config)) {
+        if let Some(node) = self.nodes.get_mut(&id) {
+            change(&mut node.config);
+        }
+    }
+
+    pub fn node(&self, id: NodeId) -> &SimNode {
+        &self.nodes[&id]
+    }
+
+    /// The core of a running node (panics otherwise: for scenarios).
+    pub fn raft(&self, id: NodeId) -> &Raft {
+        match self.nodes.get(&id).and_then(|n| n.raft()) {
+            Some(raft) => raft,
+            None => panic!("node {id} is not running"),
+        }
+    }
+
+    pub fn is_up(&self, id: NodeId) -> bool {
+        self.nodes.get(&id).is_some_and(|n| n.is_up())
+    }
+
+    pub fn up_ids(&self) -> Vec<NodeId> {
+        self.nodes
+            .values()
+            .filter(|n| n.is_up())
+            .map(|n| n.id)
+            .collect()
+    }
+
+    /// The running leader of the highest term, if any.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.nodes
+            .values()
+            .filter_map(|n| n.raft())
+            .filter(|r| r.role() == Role::Leader)
+            .max_by_key(|r| r.term())
+            .map(|r| r.id())
+    }
+
+    pub fn crash(&mut self, id: NodeId) {
+        let survives = self.rng.chance(500);
+        if let Some(node) = self.nodes.get_mut(&id)
+            && node.is_up()
+        {
+            node.crash(survives);
+            self.log(|| format!("node {id} crashed (unsynced write kept: {survives})"));
+        }
+    }
+
+    pub fn restart(&mut self, id: NodeId) -> Result<(), String> {
+        let seed = splitmix64(self.boot_rng.next_u64());
+        let Some(node) = self.nodes.get_mut(&id) else {
+            return Ok(());
+        };
+        if node.is_up() || node.stopped {
+            return Ok(());
+        }
+        node.restart(seed)
+            .map_err(|e| format!("tick {}: {e}", self.now))?;
+        self.check.on_restart(id);
+        self.log(|| format!("node {id} restarted"));
+        self.after_event(Vec::new())
+    }
+
+    /// Removed from the cluster: stopped for good.
+    pub fn stop(&mut self, id: NodeId) {
+        if let Some(node) = self.nodes.get_mut(&id) {
+            node.raft = None;
+            node.stopped = true;
+            self.log(|| format!("node {id} stopped (removed)"));
+        }
+    }
+
+    /// Runs `action` on a running node's core, then its Ready loop and the
+    /// checks. `None` when the node is not running.
+    pub fn with_node<R>(
+        &mut self,
+        id: NodeId,
+        action: impl FnOnce(&mut Raft) -> R,
+    ) -> Result<Option<R>, String> {
+        let Some(node) = self.nodes.get_mut(&id) else {
+            return Ok(None);
+        };
+        let Some(raft) = node.raft.as_mut() else {
+            return Ok(None);
+        };
+        let result = action(raft);
+        let configs = node
+            .drain_ready(&mut self.net, &mut self.check, self.now)
+            .map_err(|e| format!("tick {}: {e}", self.now))?;
+        self.after_event(configs)?;
+        Ok(Some(result))
+    }
+
+    pub fn tick_node(&mut self, id: NodeId) -> Result<(), String> {
+        self.with_node(id, |raft| raft.tick()).map(|_| ())
+    }
+
+    /// Every running node ticks once, in random order: all clocks run at
+    /// the same rate.
+    pub fn tick_all(&mut self) -> Result<(), String> {
+        let mut ids = self.up_ids();
+        self.rng.shuffle(&mut ids);
+        for id in ids {
+            self.tick_node(id)?;
+        }
+        Ok(())
+    }
+
+    pub fn deliver(&mut self, message: Message) -> Result<(), String> {
+        if self.trace && std::env::var_os("SIM_TRACE_MESSAGES").is_some() {
+            eprintln!("[{}] deliver {message:?}", self.now);
+        }
+        let to = message.to;
+        self.with_node(to, |raft| raft.step(message)).map(|_| ())
+    }
+
+    pub fn deliver_due(&mut self) -> Result<(), String> {
+        for message in self.net.take_due(self.now) {
+            self.deliver(message)?;
+        }
+        Ok(())
+    }
+
+    /// One unit of simulated time: every clock ticks, then what the
+    /// network has due arrives.
+    pub fn step(&mut self) -> Result<(), String> {
+        self.now += 1;
+        self.tick_all()?;
+        self.deliver_due()
+    }
+
+    /// Hand mode: delivers everything in flight, in send order and with no
+    /// delay, until the network is quiet; `allow` drops what it rejects.
+    pub fn settle(&mut self, mut allow: impl FnMut(&Message) -> bool) -> Result<(), String> {
+        for _ in 0..SETTLE_ROUNDS_MAX {
+            let messages = self.net.take_all();
+            if messages.is_empty() {
+                return Ok(());
+            }
+            for message in messages {
+                if allow(&message) {
+                    self.deliver(message)?;
+                }
+            }
+        }
+        Err("the network never went quiet".into())
+    }
+
+    /// Proposes a fresh, unique payload; `None` when refused or not running.
+    pub fn propose(&mut self, id: NodeId) -> Result<Option<(Term, u64, u64)>, String> {
+        self.next_payload += 1;
+        let payload = self.next_payload;
+        let result = self.with_node(id, |raft| raft.propose(payload.to_be_bytes().to_vec()))?;
+        match result {
+            Some(Ok((term, index))) => {
+                self.log(|| format!("node {id} accepted proposal {payload} at ({index}, {term})"));
+                Ok(Some((term, index, payload)))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Compacts a running node's log up to `index` (driver side: the core
+    /// first, then the disk). False when the core refused.
+    pub fn compact(&mut self, id: NodeId, index: u64) -> Result<bool, String> {
+        let Some(node) = self.nodes.get_mut(&id) else {
+            return Ok(false);
+        };
+        let data = node.app.encode_up_to(index);
+        let Some(raft) = node.raft.as_mut() else {
+            return Ok(false);
+        };
+        if raft.compact(index, data.clone()).is_err() {
+            return Ok(false);
+        }
+        let now = self.now;
+        node.disk
+            .compact(index, data)
+            .map_err(|e| format!("tick {now}: node {id}: {e}"))?;
+        let configs = node
+            .drain_ready(&mut self.net, &mut self.check, now)
+            .map_err(|e| format!("tick {now}: {e}"))?;
+        self.log(|| format!("node {id} compacted up to {index}"));
+        self.after_event(configs)?;
+        Ok(true)
+    }
+
+    /// After every event: act on newly committed memberships (stop removed
+    /// nodes), then check the whole cluster.
+    fn after_event(&mut self, configs: Vec<ticketd::raft::Entry>) -> Result<(), String> {
+        for entry in configs {
+            if entry.index <= self.config_index {
+                continue;
+            }
+            let membership = Membership::decode(&entry.data)
+                .map_err(|e| format!("tick {}: config entry {}: {e}", self.now, entry.index))?;
+            let removed: Vec<NodeId> = self
+                .committed_members
+                .members
+                .keys()
+                .filter(|id| !membership.contains(**id))
+                .copied()
+                .collect();
+            self.log(|| {
+                format!(
+                    "membership committed at {}: {:?}",
+                    entry.index,
+                    membership.members.keys()
+                )
+            });
+            self.committed_members = membership;
+            self.config_index = entry.index;
+            for id in removed {
+                self.stop(id);
+            }
+        }
+        self.check
+            .after_event(&self.nodes)
+            .map_err(|e| format!("tick {}: {e}", self.now))
+    }
+
+    pub fn log(&self, what: impl FnOnce() -> String) {
+        if self.trace {
+            eprintln!("[{}] {}", self.now, what());
+        }
+    }
+
+    /// One line per node, for failure reports and traces.
+    pub fn describe(&self) -> String {
+        let mut out = String::new();
+        for node in self.nodes.values() {
+            let line = match node.raft() {
+                Some(r) => format!(
+                    "node {}: {:?} term {} leader {} commit {} applied {} log [{}, {}] lease {} voters {:?}\n",
+                    node.id,
+                    r.role(),
+                    r.term(),
+                    r.leader(),
+                    r.commit_index(),
+                    r.applied_index(),
+                    r.first_index(),
+                    r.last_index(),
+                    r.lease_valid(),
+                    r.membership().voters().collect::<Vec<_>>()
+                ),
+                None if node.stopped => format!("node {}: stopped\n", node.id),
+                None => format!("node {}: crashed\n", node.id),
+            };
+            out.push_str(&line);
+        }
+        out
+    }
+}

@@ -1,0 +1,195 @@
+//! The simulated disk of one node: what survives a crash. It follows the
+//! Ready contract exactly (snapshot, then entries truncating the log, then
+//! hard state, as one atomic write) and models an unsynced write (a bare
+//! commit-index change) that a crash may lose. Owns only persisted bytes;
+//! checks only the contract's own rules and reports breaks as errors.
+
+use ticketd::raft::{
+    Entry, EntryKind, HardState, LogIndex, Membership, Persisted, Ready, Snapshot, SnapshotMeta,
+    Term,
+};
+
+#[derive(Clone, Debug)]
+pub struct Disk {
+    /// Durable hard state.
+    hard_state: HardState,
+    /// The last unsynced hard state: only in the page cache until the next
+    /// synced write, so a crash may drop it.
+    unsynced: Option<HardState>,
+    pub snapshot: Snapshot,
+    /// Contiguous, starting at `snapshot.meta.index + 1`.
+    pub entries: Vec<Entry>,
+}
+
+impl Disk {
+    /// An empty data directory bootstrapped with `membership` (empty for a
+    /// node that is about to be added: it learns everything from the
+    /// leader).
+    pub fn bootstrap(membership: Membership) -> Disk {
+        let meta = SnapshotMeta {
+            index: 0,
+            term: 0,
+            membership,
+        };
+        Disk {
+            hard_state: HardState::default(),
+            unsynced: None,
+            snapshot: Snapshot {
+                meta,
+                data: Vec::new(),
+            },
+            entries: Vec::new(),
+        }
+    }
+
+    /// A disk holding exactly this state (hand-built scenarios).
+    pub fn from_persisted(persisted: Persisted) -> Disk {
+        Disk {
+            hard_state: persisted.hard_state,
+            unsynced: None,
+            snapshot: persisted.snapshot,
+            entries: persisted.entries,
+        }
+    }
+
+    pub fn persisted(&self) -> Persisted {
+        Persisted {
+            hard_state: self.hard_state(),
+            snapshot: self.snapshot.clone(),
+            entries: self.entries.clone(),
+        }
+    }
+
+    /// What a read sees now (including an unsynced write).
+    pub fn hard_state(&self) -> HardState {
+        self.unsynced.unwrap_or(self.hard_state)
+    }
+
+    pub fn last_index(&self) -> LogIndex {
+        self.snapshot.meta.index + self.entries.len() as u64
+    }
+
+    pub fn entry(&self, index: LogIndex) -> Option<&Entry> {
+        let first = self.snapshot.meta.index + 1;
+        if index < first {
+            return None;
+        }
+        self.entries.get((index - first) as usize)
+    }
+
+    /// The term at `index`, also at the snapshot's own index.
+    pub fn term_at(&self, index: LogIndex) -> Option<Term> {
+        if index == self.snapshot.meta.index {
+            return Some(self.snapshot.meta.term);
+        }
+        self.entry(index).map(|e| e.term)
+    }
+
+    /// The power cut: an unsynced write survives or not, as the coin says.
+    pub fn crash(&mut self, unsynced_survives: bool) {
+        if let Some(hard_state) = self.unsynced.take()
+            && unsynced_survives
+        {
+            self.hard_state = hard_state;
+        }
+    }
+
+    /// Step 1 of the Ready contract. Returns the entries written, each with
+    /// the term of the entry before it (for the log-matching check).
+    pub fn persist(&mut self, ready: &Ready) -> Result<Vec<(Entry, Term)>, String> {
+        if !ready.must_sync {
+            return self.persist_unsynced(ready);
+        }
+        if let Some(hard_state) = self.unsynced.take() {
+            // A synced write flushes everything written before it.
+            self.hard_state = hard_state;
+        }
+        if let Some(snapshot) = &ready.snapshot {
+            self.snapshot = snapshot.clone();
+            self.entries.clear();
+        }
+        let written = self.append(&ready.entries)?;
+        if let Some(hard_state) = ready.hard_state {
+            self.hard_state = hard_state;
+        }
+        Ok(written)
+    }
+
+    fn persist_unsynced(&mut self, ready: &Ready) -> Result<Vec<(Entry, Term)>, String> {
+        if ready.snapshot.is_some() || !ready.entries.is_empty() {
+            return Err("ready with entries or a snapshot has must_sync == false".into());
+        }
+        if let Some(hard_state) = ready.hard_state {
+            let before = self.hard_state();
+            if hard_state.term != before.term || hard_state.vote != before.vote {
+                return Err(format!(
+                    "unsynced hard state changes term/vote: {before:?} -> {hard_state:?}"
+                ));
+            }
+            self.unsynced = Some(hard_state);
+        }
+        Ok(Vec::new())
+    }
+
+    fn append(&mut self, entries: &[Entry]) -> Result<Vec<(Entry, Term)>, String> {
+        let Some(first) = entries.first() else {
+            return Ok(Vec::new());
+        };
+        let snapshot_index = self.snapshot.meta.index;
+        if first.index <= snapshot_index || first.index > self.last_index() + 1 {
+            return Err(format!(
+                "ready entries start at {} but the disk holds ({snapshot_index}, {}]",
+                first.index,
+                self.last_index()
+            ));
+        }
+        self.entries
+            .truncate((first.index - snapshot_index - 1) as usize);
+        let mut written = Vec::with_capacity(entries.len());
+        for entry in entries {
+            if entry.index != self.last_index() + 1 {
+                return Err(format!("ready entries not contiguous at {}", entry.index));
+            }
+            let prev_term = self.term_at(entry.index - 1).unwrap_or(0);
+            written.push((entry.clone(), prev_term));
+            self.entries.push(entry.clone());
+        }
+        Ok(written)
+    }
+
+    /// The driver's own log compaction after `Raft::compact` accepted it:
+    /// the snapshot replaces the prefix up to `index`.
+    pub fn compact(&mut self, index: LogIndex, data: Vec<u8>) -> Result<(), String> {
+        let Some(term) = self.term_at(index) else {
+            return Err(format!("compact at {index}: not on disk"));
+        };
+        let membership = self.membership_at(index);
+        let drop = (index - self.snapshot.meta.index) as usize;
+        self.entries.drain(..drop);
+        self.snapshot = Snapshot {
+            meta: SnapshotMeta {
+                index,
+                term,
+                membership,
+            },
+            data,
+        };
+        Ok(())
+    }
+
+    /// The membership in force at `index`: the last Config entry at or
+    /// before it, else the snapshot's.
+    fn membership_at(&self, index: LogIndex) -> Membership {
+        let first = self.snapshot.meta.index + 1;
+        let config = self
+            .entries
+            .iter()
+            .take((index + 1).saturating_sub(first) as usize)
+            .rev()
+            .find(|e| e.kind == EntryKind::Config);
+        match config.map(|e| Membership::decode(&e.data)) {
+            Some(Ok(membership)) => membership,
+            _ => self.snapshot.meta.membership.clone(),
+        }
+    }
+}

@@ -1,0 +1,117 @@
+//! One simulated node: the real `Raft` core (absent while crashed), its
+//! simulated disk and application, and the Ready loop that drives them in
+//! exactly the order the core's contract demands. Owns one node's state;
+//! the network and the cross-node checks are handed in.
+
+use ticketd::raft::{Config, Entry, EntryKind, NodeId, Raft};
+
+use crate::app::App;
+use crate::checks::Checker;
+use crate::disk::Disk;
+use crate::network::Network;
+
+/// A Ready loop that never runs dry is a core bug, not a long batch.
+const READY_ROUNDS_MAX: usize = 10_000;
+
+pub struct SimNode {
+    pub id: NodeId,
+    pub config: Config,
+    /// `None` while crashed or stopped.
+    pub raft: Option<Raft>,
+    pub disk: Disk,
+    /// In memory only: rebuilt from the disk's snapshot on restart.
+    pub app: App,
+    /// Removed from the cluster for good.
+    pub stopped: bool,
+}
+
+impl SimNode {
+    pub fn start(config: Config, disk: Disk) -> Result<SimNode, String> {
+        let mut node = SimNode {
+            id: config.id,
+            config,
+            raft: None,
+            disk,
+            app: App::default(),
+            stopped: false,
+        };
+        node.boot()?;
+        Ok(node)
+    }
+
+    fn boot(&mut self) -> Result<(), String> {
+        let raft = Raft::new(self.config.clone(), self.disk.persisted())
+            .map_err(|e| format!("node {}: Raft::new refused its own disk: {e}", self.id))?;
+        self.app = App::decode(&self.disk.snapshot.data)?;
+        self.raft = Some(raft);
+        Ok(())
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.raft.is_some()
+    }
+
+    /// Drops everything not on disk.
+    pub fn crash(&mut self, unsynced_survives: bool) {
+        self.raft = None;
+        self.app = App::default();
+        self.disk.crash(unsynced_survives);
+    }
+
+    pub fn restart(&mut self, seed: u64) -> Result<(), String> {
+        self.config.seed = seed;
+        self.boot()
+    }
+
+    pub fn raft(&self) -> Option<&Raft> {
+        self.raft.as_ref()
+    }
+
+    /// Handles Ready batches until the core has none. Returns the Config
+    /// entries applied, for the cluster to act on membership changes.
+    pub fn drain_ready(
+        &mut self,
+        net: &mut Network,
+        check: &mut Checker,
+        now: u64,
+    ) -> Result<Vec<Entry>, String> {
+        let mut configs = Vec::new();
+        for _ in 0..READY_ROUNDS_MAX {
+            let Some(raft) = self.raft.as_mut() else {
+                return Ok(configs);
+            };
+            if !raft.has_ready() {
+                return Ok(configs);
+            }
+            let ready = raft.ready();
+            let term = raft.term();
+            let written = self.disk.persist(&ready).map_err(|e| self.fail(&e))?;
+            check.on_written(self.id, &written)?;
+            if let Some(snapshot) = &ready.snapshot {
+                self.app = App::decode(&snapshot.data).map_err(|e| self.fail(&e))?;
+                check.on_snapshot(self.id, term, &snapshot.meta, &self.app)?;
+            }
+            for message in ready.messages {
+                if message.from != self.id {
+                    return Err(self.fail(&format!("sends a message from {}", message.from)));
+                }
+                net.send(now, message);
+            }
+            for entry in &ready.committed {
+                let applied = self.app.apply(entry).map_err(|e| self.fail(&e))?;
+                check.on_applied(self.id, term, applied)?;
+                if entry.kind == EntryKind::Config {
+                    configs.push(entry.clone());
+                }
+            }
+            if let Some(raft) = self.raft.as_mut() {
+                raft.advance();
+            }
+        }
+        Err(self.fail("has_ready() never turns false"))
+    }
+
+    fn fail(&self, what: &str) -> String {
+        format!("node {}: {what}", self.id)
+    }
+}
