@@ -74,13 +74,30 @@ impl Raft {
     /// Whether this leader may serve reads and IDs on its own: see the
     /// module docs of [`crate::raft`] for why this is safe.
     pub fn lease_valid(&self) -> bool {
-        let lease_ticks = self.config.election_ticks_min - self.config.lease_margin_ticks;
-        self.role == Role::Leader
+        self.lease_start()
+            .is_some_and(|start| start + self.lease_ticks() > self.now)
+    }
+
+    /// The lease's length in ticks.
+    pub fn lease_ticks(&self) -> u64 {
+        self.config.election_ticks_min - self.config.lease_margin_ticks
+    }
+
+    /// The tick the lease counts from (see [`Raft::lease_valid`]), when
+    /// this node is a leader that may hold one at all. A driver whose
+    /// ticks lag real time measures the lease from when it ran that tick.
+    pub fn lease_start(&self) -> Option<u64> {
+        let eligible = self.role == Role::Leader
             && self.transfer.is_none()
             && !self.lease_revoked
             && self.membership.is_voter(self.config.id)
-            && self.log.commit >= self.term_start_index
-            && self.quorum_ack_tick() + lease_ticks > self.now
+            && self.log.commit >= self.term_start_index;
+        eligible.then(|| self.quorum_ack_tick())
+    }
+
+    /// Ticks since this core started.
+    pub fn now_tick(&self) -> u64 {
+        self.now
     }
 
     pub(crate) fn has_appends_to_send(&self) -> bool {
@@ -374,6 +391,18 @@ impl Raft {
                 self.maybe_finish_transfer(from);
             } else if progress.state == ProgressState::Probe {
                 progress.paused = false;
+            } else if progress.state == ProgressState::Replicate
+                && progress.match_index < self.log.last_index()
+            {
+                // Nothing new acknowledged while entries are outstanding:
+                // some may have been lost. An append from `next` either
+                // continues the pipeline or is refused, which restarts it
+                // from the follower's hint (etcd does the same).
+                if progress.inflight.len() >= self.config.max_inflight {
+                    progress.inflight.pop_front();
+                }
+                self.send_append(from, true);
+                return;
             }
         } else {
             if index < progress.match_index || index == 0 {
