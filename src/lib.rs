@@ -2,4 +2,5 @@
 //! and locks.
 
 pub mod crc32;
+pub mod ids;
 pub mod raft;
