@@ -43,7 +43,10 @@ impl fmt::Display for DecodeError {
             DecodeError::TooLong { field, len } => write!(f, "{field} is too long ({len})"),
             DecodeError::BadMagic(m) => write!(f, "bad magic number {m:#010x}"),
             DecodeError::BadChecksum { stored, computed } => {
-                write!(f, "checksum mismatch: stored {stored:#010x}, computed {computed:#010x}")
+                write!(
+                    f,
+                    "checksum mismatch: stored {stored:#010x}, computed {computed:#010x}"
+                )
             }
             DecodeError::Inconsistent(what) => write!(f, "inconsistent state: {what}"),
         }
@@ -136,15 +139,26 @@ impl<'a> Reader<'a> {
         Ok(count)
     }
 
-    pub(super) fn bytes(&mut self, field: &'static str, max: usize) -> Result<&'a [u8], DecodeError> {
+    pub(super) fn bytes(
+        &mut self,
+        field: &'static str,
+        max: usize,
+    ) -> Result<&'a [u8], DecodeError> {
         let len = self.u32()?;
         if len as usize > max {
-            return Err(DecodeError::TooLong { field, len: u64::from(len) });
+            return Err(DecodeError::TooLong {
+                field,
+                len: u64::from(len),
+            });
         }
         self.take(len as usize)
     }
 
-    pub(super) fn string(&mut self, field: &'static str, max: usize) -> Result<String, DecodeError> {
+    pub(super) fn string(
+        &mut self,
+        field: &'static str,
+        max: usize,
+    ) -> Result<String, DecodeError> {
         let raw = self.bytes(field, max)?;
         match std::str::from_utf8(raw) {
             Ok(text) => Ok(text.to_owned()),

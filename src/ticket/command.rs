@@ -32,23 +32,49 @@ pub enum Command {
     /// Reserves the IDs `(high, high + count]`.
     ReserveIds { count: u64 },
     /// Opens a session; its id is the next value of the ID counter.
-    OpenSession { name: String, src: String, ttl_ms: u64 },
+    OpenSession {
+        name: String,
+        src: String,
+        ttl_ms: u64,
+    },
     /// Closes a session, releasing everything it holds.
     CloseSession { id: SessionId },
     /// Closes each listed session that still exists (the leader's expiry).
     ExpireSessions { ids: Vec<SessionId> },
     /// Issues ticket `name` on `resource`, or takes it over.
-    IssueTicket { session: SessionId, resource: String, name: String, data: Vec<u8> },
+    IssueTicket {
+        session: SessionId,
+        resource: String,
+        name: String,
+        data: Vec<u8>,
+    },
     /// Removes ticket `name` from `resource`.
-    RevokeTicket { session: SessionId, resource: String, name: String },
+    RevokeTicket {
+        session: SessionId,
+        resource: String,
+        name: String,
+    },
     /// Claims a free ticket of `resource`.
-    Claim { session: SessionId, resource: String },
+    Claim {
+        session: SessionId,
+        resource: String,
+    },
     /// Gives back the claim on ticket `name`.
-    Release { session: SessionId, resource: String, name: String },
+    Release {
+        session: SessionId,
+        resource: String,
+        name: String,
+    },
     /// Try-lock of `resource`.
-    Lock { session: SessionId, resource: String },
+    Lock {
+        session: SessionId,
+        resource: String,
+    },
     /// Unlocks `resource`.
-    Unlock { session: SessionId, resource: String },
+    Unlock {
+        session: SessionId,
+        resource: String,
+    },
 }
 
 impl Command {
@@ -76,22 +102,35 @@ impl Command {
                 w.len(ids.len());
                 ids.iter().for_each(|id| w.u64(*id));
             }
-            Command::IssueTicket { session, resource, name, data } => {
+            Command::IssueTicket {
+                session,
+                resource,
+                name,
+                data,
+            } => {
                 w.u8(TAG_ISSUE_TICKET);
                 w.u64(*session);
                 w.str(resource);
                 w.str(name);
                 w.bytes(data);
             }
-            Command::RevokeTicket { session, resource, name } => {
-                encode_named(&mut w, TAG_REVOKE_TICKET, *session, resource, name)
+            Command::RevokeTicket {
+                session,
+                resource,
+                name,
+            } => encode_named(&mut w, TAG_REVOKE_TICKET, *session, resource, name),
+            Command::Claim { session, resource } => {
+                encode_on(&mut w, TAG_CLAIM, *session, resource)
             }
-            Command::Claim { session, resource } => encode_on(&mut w, TAG_CLAIM, *session, resource),
-            Command::Release { session, resource, name } => {
-                encode_named(&mut w, TAG_RELEASE, *session, resource, name)
-            }
+            Command::Release {
+                session,
+                resource,
+                name,
+            } => encode_named(&mut w, TAG_RELEASE, *session, resource, name),
             Command::Lock { session, resource } => encode_on(&mut w, TAG_LOCK, *session, resource),
-            Command::Unlock { session, resource } => encode_on(&mut w, TAG_UNLOCK, *session, resource),
+            Command::Unlock { session, resource } => {
+                encode_on(&mut w, TAG_UNLOCK, *session, resource)
+            }
         }
         w.bytes
     }
@@ -152,7 +191,11 @@ fn decode_body(r: &mut Reader<'_>) -> Result<Command, DecodeError> {
         },
         TAG_REVOKE_TICKET => {
             let (session, resource, name) = decode_named(r)?;
-            Command::RevokeTicket { session, resource, name }
+            Command::RevokeTicket {
+                session,
+                resource,
+                name,
+            }
         }
         TAG_CLAIM => {
             let (session, resource) = decode_on(r)?;
@@ -160,7 +203,11 @@ fn decode_body(r: &mut Reader<'_>) -> Result<Command, DecodeError> {
         }
         TAG_RELEASE => {
             let (session, resource, name) = decode_named(r)?;
-            Command::Release { session, resource, name }
+            Command::Release {
+                session,
+                resource,
+                name,
+            }
         }
         TAG_LOCK => {
             let (session, resource) = decode_on(r)?;
@@ -187,21 +234,50 @@ fn decode_named(r: &mut Reader<'_>) -> Result<(SessionId, String, String), Decod
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ticket::State;
     use crate::ticket::testkit::{Prng, random_command};
 
     fn every_kind() -> Vec<Command> {
         vec![
             Command::ReserveIds { count: 10_000 },
-            Command::OpenSession { name: "wörker".into(), src: "127.0.0.1:5".into(), ttl_ms: 5000 },
+            Command::OpenSession {
+                name: "wörker".into(),
+                src: "127.0.0.1:5".into(),
+                ttl_ms: 5000,
+            },
             Command::CloseSession { id: 7 },
             Command::ExpireSessions { ids: vec![] },
-            Command::ExpireSessions { ids: vec![1, u64::MAX] },
-            Command::IssueTicket { session: 1, resource: "r".into(), name: "t".into(), data: vec![0, 255] },
-            Command::RevokeTicket { session: 1, resource: "r".into(), name: "t".into() },
-            Command::Claim { session: 2, resource: "r".into() },
-            Command::Release { session: 2, resource: "r".into(), name: "t".into() },
-            Command::Lock { session: 3, resource: "l".into() },
-            Command::Unlock { session: 3, resource: "".into() },
+            Command::ExpireSessions {
+                ids: vec![1, u64::MAX],
+            },
+            Command::IssueTicket {
+                session: 1,
+                resource: "r".into(),
+                name: "t".into(),
+                data: vec![0, 255],
+            },
+            Command::RevokeTicket {
+                session: 1,
+                resource: "r".into(),
+                name: "t".into(),
+            },
+            Command::Claim {
+                session: 2,
+                resource: "r".into(),
+            },
+            Command::Release {
+                session: 2,
+                resource: "r".into(),
+                name: "t".into(),
+            },
+            Command::Lock {
+                session: 3,
+                resource: "l".into(),
+            },
+            Command::Unlock {
+                session: 3,
+                resource: "".into(),
+            },
         ]
     }
 
@@ -221,10 +297,17 @@ mod tests {
     #[test]
     fn rejects_version_tag_and_trailing_bytes() {
         assert_eq!(Command::decode(&[]), Err(DecodeError::Truncated));
-        assert_eq!(Command::decode(&[2, 1]), Err(DecodeError::UnknownVersion(2)));
+        assert_eq!(
+            Command::decode(&[2, 1]),
+            Err(DecodeError::UnknownVersion(2))
+        );
         assert_eq!(Command::decode(&[1, 0]), Err(DecodeError::UnknownTag(0)));
         assert_eq!(Command::decode(&[1, 99]), Err(DecodeError::UnknownTag(99)));
-        let mut bytes = Command::Claim { session: 1, resource: "r".into() }.encode();
+        let mut bytes = Command::Claim {
+            session: 1,
+            resource: "r".into(),
+        }
+        .encode();
         bytes.push(0);
         assert_eq!(Command::decode(&bytes), Err(DecodeError::TrailingBytes(1)));
     }
@@ -234,14 +317,32 @@ mod tests {
         for command in every_kind() {
             let bytes = command.encode();
             for cut in 0..bytes.len() {
-                assert!(Command::decode(&bytes[..cut]).is_err(), "{command:?} cut at {cut}");
+                assert!(
+                    Command::decode(&bytes[..cut]).is_err(),
+                    "{command:?} cut at {cut}"
+                );
             }
         }
     }
 
     #[test]
     fn huge_counts_fail_without_allocating() {
-        let bytes = [1, TAG_EXPIRE_SESSIONS, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 1];
+        let bytes = [
+            1,
+            TAG_EXPIRE_SESSIONS,
+            0xff,
+            0xff,
+            0xff,
+            0xff,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            1,
+        ];
         assert_eq!(Command::decode(&bytes), Err(DecodeError::Truncated));
     }
 
@@ -254,7 +355,7 @@ mod tests {
             let _ = Command::decode(&bytes);
         }
         for _ in 0..5_000 {
-            let mut bytes = random_command(&mut prng, 20).encode();
+            let mut bytes = random_command(&mut prng, &State::new()).encode();
             let at = prng.below(bytes.len() as u64) as usize;
             bytes[at] ^= 1 << prng.below(8);
             if let Ok(command) = Command::decode(&bytes) {
@@ -267,7 +368,7 @@ mod tests {
     fn random_commands_round_trip() {
         let mut prng = Prng::new(42);
         for _ in 0..2_000 {
-            let command = random_command(&mut prng, 50);
+            let command = random_command(&mut prng, &State::new());
             assert_eq!(Command::decode(&command.encode()), Ok(command));
         }
     }

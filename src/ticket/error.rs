@@ -59,14 +59,26 @@ impl fmt::Display for ApplyError {
             ApplyError::UnknownTicket { resource, name } => {
                 write!(f, "ticket {name:?} not found on resource {resource:?}")
             }
-            ApplyError::NotTicketResource(r) => write!(f, "resource {r:?} is a lock, not a ticket resource"),
-            ApplyError::NotLockResource(r) => write!(f, "resource {r:?} is a ticket resource, not a lock"),
+            ApplyError::NotTicketResource(r) => {
+                write!(f, "resource {r:?} is a lock, not a ticket resource")
+            }
+            ApplyError::NotLockResource(r) => {
+                write!(f, "resource {r:?} is a ticket resource, not a lock")
+            }
             ApplyError::LockHeldByOther(r) => write!(f, "lock {r:?} is held by another session"),
             ApplyError::DataTooLarge(len) => {
-                write!(f, "ticket data is {len} bytes, over the {} byte limit", super::TICKET_DATA_BYTES_MAX)
+                write!(
+                    f,
+                    "ticket data is {len} bytes, over the {} byte limit",
+                    super::TICKET_DATA_BYTES_MAX
+                )
             }
             ApplyError::NameTooLong(len) => {
-                write!(f, "name is {len} bytes, over the {} byte limit", super::NAME_BYTES_MAX)
+                write!(
+                    f,
+                    "name is {len} bytes, over the {} byte limit",
+                    super::NAME_BYTES_MAX
+                )
             }
             ApplyError::ZeroCount => write!(f, "count must be at least 1"),
             ApplyError::CounterExhausted => write!(f, "the ID counter is exhausted"),
@@ -84,7 +96,10 @@ mod tests {
     fn statuses_follow_the_spec() {
         assert_eq!(ApplyError::UnknownSession(1).status(), 404);
         assert_eq!(ApplyError::UnknownResource("r".into()).status(), 404);
-        let ticket = ApplyError::UnknownTicket { resource: "r".into(), name: "t".into() };
+        let ticket = ApplyError::UnknownTicket {
+            resource: "r".into(),
+            name: "t".into(),
+        };
         assert_eq!(ticket.status(), 404);
         assert_eq!(ApplyError::NotTicketResource("r".into()).status(), 409);
         assert_eq!(ApplyError::NotLockResource("r".into()).status(), 409);
@@ -100,6 +115,9 @@ mod tests {
         let error = ApplyError::UnknownResource("a\nb".into());
         assert_eq!(error.to_string(), "resource not found: \"a\\nb\"");
         assert!(!error.to_string().contains('\n'));
-        assert_eq!(ApplyError::UnknownSession(12).to_string(), "session not found: 12");
+        assert_eq!(
+            ApplyError::UnknownSession(12).to_string(),
+            "session not found: 12"
+        );
     }
 }

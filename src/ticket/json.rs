@@ -11,10 +11,10 @@
 //! as padded standard base64; strings escaped as Go does, including
 //! `<`, `>`, `&`, U+2028 and U+2029 as `\u` escapes (Go's HTML-safe default).
 
+use super::SessionId;
 use super::base64;
 use super::state::{Resource, State};
 use super::view::{SessionView, TicketView};
-use super::SessionId;
 
 /// `s` as a JSON string literal, escaped as Go escapes it.
 pub fn string_json(s: &str) -> String {
@@ -39,7 +39,11 @@ pub fn ticket_json(ticket: &TicketView) -> String {
 /// `TicketResponse` holds the ticket by value, so an unsuccessful claim
 /// carries a zero ticket rather than `null`.
 pub fn claim_json(claimed: bool, ticket: Option<&TicketView>) -> String {
-    let mut out = String::from(if claimed { "{\"Claimed\":true,\"Ticket\":" } else { "{\"Claimed\":false,\"Ticket\":" });
+    let mut out = String::from(if claimed {
+        "{\"Claimed\":true,\"Ticket\":"
+    } else {
+        "{\"Claimed\":false,\"Ticket\":"
+    });
     match ticket.filter(|_| claimed) {
         Some(ticket) => push_ticket(&mut out, ticket),
         None => out.push_str(ZERO_TICKET),
@@ -48,7 +52,8 @@ pub fn claim_json(claimed: bool, ticket: Option<&TicketView>) -> String {
     out
 }
 
-const ZERO_TICKET: &str = "{\"Name\":\"\",\"ResourceName\":\"\",\"Data\":null,\"Issuer\":null,\"Claimant\":null}";
+const ZERO_TICKET: &str =
+    "{\"Name\":\"\",\"ResourceName\":\"\",\"Data\":null,\"Issuer\":null,\"Claimant\":null}";
 
 impl State {
     /// The session as `GET /api/v1/sessions/{id}` shows it; `None` if it
@@ -61,7 +66,11 @@ impl State {
 
     /// `{id: Session}` for every session.
     pub fn dump_sessions_json(&self) -> String {
-        let mut keys: Vec<(String, SessionId)> = self.sessions.keys().map(|id| (id.to_string(), *id)).collect();
+        let mut keys: Vec<(String, SessionId)> = self
+            .sessions
+            .keys()
+            .map(|id| (id.to_string(), *id))
+            .collect();
         keys.sort();
         let mut out = String::from("{");
         for (i, (key, id)) in keys.iter().enumerate() {
@@ -104,7 +113,11 @@ impl State {
         let claims = session.claims.iter().map(|(r, n)| (r.as_str(), n.as_str()));
         self.push_ticket_list(out, claims);
         out.push_str("],\"Issuances\":[");
-        let mut issued: Vec<(&str, &str)> = session.issued.iter().map(|(r, n)| (r.as_str(), n.as_str())).collect();
+        let mut issued: Vec<(&str, &str)> = session
+            .issued
+            .iter()
+            .map(|(r, n)| (r.as_str(), n.as_str()))
+            .collect();
         issued.extend(session.locks.iter().map(|r| (r.as_str(), r.as_str())));
         issued.sort_unstable();
         self.push_ticket_list(out, issued.into_iter());
@@ -112,7 +125,11 @@ impl State {
         Some(())
     }
 
-    fn push_ticket_list<'a>(&self, out: &mut String, keys: impl Iterator<Item = (&'a str, &'a str)>) {
+    fn push_ticket_list<'a>(
+        &self,
+        out: &mut String,
+        keys: impl Iterator<Item = (&'a str, &'a str)>,
+    ) {
         let views = keys.filter_map(|(resource, name)| self.ticket_view(resource, name));
         for (i, view) in views.enumerate() {
             push_separator(out, i);
@@ -213,4 +230,169 @@ fn push_string(out: &mut String, s: &str) {
         }
     }
     out.push('"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ticket::{Command, Outcome};
+
+    const ISSUER: &str = r#"{"Name":"issuer","Id":"1","Src":"10.0.0.1:4000","Ttl":5000,"Tickets":[],"Issuances":[]}"#;
+    const CLAIMANT: &str = r#"{"Name":"claimant","Id":"2","Src":"10.0.0.2:4000","Ttl":100,"Tickets":[],"Issuances":[]}"#;
+
+    /// issuer (1) issued r/t ("FOO"), claimant (2) claimed it and holds lock l.
+    fn small_state() -> (State, Outcome) {
+        let mut state = State::new();
+        let open = |name: &str, src: &str, ttl_ms| Command::OpenSession {
+            name: name.into(),
+            src: src.into(),
+            ttl_ms,
+        };
+        state.apply(&open("issuer", "10.0.0.1:4000", 5000));
+        state.apply(&open("claimant", "10.0.0.2:4000", 100));
+        let issue = Command::IssueTicket {
+            session: 1,
+            resource: "r".into(),
+            name: "t".into(),
+            data: b"FOO".to_vec(),
+        };
+        state.apply(&issue);
+        let claim = state.apply(&Command::Claim {
+            session: 2,
+            resource: "r".into(),
+        });
+        state.apply(&Command::Lock {
+            session: 2,
+            resource: "l".into(),
+        });
+        (state, claim)
+    }
+
+    fn ticket_t() -> String {
+        format!(
+            r#"{{"Name":"t","ResourceName":"r","Data":"Rk9P","Issuer":{ISSUER},"Claimant":{CLAIMANT}}}"#
+        )
+    }
+
+    fn lock_l() -> String {
+        format!(
+            r#"{{"Name":"l","ResourceName":"l","Data":"","Issuer":{CLAIMANT},"Claimant":null}}"#
+        )
+    }
+
+    #[test]
+    fn session_shapes() {
+        let (state, _) = small_state();
+        let issuer = format!(
+            r#"{{"Name":"issuer","Id":"1","Src":"10.0.0.1:4000","Ttl":5000,"Tickets":[],"Issuances":[{}]}}"#,
+            ticket_t()
+        );
+        assert_eq!(state.session_json(1), Some(issuer.clone()));
+        let claimant = format!(
+            r#"{{"Name":"claimant","Id":"2","Src":"10.0.0.2:4000","Ttl":100,"Tickets":[{}],"Issuances":[{}]}}"#,
+            ticket_t(),
+            lock_l()
+        );
+        assert_eq!(state.session_json(2), Some(claimant.clone()));
+        assert_eq!(state.session_json(3), None);
+        assert_eq!(
+            state.dump_sessions_json(),
+            format!(r#"{{"1":{issuer},"2":{claimant}}}"#)
+        );
+    }
+
+    #[test]
+    fn resource_shapes() {
+        let (state, _) = small_state();
+        let l = format!(
+            r#""l":{{"Name":"l","IsLock":true,"Tickets":{{"l":{}}}}}"#,
+            lock_l()
+        );
+        let r = format!(
+            r#""r":{{"Name":"r","IsLock":false,"Tickets":{{"t":{}}}}}"#,
+            ticket_t()
+        );
+        assert_eq!(
+            state.dump_resources_json(None),
+            Some(format!("{{{l},{r}}}"))
+        );
+        assert_eq!(
+            state.dump_resources_json(Some("r")),
+            Some(format!("{{{r}}}"))
+        );
+        assert_eq!(state.dump_resources_json(Some("nope")), None);
+        assert_eq!(
+            State::new().dump_resources_json(None),
+            Some("{}".to_owned())
+        );
+        assert_eq!(State::new().dump_sessions_json(), "{}");
+    }
+
+    #[test]
+    fn claim_shapes() {
+        let (_, claim) = small_state();
+        let Outcome::Claim {
+            claimed, ticket, ..
+        } = claim
+        else {
+            panic!("{claim:?}")
+        };
+        assert_eq!(
+            claim_json(claimed, ticket.as_ref()),
+            format!(r#"{{"Claimed":true,"Ticket":{}}}"#, ticket_t())
+        );
+        assert_eq!(ticket_json(ticket.as_ref().unwrap()), ticket_t());
+        let zero = r#"{"Claimed":false,"Ticket":{"Name":"","ResourceName":"","Data":null,"Issuer":null,"Claimant":null}}"#;
+        assert_eq!(claim_json(false, None), zero);
+        assert_eq!(claim_json(false, ticket.as_ref()), zero);
+    }
+
+    #[test]
+    fn session_ids_are_strings_sorted_as_go_sorts_map_keys() {
+        let mut state = State::new();
+        state.apply(&Command::ReserveIds { count: 8 });
+        for _ in 0..2 {
+            state.apply(&Command::OpenSession {
+                name: "n".into(),
+                src: "s".into(),
+                ttl_ms: 1,
+            });
+        }
+        assert_eq!(session_id_json(9), r#""9""#);
+        let dump = state.dump_sessions_json();
+        assert!(dump.starts_with(r#"{"10":{"Name":"n","Id":"10""#), "{dump}");
+        assert!(dump.contains(r#"},"9":{"Name":"n","Id":"9""#), "{dump}");
+    }
+
+    #[test]
+    fn strings_are_escaped_as_go_escapes_them() {
+        assert_eq!(string_json("Ok"), r#""Ok""#);
+        assert_eq!(string_json(""), r#""""#);
+        let nasty = "a\"\\\n\r\t\u{8}\u{c}\u{1}\u{1f}<>&\u{2028}\u{2029}é😀\u{7f}/";
+        let expected = "\"a\\\"\\\\\\n\\r\\t\\b\\f\\u0001\\u001f\\u003c\\u003e\\u0026\\u2028\\u2029é😀\u{7f}/\"";
+        assert_eq!(string_json(nasty), expected);
+    }
+
+    #[test]
+    fn names_from_urls_are_escaped_everywhere() {
+        let mut state = State::new();
+        let name = "q\"<\n";
+        state.apply(&Command::OpenSession {
+            name: name.into(),
+            src: "s".into(),
+            ttl_ms: 1,
+        });
+        let issue = Command::IssueTicket {
+            session: 1,
+            resource: name.into(),
+            name: name.into(),
+            data: vec![0xff],
+        };
+        state.apply(&issue);
+        let escaped = r#""q\"\u003c\n""#;
+        let dump = state.dump_resources_json(None).unwrap();
+        assert_eq!(dump.matches(escaped).count(), 6, "{dump}");
+        assert!(dump.contains(r#""Data":"/w==""#));
+        assert!(!state.session_json(1).unwrap().contains('\n'));
+    }
 }

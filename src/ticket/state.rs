@@ -12,9 +12,9 @@
 //! - no ticket resource is empty (an empty one is removed at once);
 //! - every session id and fencing token is at most `high`.
 
+use super::SessionId;
 use super::error::ApplyError;
 use super::view::{SessionView, TicketView};
-use super::SessionId;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Identifies a ticket: (resource name, ticket name).
@@ -35,7 +35,14 @@ pub(super) struct Session {
 
 impl Session {
     pub(super) fn new(name: String, src: String, ttl_ms: u64) -> Session {
-        Session { name, src, ttl_ms, claims: BTreeSet::new(), issued: BTreeSet::new(), locks: BTreeSet::new() }
+        Session {
+            name,
+            src,
+            ttl_ms,
+            claims: BTreeSet::new(),
+            issued: BTreeSet::new(),
+            locks: BTreeSet::new(),
+        }
     }
 }
 
@@ -101,7 +108,10 @@ impl State {
 
     /// Locks currently held (each lock resource is held while it exists).
     pub fn lock_count(&self) -> usize {
-        self.resources.values().filter(|r| matches!(r, Resource::Lock(_))).count()
+        self.resources
+            .values()
+            .filter(|r| matches!(r, Resource::Lock(_)))
+            .count()
     }
 
     pub fn resource_count(&self) -> usize {
@@ -113,7 +123,12 @@ impl State {
     ///
     /// # Errors
     /// Unknown session or resource (404); a lock resource (409).
-    pub fn has_claim(&self, session: SessionId, resource: &str, name: &str) -> Result<bool, ApplyError> {
+    pub fn has_claim(
+        &self,
+        session: SessionId,
+        resource: &str,
+        name: &str,
+    ) -> Result<bool, ApplyError> {
         self.session(session)?;
         let tickets = self.existing_tickets(resource)?;
         let holder = tickets.get(name).and_then(|t| t.claim).map(|c| c.session);
@@ -142,7 +157,10 @@ impl State {
     }
 
     /// The tickets of an existing ticket resource.
-    pub(super) fn existing_tickets(&self, resource: &str) -> Result<&BTreeMap<String, Ticket>, ApplyError> {
+    pub(super) fn existing_tickets(
+        &self,
+        resource: &str,
+    ) -> Result<&BTreeMap<String, Ticket>, ApplyError> {
         match self.resources.get(resource) {
             None => Err(ApplyError::UnknownResource(resource.to_owned())),
             Some(Resource::Lock(_)) => Err(ApplyError::NotTicketResource(resource.to_owned())),
@@ -166,7 +184,11 @@ impl State {
         let (data, issuer, claimant) = match self.resources.get(resource)? {
             Resource::Tickets(tickets) => {
                 let ticket = tickets.get(name)?;
-                (ticket.data.clone(), ticket.issuer, ticket.claim.map(|c| c.session))
+                (
+                    ticket.data.clone(),
+                    ticket.issuer,
+                    ticket.claim.map(|c| c.session),
+                )
             }
             Resource::Lock(claim) if name == resource => (Vec::new(), claim.session, None),
             Resource::Lock(_) => return None,
@@ -187,7 +209,11 @@ mod tests {
     use super::*;
 
     fn open(state: &mut State, name: &str) -> SessionId {
-        state.apply(&Command::OpenSession { name: name.into(), src: "src".into(), ttl_ms: 100 });
+        state.apply(&Command::OpenSession {
+            name: name.into(),
+            src: "src".into(),
+            ttl_ms: 100,
+        });
         state.high()
     }
 
@@ -198,7 +224,14 @@ mod tests {
         assert!(!state.session_exists(1));
         assert_eq!(state.session_ttl_ms(1), None);
         assert_eq!(state.sessions().count(), 0);
-        assert_eq!((state.session_count(), state.lock_count(), state.resource_count()), (0, 0, 0));
+        assert_eq!(
+            (
+                state.session_count(),
+                state.lock_count(),
+                state.resource_count()
+            ),
+            (0, 0, 0)
+        );
         assert_eq!(state.lock_holder("l"), None);
         assert!(!state.has_free_ticket("r"));
     }
@@ -208,18 +241,38 @@ mod tests {
         let mut state = State::new();
         let issuer = open(&mut state, "issuer");
         let claimant = open(&mut state, "claimant");
-        let issue = Command::IssueTicket { session: issuer, resource: "r".into(), name: "t".into(), data: vec![] };
+        let issue = Command::IssueTicket {
+            session: issuer,
+            resource: "r".into(),
+            name: "t".into(),
+            data: vec![],
+        };
         state.apply(&issue);
         assert!(state.has_free_ticket("r"));
-        state.apply(&Command::Claim { session: claimant, resource: "r".into() });
+        state.apply(&Command::Claim {
+            session: claimant,
+            resource: "r".into(),
+        });
         assert!(!state.has_free_ticket("r"));
         assert_eq!(state.has_claim(claimant, "r", "t"), Ok(true));
         assert_eq!(state.has_claim(issuer, "r", "t"), Ok(false));
         assert_eq!(state.has_claim(claimant, "r", "nope"), Ok(false));
-        assert_eq!(state.has_claim(99, "r", "t"), Err(ApplyError::UnknownSession(99)));
-        assert_eq!(state.has_claim(claimant, "x", "t"), Err(ApplyError::UnknownResource("x".into())));
-        state.apply(&Command::Lock { session: issuer, resource: "l".into() });
-        assert_eq!(state.has_claim(claimant, "l", "l"), Err(ApplyError::NotTicketResource("l".into())));
+        assert_eq!(
+            state.has_claim(99, "r", "t"),
+            Err(ApplyError::UnknownSession(99))
+        );
+        assert_eq!(
+            state.has_claim(claimant, "x", "t"),
+            Err(ApplyError::UnknownResource("x".into()))
+        );
+        state.apply(&Command::Lock {
+            session: issuer,
+            resource: "l".into(),
+        });
+        assert_eq!(
+            state.has_claim(claimant, "l", "l"),
+            Err(ApplyError::NotTicketResource("l".into()))
+        );
     }
 
     #[test]
@@ -227,7 +280,10 @@ mod tests {
         let mut state = State::new();
         let a = open(&mut state, "a");
         let b = open(&mut state, "b");
-        assert_eq!(state.sessions().collect::<Vec<_>>(), vec![(a, 100), (b, 100)]);
+        assert_eq!(
+            state.sessions().collect::<Vec<_>>(),
+            vec![(a, 100), (b, 100)]
+        );
         assert_eq!(state.session_ttl_ms(a), Some(100));
         assert!(state.session_exists(b));
     }
