@@ -4,3 +4,4 @@
 pub mod crc32;
 pub mod ids;
 pub mod raft;
+pub mod ticket;
