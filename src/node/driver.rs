@@ -246,11 +246,11 @@ impl Driver {
     fn refresh(&mut self, session: u64) -> Result<(), NodeError> {
         self.check_serving()?;
         let Some(ttl) = self.state.session_ttl_ms(session) else {
-            return Err(NodeError::Unavailable(format!("session {session} not found")));
+            return Err(NodeError::NotFound(format!("session {session} not found")));
         };
         if self.deadlines.deadline_ms(session).is_none() {
             // Its expiry is already proposed.
-            return Err(NodeError::Unavailable(format!("session {session} not found")));
+            return Err(NodeError::NotFound(format!("session {session} not found")));
         }
         let now = self.now_ms();
         self.deadlines.refresh(session, now + ttl);

@@ -58,6 +58,8 @@ pub enum NodeError {
     Unavailable(String),
     /// The LMDB map is full.
     StorageFull,
+    /// The session (or other named thing) does not exist.
+    NotFound(String),
 }
 
 impl fmt::Display for NodeError {
@@ -71,6 +73,7 @@ impl fmt::Display for NodeError {
             }
             NodeError::Unavailable(why) => write!(f, "{why}"),
             NodeError::StorageFull => write!(f, "storage full"),
+            NodeError::NotFound(what) => write!(f, "{what}"),
         }
     }
 }
