@@ -1,6 +1,7 @@
 //! ticketd: a replicated service for unique 64-bit IDs, sessions, tickets
 //! and locks.
 
+pub mod cli;
 pub mod crc32;
 pub mod raft;
 pub mod store;
