@@ -660,6 +660,24 @@ fn open_error(dir: &Path, error: lmdb::Error) -> StoreError {
 /// Refuses an environment that holds databases we do not know (it is not
 /// ours), or a bootstrapped one that lost one of ours.
 fn check_databases(env: &Environment, dir: &Path) -> Result<(), StoreError> {
+    let found = databases_in(env, dir)?;
+    if found.contains(&"meta") && found.len() < DATABASES.len() {
+        // Opened only now: the read transaction above has ended, and LMDB
+        // allows one per thread.
+        let meta = env.open_db(Some("meta"))?;
+        let txn = env.begin_ro_txn()?;
+        if txn.stat(meta)?.entries() != 0 {
+            return Err(StoreError::Corrupt(format!(
+                "{}: databases missing (found only {found:?})",
+                dir.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The named databases of the environment, all of which must be ours.
+fn databases_in(env: &Environment, dir: &Path) -> Result<Vec<&'static str>, StoreError> {
     let main = env.open_db(None)?;
     let txn = env.begin_ro_txn()?;
     let mut found = Vec::new();
@@ -677,16 +695,7 @@ fn check_databases(env: &Environment, dir: &Path) -> Result<(), StoreError> {
             }
         }
     }
-    if found.contains(&"meta") && found.len() < DATABASES.len() {
-        let meta = env.open_db(Some("meta"))?;
-        if txn.stat(meta)?.entries() != 0 {
-            return Err(StoreError::Corrupt(format!(
-                "{}: databases missing (found {found:?})",
-                dir.display()
-            )));
-        }
-    }
-    Ok(())
+    Ok(found)
 }
 
 #[cfg(test)]
@@ -1195,6 +1204,36 @@ mod tests {
             opened.err()
         );
         assert_eq!(fs::read(dir.0.join("data.mdb")).unwrap(), before);
+    }
+
+    #[test]
+    fn a_store_that_lost_a_database_is_refused() {
+        let dir = TestDir::new("lost-db");
+        fs::create_dir_all(&dir.0).unwrap();
+        {
+            let env = Environment::new().set_max_dbs(2).open(&dir.0).unwrap();
+            let meta = env.create_db(Some("meta"), DatabaseFlags::empty()).unwrap();
+            let mut txn = env.begin_rw_txn().unwrap();
+            txn.put(meta, b"version", b"whatever", WriteFlags::empty())
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        let opened = Store::open(&dir.0, 1);
+        assert!(
+            matches!(&opened, Err(StoreError::Corrupt(w)) if w.contains("missing")),
+            "{:?}",
+            opened.err()
+        );
+
+        // An empty `meta` alone is a first open that stopped half-way.
+        let half = TestDir::new("half-created");
+        fs::create_dir_all(&half.0).unwrap();
+        {
+            let env = Environment::new().set_max_dbs(2).open(&half.0).unwrap();
+            env.create_db(Some("meta"), DatabaseFlags::empty()).unwrap();
+        }
+        let store = Store::open(&half.0, 1).unwrap();
+        assert_eq!(store.load().unwrap(), None);
     }
 
     #[test]
