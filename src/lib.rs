@@ -3,5 +3,6 @@
 
 pub mod cli;
 pub mod crc32;
+pub mod ids;
 pub mod raft;
 pub mod store;
