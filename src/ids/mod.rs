@@ -108,7 +108,7 @@ impl IdPool {
         let mut inner = self.lock();
         loop {
             let now = Instant::now();
-            if !inner.serving_until.is_some_and(|until| now < until) {
+            if inner.serving_until.is_none_or(|until| now >= until) {
                 return Err(TakeError::NotServing);
             }
             if let Some(range) = take_from(&mut inner.ranges, count) {
