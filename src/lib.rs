@@ -1,5 +1,13 @@
 //! ticketd: a replicated service for unique 64-bit IDs, sessions, tickets
 //! and locks.
 
+pub mod cli;
 pub mod crc32;
+pub mod http;
+pub mod ids;
+pub mod node;
 pub mod raft;
+pub mod store;
+pub mod ticket;
+pub mod transport;
+pub mod wire;

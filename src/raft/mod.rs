@@ -1,8 +1,85 @@
 //! The Raft consensus core: a pure, deterministic state machine.
-//! (Module docs are completed with the implementation.)
+//!
+//! No I/O, no threads, no clock, no global state. Time enters only as
+//! [`Raft::tick`] calls; randomness (election timeouts) only from the seed
+//! in [`Config`]. The driver feeds the core messages ([`Raft::step`]),
+//! ticks and proposals, and drains a [`Ready`]: what to persist, what to
+//! send, what to apply. Many `step`s and `propose`s may come between two
+//! `Ready`s — that is how one fsync covers a whole batch (group commit).
+//!
+//! # The ordering contract
+//!
+//! For each `Ready`, in this order:
+//! 1. persist the snapshot, the entries (truncating the log at the first
+//!    of them) and the hard state, in one atomic write, fsynced when
+//!    `must_sync` (it is false only when nothing but the commit index
+//!    changed, which may be lost in a crash without harm: the log it
+//!    points into is durable and a leader re-establishes it);
+//! 2. only then send the messages — a vote or an acknowledgement must
+//!    never leave before the term, vote and entries it speaks for are
+//!    on disk;
+//! 3. apply the committed entries, in order;
+//! 4. call [`Raft::advance`], with no other call in between.
+//!
+//! The leader counts its own log towards a commit only up to what
+//! `advance` has confirmed is on disk (Raft thesis §10.2.1 in reverse:
+//! it may send before it syncs, never count before it syncs).
+//!
+//! # Choices
+//!
+//! * **Pre-vote and check-quorum** (thesis §9.6, §6.2). A node whose
+//!   timer fires first asks whether it could win, without changing terms;
+//!   a node that heard from a leader within the minimum election timeout
+//!   ignores vote and pre-vote requests (unless the request comes from a
+//!   leadership transfer). A leader that has not heard from a quorum for
+//!   an election timeout steps down.
+//! * **Single-server membership changes** (thesis §4.1) rather than joint
+//!   consensus: a cluster of 1, 3 or 5 changes one member at a time, and
+//!   new members first join as learners so that adding one never costs
+//!   availability while it catches up. A configuration is in force from
+//!   the moment it is appended; only one may be uncommitted, and only
+//!   after the leader committed an entry of its own term (the 2015 fix to
+//!   single-server changes). A removed leader steps down once its removal
+//!   is committed.
+//! * **The log lives in memory** from the last snapshot on; the driver's
+//!   compaction keeps it short.
+//!
+//! # The lease
+//!
+//! [`Raft::lease_valid`] tells a leader that no other leader can exist
+//! right now, so it may serve reads and IDs without a round trip.
+//! Every AppendEntries carries the leader's clock (`lease_tick`); a
+//! follower echoes it back. If a quorum has echoed a tick ≥ `t`, every
+//! member of that quorum heard from this leader at or after `t` by the
+//! leader's clock. Such a follower refuses every vote and pre-vote until
+//! it has not heard from a leader for `election_ticks_min` of its own
+//! ticks, so no other candidate can gather a quorum before `t +
+//! election_ticks_min`. The lease therefore runs until `t +
+//! election_ticks_min − lease_margin_ticks`, the margin absorbing clock
+//! drift between nodes. This holds only together with:
+//! * check-quorum and vote refusal within the minimum election timeout,
+//!   as above;
+//! * a restarted node counting its start as contact with a leader (it may
+//!   have acknowledged one just before it crashed);
+//! * leadership transfer: the `force` flag overrides the refusal, so a
+//!   leader that sent TimeoutNow holds no lease for the rest of its term;
+//! * a new leader's lease starting only once its no-op entry is
+//!   committed: by then its log holds every entry any earlier leader
+//!   committed, so what it serves is at least as new.
 
+mod core;
+mod election;
+mod log;
+mod membership;
+mod progress;
+mod replication;
+mod rng;
 mod types;
 
+#[cfg(test)]
+mod tests;
+
+pub use self::core::Raft;
 pub use types::*;
 
 /// Settings of one core, validated once by [`Config::validate`].
@@ -53,30 +130,4 @@ pub struct Ready {
     pub entries: Vec<Entry>,
     pub messages: Vec<Message>,
     pub committed: Vec<Entry>,
-}
-
-/// The Raft core of one node.
-pub struct Raft {}
-
-impl Raft {
-    pub fn new(config: Config, persisted: Persisted) -> Result<Raft, ConfigError> { unimplemented!() }
-    pub fn tick(&mut self) { unimplemented!() }
-    pub fn step(&mut self, message: Message) { unimplemented!() }
-    pub fn propose(&mut self, data: Vec<u8>) -> Result<(Term, LogIndex), ProposeError> { unimplemented!() }
-    pub fn propose_conf_change(&mut self, change: ConfChange) -> Result<(Term, LogIndex), ProposeError> { unimplemented!() }
-    pub fn transfer_leader(&mut self, to: NodeId) -> Result<(), ProposeError> { unimplemented!() }
-    pub fn compact(&mut self, index: LogIndex, data: Vec<u8>) -> Result<(), CompactError> { unimplemented!() }
-    pub fn has_ready(&self) -> bool { unimplemented!() }
-    pub fn ready(&mut self) -> Ready { unimplemented!() }
-    pub fn advance(&mut self) { unimplemented!() }
-    pub fn lease_valid(&self) -> bool { unimplemented!() }
-    pub fn id(&self) -> NodeId { unimplemented!() }
-    pub fn role(&self) -> Role { unimplemented!() }
-    pub fn leader(&self) -> NodeId { unimplemented!() }
-    pub fn term(&self) -> Term { unimplemented!() }
-    pub fn commit_index(&self) -> LogIndex { unimplemented!() }
-    pub fn applied_index(&self) -> LogIndex { unimplemented!() }
-    pub fn first_index(&self) -> LogIndex { unimplemented!() }
-    pub fn last_index(&self) -> LogIndex { unimplemented!() }
-    pub fn membership(&self) -> &Membership { unimplemented!() }
 }

@@ -1,0 +1,219 @@
+//! Starting a node: open the data directory, bootstrap it from the peer
+//! list when it is empty (or check it belongs to that cluster), restore
+//! the Raft core and the state machine, start the transport, and spawn
+//! the node thread.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+use std::sync::mpsc::sync_channel;
+use std::thread::JoinHandle;
+
+use log::{info, warn};
+
+use super::driver::Driver;
+use super::status::{Shared, Status};
+use super::{Input, NodeConfig, NodeHandle};
+use crate::raft::{self, Member, Membership, Persisted, Raft, Snapshot, SnapshotMeta};
+use crate::store::{Identity, Loaded, Store};
+use crate::ticket::State;
+use crate::transport::{Transport, TransportConfig};
+
+/// Inputs waiting for the node thread, at most.
+const INBOX_CAPACITY: usize = 65_536;
+
+/// Why a node refused to start (the process exits 1).
+#[derive(Debug)]
+pub struct BootError(pub String);
+
+impl fmt::Display for BootError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for BootError {}
+
+/// The initial members of a statically configured cluster: the peer
+/// list sorted, numbered from 1, so every node derives the same ids.
+pub fn initial_membership(peers: &[String]) -> Membership {
+    let mut sorted: Vec<&String> = peers.iter().collect();
+    sorted.sort();
+    sorted.dedup();
+    let members = sorted
+        .into_iter()
+        .enumerate()
+        .map(|(i, addr)| {
+            let member = Member {
+                voter: true,
+                peer_addr: addr.clone(),
+                http_addr: String::new(),
+            };
+            (i as u64 + 1, member)
+        })
+        .collect();
+    Membership { members }
+}
+
+/// The cluster id of a static peer list: FNV-1a over the sorted list, so
+/// that nodes started from the same list agree without talking.
+pub fn cluster_id_of(membership: &Membership) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for member in membership.members.values() {
+        for byte in member.peer_addr.bytes().chain(std::iter::once(b',')) {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    hash.max(1)
+}
+
+/// Opens (or bootstraps) the data directory and starts the node thread.
+///
+/// # Errors
+/// `BootError` when the directory belongs to another cluster, is
+/// corrupt or of an unknown version, or a port cannot be bound.
+pub fn start(config: NodeConfig) -> Result<(NodeHandle, JoinHandle<()>), BootError> {
+    let mut store = Store::open(&config.data_dir, config.db_size_mb).map_err(|e| {
+        BootError(format!("cannot open data directory {}: {e}", config.data_dir.display()))
+    })?;
+    let loaded = match store.load().map_err(|e| BootError(format!("{e}")))? {
+        Some(loaded) => check_loaded(&config, loaded)?,
+        None => bootstrap(&config, &mut store)?,
+    };
+    let identity = loaded.identity;
+    let state = if loaded.snapshot.data.is_empty() {
+        State::new()
+    } else {
+        State::decode_snapshot(&loaded.snapshot.data)
+            .map_err(|e| BootError(format!("corrupt snapshot in data directory: {e}")))?
+    };
+    let raft_config = raft_config(identity.node_id, config.tick);
+    let persisted = Persisted {
+        hard_state: loaded.hard_state,
+        snapshot: loaded.snapshot,
+        entries: loaded.entries,
+    };
+    let raft = Raft::new(raft_config, persisted).map_err(|e| BootError(format!("{e}")))?;
+    let shared = Shared::new(Status::new(identity.node_id, identity.cluster_id));
+    let (inbox, receiver) = sync_channel::<Input>(INBOX_CAPACITY);
+    let peer_inbox = inbox.clone();
+    let deliver = Arc::new(move |message| {
+        // Blocking: a slow node thread slows the peers' readers, which
+        // is TCP backpressure rather than dropped messages.
+        let _ = peer_inbox.send(Input::Peer(message));
+    });
+    let transport = Transport::start(
+        TransportConfig {
+            listen_addr: config.peer_listen.clone(),
+            cluster_id: identity.cluster_id,
+            node_id: identity.node_id,
+            peer_addr: config.peer_addr.clone(),
+            http_addr: config.http_addr.clone(),
+        },
+        deliver,
+    )
+    .map_err(|e| BootError(format!("cannot listen for peers on {}: {e}", config.peer_listen)))?;
+    info!(
+        "node {} of cluster {:016x} starting: peers on {}, data in {}",
+        identity.node_id,
+        identity.cluster_id,
+        config.peer_addr,
+        config.data_dir.display()
+    );
+    let handle = NodeHandle {
+        inbox,
+        shared: Arc::clone(&shared),
+    };
+    let driver = Driver::new(config, raft, store, state, transport, shared, loaded.app);
+    let thread = std::thread::Builder::new()
+        .name("node".into())
+        .spawn(move || driver.run(receiver))
+        .map_err(|e| BootError(format!("cannot start the node thread: {e}")))?;
+    Ok((handle, thread))
+}
+
+/// The Raft settings: 10 ms ticks, elections after 0.8–1.6 s of
+/// silence, heartbeats every 100 ms (8 per minimum election timeout, so
+/// a lost heartbeat or two never triggers an election), and a lease
+/// 100 ms shorter than the minimum election timeout.
+fn raft_config(id: u64, tick: std::time::Duration) -> raft::Config {
+    let per_second = (1000 / tick.as_millis().max(1)) as u64;
+    raft::Config {
+        id,
+        election_ticks_min: per_second * 8 / 10,
+        election_ticks_max: per_second * 16 / 10,
+        heartbeat_ticks: (per_second / 10).max(1),
+        lease_margin_ticks: (per_second / 10).max(1),
+        max_append_entries: 4096,
+        max_append_bytes: 4 << 20,
+        max_inflight: 64,
+        seed: id ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64),
+    }
+}
+
+fn bootstrap(config: &NodeConfig, store: &mut Store) -> Result<Loaded, BootError> {
+    let peers = if config.peers.is_empty() {
+        vec![config.peer_addr.clone()]
+    } else {
+        config.peers.clone()
+    };
+    let mut membership = initial_membership(&peers);
+    let cluster_id = cluster_id_of(&membership);
+    let node_id = membership
+        .members
+        .iter()
+        .find(|(_, m)| m.peer_addr == config.peer_addr)
+        .map(|(id, _)| *id)
+        .ok_or_else(|| BootError(format!("{} is not in the peer list", config.peer_addr)))?;
+    if let Some(me) = membership.members.get_mut(&node_id) {
+        me.http_addr = config.http_addr.clone();
+    }
+    let identity = Identity {
+        cluster_id,
+        node_id,
+    };
+    let snapshot = Snapshot {
+        meta: SnapshotMeta {
+            index: 0,
+            term: 0,
+            membership,
+        },
+        data: Vec::new(),
+    };
+    store
+        .bootstrap(identity, &snapshot)
+        .map_err(|e| BootError(format!("cannot initialise the data directory: {e}")))?;
+    info!("bootstrapped a new data directory for cluster {cluster_id:016x}");
+    store
+        .load()
+        .map_err(|e| BootError(format!("{e}")))?
+        .ok_or_else(|| BootError("bootstrap wrote nothing".into()))
+}
+
+/// A restarted node keeps its own membership; a peer list that describes
+/// a different cluster means the wrong data directory.
+fn check_loaded(config: &NodeConfig, loaded: Loaded) -> Result<Loaded, BootError> {
+    if !config.peers.is_empty() {
+        let expected = cluster_id_of(&initial_membership(&config.peers));
+        if expected != loaded.identity.cluster_id {
+            return Err(BootError(format!(
+                "data directory {} belongs to cluster {:016x}, not to the cluster of the given peer list ({expected:016x}); use another --path or remove it",
+                config.data_dir.display(),
+                loaded.identity.cluster_id
+            )));
+        }
+    }
+    let members: BTreeMap<_, _> = loaded.snapshot.meta.membership.members.clone();
+    if let Some(me) = members.get(&loaded.identity.node_id)
+        && me.peer_addr != config.peer_addr
+    {
+        warn!(
+            "this node was {} and now runs on {}",
+            me.peer_addr, config.peer_addr
+        );
+    }
+    Ok(loaded)
+}

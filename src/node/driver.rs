@@ -1,0 +1,605 @@
+//! The node thread's loop: wait for input or the next tick, drain every
+//! input already waiting (group commit: one fsync for the whole batch),
+//! tick the core, then handle `Ready`s until there are none.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use log::{error, info, warn};
+
+use super::status::{Counters, Shared};
+use super::waiters::Waiters;
+use super::{Input, NodeConfig, NodeError, PROPOSAL_TIMEOUT, Reply};
+use crate::raft::{LogIndex, ProposeError, Raft, Ready, Role, Term};
+use crate::store::{AppRecord, Store, StoreError, Write};
+use crate::ticket::{Command, Deadlines, Outcome, State};
+use crate::transport::Transport;
+
+/// Inputs handled per loop iteration at most, so ticks are never starved.
+const DRAIN_MAX: usize = 16_384;
+/// Below this much free map space, client writes answer 507.
+const STORAGE_RESERVE_BYTES: u64 = 8 << 20;
+
+/// What an entry in flight was proposed for.
+pub(super) enum Purpose {
+    Client {
+        reply: Reply<Outcome>,
+        /// For a lock or claim with `?wait=`: the command and until when.
+        wait: Option<(Command, Instant)>,
+    },
+    IdRefill { generation: u64 },
+    Internal,
+}
+
+pub(super) struct Pending {
+    pub term: Term,
+    pub since: Instant,
+    pub purpose: Purpose,
+}
+
+pub(super) struct Driver {
+    pub config: NodeConfig,
+    pub raft: Raft,
+    pub store: Store,
+    pub state: State,
+    pub transport: Transport,
+    pub shared: Arc<Shared>,
+    /// Proposals waiting for their entry to apply, by log index.
+    pub pending: BTreeMap<LogIndex, Pending>,
+    /// Leader only: session deadlines, in ms since `started`.
+    pub deadlines: Deadlines,
+    pub waiters: Waiters,
+    pub started: Instant,
+    /// When each recent tick ran, to measure the lease in real time.
+    tick_instants: VecDeque<(u64, Instant)>,
+    next_tick: Instant,
+    /// The (role, term) the ID pool and deadlines were set up for.
+    leadership: (Role, Term),
+    /// This leader has applied its term's first entry and set up.
+    pub leader_ready: bool,
+    id_generation: u64,
+    /// The app record found on disk, checked once replay reaches it.
+    recorded: Option<AppRecord>,
+    storage_full: bool,
+    last_expiry: Instant,
+    last_compaction: Instant,
+    last_usage_check: Instant,
+    shutting_down: bool,
+}
+
+impl Driver {
+    pub fn new(
+        config: NodeConfig,
+        raft: Raft,
+        store: Store,
+        state: State,
+        transport: Transport,
+        shared: Arc<Shared>,
+        recorded: AppRecord,
+    ) -> Driver {
+        let now = Instant::now();
+        Driver {
+            next_tick: now + config.tick,
+            config,
+            raft,
+            store,
+            state,
+            transport,
+            shared,
+            pending: BTreeMap::new(),
+            deadlines: Deadlines::new(),
+            waiters: Waiters::default(),
+            started: now,
+            tick_instants: VecDeque::new(),
+            leadership: (Role::Follower, 0),
+            leader_ready: false,
+            id_generation: 0,
+            recorded: Some(recorded),
+            storage_full: false,
+            last_expiry: now,
+            last_compaction: now,
+            last_usage_check: now,
+            shutting_down: false,
+        }
+    }
+
+    /// Runs until shutdown; the process exits on a storage failure.
+    pub fn run(mut self, inbox: Receiver<Input>) {
+        self.transport.set_peers(&self.peer_addresses());
+        self.check_recorded(self.raft.snapshot().meta.index);
+        self.handle_ready();
+        while !self.shutting_down {
+            let wait = self.next_tick.saturating_duration_since(Instant::now());
+            match inbox.recv_timeout(wait) {
+                Ok(input) => self.handle_input(input),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            for _ in 0..DRAIN_MAX {
+                match inbox.try_recv() {
+                    Ok(input) => self.handle_input(input),
+                    Err(_) => break,
+                }
+            }
+            self.run_ticks();
+            self.periodic();
+            self.handle_ready();
+            self.publish();
+        }
+        info!("node thread stops");
+        self.fail_all_pending();
+        self.transport.shutdown();
+    }
+
+    fn handle_input(&mut self, input: Input) {
+        match input {
+            Input::Peer(message) => {
+                Counters::add(&self.shared.counters.messages_received, 1);
+                self.raft.step(message);
+            }
+            Input::Propose {
+                command,
+                wait,
+                reply,
+            } => self.propose_client(command, wait, reply),
+            Input::Refresh { session, reply } => {
+                let _ = reply.send(self.refresh(session));
+            }
+            Input::Read(read) => match self.check_serving() {
+                Ok(()) => read(Ok(&self.state)),
+                Err(e) => read(Err(e)),
+            },
+            Input::ChangeMembers { change, reply } => self.change_members(change, reply),
+            Input::Transfer { to, reply } => {
+                let _ = reply.send(self.raft.transfer_leader(to).map_err(|e| self.propose_error(e)));
+            }
+            Input::WakeIds => {}
+            Input::Shutdown => self.shutting_down = true,
+        }
+    }
+
+    /// Whether this node may answer from its state now.
+    pub fn check_serving(&self) -> Result<(), NodeError> {
+        if self.raft.role() != Role::Leader {
+            return Err(self.not_leader());
+        }
+        if !self.leader_ready || !self.lease_until().is_some_and(|t| Instant::now() < t) {
+            return Err(NodeError::NoLeader);
+        }
+        Ok(())
+    }
+
+    pub fn not_leader(&self) -> NodeError {
+        match self.raft.leader() {
+            0 => NodeError::NoLeader,
+            id if id == self.raft.id() => NodeError::NoLeader,
+            id => NodeError::NotLeader {
+                leader_http: self.http_addr_of(id),
+            },
+        }
+    }
+
+    pub fn http_addr_of(&self, id: u64) -> Option<String> {
+        self.raft
+            .membership()
+            .members
+            .get(&id)
+            .map(|m| m.http_addr.clone())
+            .filter(|addr| !addr.is_empty())
+            .or_else(|| self.transport.http_addr_of(id))
+    }
+
+    pub fn propose_error(&self, error: ProposeError) -> NodeError {
+        match error {
+            ProposeError::NotLeader { .. } => self.not_leader(),
+            ProposeError::Transferring => {
+                NodeError::Unavailable("leadership transfer in progress; retry".into())
+            }
+            other => NodeError::Unavailable(other.to_string()),
+        }
+    }
+
+    fn propose_client(&mut self, command: Command, wait: Option<Duration>, reply: Reply<Outcome>) {
+        if let Err(e) = self.check_serving() {
+            let _ = reply.send(Err(e));
+            return;
+        }
+        if self.storage_full {
+            let _ = reply.send(Err(NodeError::StorageFull));
+            return;
+        }
+        let wait = wait.map(|w| (command.clone(), Instant::now() + w));
+        self.propose(command, Purpose::Client { reply, wait });
+    }
+
+    /// Proposes `command`; a refusal is answered at once.
+    pub fn propose(&mut self, command: Command, purpose: Purpose) {
+        Counters::add(&self.shared.counters.proposals, 1);
+        match self.raft.propose(command.encode()) {
+            Ok((term, index)) => {
+                let pending = Pending {
+                    term,
+                    since: Instant::now(),
+                    purpose,
+                };
+                self.pending.insert(index, pending);
+            }
+            Err(e) => {
+                let error = self.propose_error(e);
+                self.fail(purpose, error);
+            }
+        }
+    }
+
+    pub fn fail(&self, purpose: Purpose, error: NodeError) {
+        match purpose {
+            Purpose::Client { reply, .. } => {
+                let _ = reply.send(Err(error));
+            }
+            Purpose::IdRefill { generation } => self.shared.ids.refill_failed(generation),
+            Purpose::Internal => {}
+        }
+    }
+
+    fn refresh(&mut self, session: u64) -> Result<(), NodeError> {
+        self.check_serving()?;
+        let Some(ttl) = self.state.session_ttl_ms(session) else {
+            return Err(NodeError::NotFound(format!("session {session} not found")));
+        };
+        if self.deadlines.deadline_ms(session).is_none() {
+            // Its expiry is already proposed.
+            return Err(NodeError::NotFound(format!("session {session} not found")));
+        }
+        let now = self.now_ms();
+        self.deadlines.refresh(session, now + ttl);
+        Ok(())
+    }
+
+    pub fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    fn change_members(&mut self, change: crate::raft::ConfChange, reply: Reply<u64>) {
+        let id = match &change {
+            crate::raft::ConfChange::AddLearner { id, .. }
+            | crate::raft::ConfChange::Promote { id }
+            | crate::raft::ConfChange::Remove { id } => *id,
+        };
+        match self.raft.propose_conf_change(change) {
+            Ok(_) => {
+                let _ = reply.send(Ok(id));
+            }
+            Err(e) => {
+                let _ = reply.send(Err(self.propose_error(e)));
+            }
+        }
+    }
+
+    /// Calls `tick` once per tick interval that has passed, recording
+    /// when each ran.
+    fn run_ticks(&mut self) {
+        let now = Instant::now();
+        let mut ran = 0;
+        while self.next_tick <= now && ran < 1000 {
+            self.raft.tick();
+            self.tick_instants.push_back((self.raft.now_tick(), now));
+            self.next_tick += self.config.tick;
+            ran += 1;
+        }
+        if self.next_tick <= now {
+            self.next_tick = now + self.config.tick;
+        }
+        while self.tick_instants.len() > 1024 {
+            self.tick_instants.pop_front();
+        }
+    }
+
+    /// The lease in real time: it counts from when the tick it started at
+    /// ran here, which is never later than when the followers heard.
+    pub fn lease_until(&self) -> Option<Instant> {
+        let start = self.raft.lease_start()?;
+        let ran = if start >= self.raft.now_tick() {
+            // Only a one-voter cluster acknowledges "now".
+            Instant::now()
+        } else {
+            self.tick_instants
+                .iter()
+                .find(|(tick, _)| *tick >= start)
+                .map(|(_, at)| *at)?
+        };
+        let lease = self.config.tick * self.raft.lease_ticks() as u32;
+        Some(ran + lease)
+    }
+
+    fn periodic(&mut self) {
+        self.track_leadership();
+        self.expire_pending();
+        let now = Instant::now();
+        if self.leader_ready && now.duration_since(self.last_expiry) >= self.config.expire_interval {
+            self.last_expiry = now;
+            self.expire_sessions();
+        }
+        if now.duration_since(self.last_compaction) >= self.config.snapshot_interval {
+            self.last_compaction = now;
+            self.maybe_compact();
+        }
+        if now.duration_since(self.last_usage_check) >= Duration::from_millis(200) {
+            self.last_usage_check = now;
+            self.check_usage();
+        }
+        self.refill_ids();
+        self.run_waiters();
+    }
+
+    /// Sets up or tears down what a leader keeps for itself.
+    fn track_leadership(&mut self) {
+        let current = (self.raft.role(), self.raft.term());
+        if current != self.leadership {
+            self.leadership = current;
+            self.leader_ready = false;
+            self.id_generation = self.shared.ids.reset();
+            self.deadlines.clear();
+            self.waiters.fail_all();
+        }
+        if self.raft.role() == Role::Leader
+            && !self.leader_ready
+            && self.raft.applied_index() >= self.raft.term_start_index()
+        {
+            self.leader_ready = true;
+            // A failover never expires a session early: every TTL
+            // restarts now (etcd's lease rule).
+            let now = self.now_ms();
+            let sessions: Vec<(u64, u64)> = self.state.sessions().collect();
+            for (id, ttl) in sessions {
+                self.deadlines.refresh(id, now + ttl);
+            }
+            info!("node {} serves as leader of term {}", self.raft.id(), self.raft.term());
+        }
+    }
+
+    fn expire_pending(&mut self) {
+        let now = Instant::now();
+        let stale: Vec<LogIndex> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| now.duration_since(p.since) > PROPOSAL_TIMEOUT)
+            .map(|(index, _)| *index)
+            .collect();
+        for index in stale {
+            if let Some(pending) = self.pending.remove(&index) {
+                self.fail(
+                    pending.purpose,
+                    NodeError::Unavailable("not committed in time; retry".into()),
+                );
+            }
+        }
+    }
+
+    fn expire_sessions(&mut self) {
+        let now = self.now_ms();
+        let due: Vec<u64> = self
+            .deadlines
+            .pop_due(now, 10_000)
+            .into_iter()
+            .filter(|id| self.state.session_exists(*id))
+            .collect();
+        if !due.is_empty() {
+            info!("expiring {} session(s)", due.len());
+            self.propose(Command::ExpireSessions { ids: due }, Purpose::Internal);
+        }
+    }
+
+    fn refill_ids(&mut self) {
+        if !self.leader_ready || self.storage_full {
+            return;
+        }
+        if self.lease_until().is_none() {
+            return;
+        }
+        if let Some(refill) = self.shared.ids.refill_needed() {
+            self.propose(
+                Command::ReserveIds {
+                    count: refill.count,
+                },
+                Purpose::IdRefill {
+                    generation: refill.generation,
+                },
+            );
+        }
+    }
+
+    fn maybe_compact(&mut self) {
+        let applied = self.raft.applied_index();
+        if applied < self.raft.snapshot().meta.index + self.config.compact_entries {
+            return;
+        }
+        let data = self.state.encode_snapshot();
+        if let Err(e) = self.raft.compact(applied, data) {
+            warn!("compaction at {applied} refused: {e}");
+            return;
+        }
+        match self.store.compact(self.raft.snapshot()) {
+            Ok(()) => info!("compacted the log up to {applied}"),
+            Err(e) => self.storage_failure("compaction", e),
+        }
+    }
+
+    fn check_usage(&mut self) {
+        if let Ok(usage) = self.store.usage() {
+            let full = usage.available_bytes < STORAGE_RESERVE_BYTES.min(usage.map_size_bytes / 10);
+            if full != self.storage_full {
+                warn!(
+                    "storage {}: {} of {} bytes used",
+                    if full { "full" } else { "available again" },
+                    usage.used_bytes,
+                    usage.map_size_bytes
+                );
+            }
+            self.storage_full = full;
+        }
+    }
+
+    /// Handles `Ready`s until the core has nothing more.
+    fn handle_ready(&mut self) {
+        for _ in 0..64 {
+            if !self.raft.has_ready() {
+                return;
+            }
+            let ready = self.raft.ready();
+            if !self.persist(&ready) {
+                return;
+            }
+            let Ready {
+                messages,
+                committed,
+                ..
+            } = ready;
+            Counters::add(&self.shared.counters.messages_sent, messages.len() as u64);
+            for message in messages {
+                self.transport.send(message);
+            }
+            self.apply_entries(committed);
+            self.raft.advance();
+        }
+    }
+
+    /// Step 1 of a `Ready`: one write transaction, one fsync. False when
+    /// it could not be written (the map is full): nothing else of this
+    /// `Ready` may happen; the core hands it out again.
+    fn persist(&mut self, ready: &Ready) -> bool {
+        if let Some(snapshot) = &ready.snapshot {
+            match State::decode_snapshot(&snapshot.data) {
+                Ok(state) => self.state = state,
+                Err(e) => {
+                    error!("snapshot from the leader does not decode: {e}");
+                    std::process::exit(1);
+                }
+            }
+        }
+        if !ready.must_sync {
+            return true;
+        }
+        let write = Write {
+            snapshot: ready.snapshot.as_ref(),
+            entries: &ready.entries,
+            hard_state: ready.hard_state.as_ref(),
+            app: Some(AppRecord {
+                high: self.state.high(),
+                applied: ready
+                    .snapshot
+                    .as_ref()
+                    .map_or(self.raft.applied_index(), |s| s.meta.index),
+            }),
+        };
+        let started = Instant::now();
+        match self.store.persist(&write) {
+            Ok(()) => {
+                let counters = &self.shared.counters;
+                Counters::add(&counters.fsyncs, 1);
+                Counters::add(&counters.fsync_micros_total, started.elapsed().as_micros() as u64);
+                Counters::add(&counters.entries_persisted, ready.entries.len() as u64);
+                true
+            }
+            Err(StoreError::MapFull) => {
+                if !self.storage_full {
+                    error!("LMDB map full; writes are refused until space is freed");
+                }
+                self.storage_full = true;
+                false
+            }
+            Err(e) => {
+                self.storage_failure("write", e);
+                false
+            }
+        }
+    }
+
+    /// The disk failed under us: continuing could lose acknowledged data.
+    fn storage_failure(&self, what: &str, e: StoreError) {
+        error!("storage {what} failed, stopping: {e}");
+        std::process::exit(1);
+    }
+
+    fn fail_all_pending(&mut self) {
+        let pending = std::mem::take(&mut self.pending);
+        for (_, p) in pending {
+            self.fail(p.purpose, NodeError::Unavailable("node is shutting down".into()));
+        }
+        self.waiters.fail_all();
+    }
+
+    pub fn peer_addresses(&self) -> BTreeMap<u64, String> {
+        self.raft
+            .membership()
+            .members
+            .iter()
+            .map(|(id, m)| (*id, m.peer_addr.clone()))
+            .collect()
+    }
+
+    /// Publishes the status for HTTP workers and the lease for the pool.
+    fn publish(&self) {
+        let lease = self.lease_until().filter(|_| self.leader_ready);
+        self.shared.ids.set_lease(lease);
+        let leader = self.raft.leader();
+        let members = self
+            .raft
+            .membership()
+            .members
+            .iter()
+            .map(|(id, m)| {
+                let mut m = m.clone();
+                if m.http_addr.is_empty() {
+                    m.http_addr = self.transport.http_addr_of(*id).unwrap_or_default();
+                }
+                (*id, m)
+            })
+            .collect();
+        let leader_http = if leader == 0 || leader == self.raft.id() {
+            None
+        } else {
+            self.http_addr_of(leader)
+        };
+        let storage_full = self.storage_full;
+        let (sessions, locks) = (self.state.session_count() as u64, self.state.lock_count() as u64);
+        let snapshot_index = self.raft.snapshot().meta.index;
+        self.shared.update(|status| {
+            status.role = self.raft.role();
+            status.term = self.raft.term();
+            status.leader = leader;
+            status.leader_http = leader_http;
+            status.commit = self.raft.commit_index();
+            status.applied = self.raft.applied_index();
+            status.first_index = self.raft.first_index();
+            status.last_index = self.raft.last_index();
+            status.snapshot_index = snapshot_index;
+            status.members = members;
+            status.lease_until = lease;
+            status.sessions = sessions;
+            status.locks = locks;
+            status.storage_full = storage_full;
+        });
+    }
+
+    /// Checks the replayed state against the record written with it,
+    /// once replay reaches the recorded index.
+    pub fn check_recorded(&mut self, index: LogIndex) {
+        match self.recorded {
+            Some(recorded) if recorded.applied == index => {
+                self.recorded = None;
+                if recorded.high != self.state.high() {
+                    error!(
+                        "data directory is inconsistent: at index {index} the ID counter replays to {} but {} was recorded",
+                        self.state.high(),
+                        recorded.high
+                    );
+                    std::process::exit(1);
+                }
+            }
+            Some(recorded) if recorded.applied < index => self.recorded = None,
+            _ => {}
+        }
+    }
+}

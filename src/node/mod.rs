@@ -1,0 +1,160 @@
+//! The node: the one thread that owns the Raft core and the replicated
+//! state machine, and runs each `Ready` in order (persist → send → apply
+//! → answer). Everything reaches it through one bounded inbox; it shares
+//! only [`Shared`] (status, ID pool, counters) with the HTTP workers.
+//!
+//! It may not parse HTTP or touch sockets itself: LMDB is behind
+//! `crate::store`, peers behind `crate::transport`.
+
+mod apply;
+mod boot;
+mod driver;
+mod status;
+mod waiters;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, Sender, SyncSender, TrySendError};
+use std::time::Duration;
+
+pub use boot::{BootError, start};
+pub use status::{Counters, Shared, Status};
+
+use crate::raft::{ConfChange, Message, NodeId};
+use crate::ticket::{Command, Outcome, SessionId, State};
+
+/// How long a proposal may wait for its entry to apply before the
+/// client is told to retry.
+pub const PROPOSAL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The node's settings (validated by the CLI).
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    pub data_dir: PathBuf,
+    pub db_size_mb: u64,
+    /// Peer addresses of the initial members (empty: just this node).
+    pub peers: Vec<String>,
+    /// Our advertised peer address (`host:port`) and the address to bind.
+    pub peer_addr: String,
+    pub peer_listen: String,
+    /// Our advertised HTTP address.
+    pub http_addr: String,
+    pub expire_interval: Duration,
+    pub snapshot_interval: Duration,
+    /// Log entries beyond the snapshot before the log is compacted.
+    pub compact_entries: u64,
+    pub tick: Duration,
+}
+
+/// Why the node could not do what was asked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NodeError {
+    /// Another node leads; its HTTP address if known.
+    NotLeader { leader_http: Option<String> },
+    /// No leader is known (or our lease is not established yet).
+    NoLeader,
+    /// The request could not be completed now; retry.
+    Unavailable(String),
+    /// The LMDB map is full.
+    StorageFull,
+    /// The session (or other named thing) does not exist.
+    NotFound(String),
+}
+
+impl fmt::Display for NodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NodeError::NotLeader {
+                leader_http: Some(addr),
+            } => write!(f, "not the leader; the leader is at {addr}"),
+            NodeError::NotLeader { leader_http: None } | NodeError::NoLeader => {
+                write!(f, "Leader unavailable")
+            }
+            NodeError::Unavailable(why) => write!(f, "{why}"),
+            NodeError::StorageFull => write!(f, "storage full"),
+            NodeError::NotFound(what) => write!(f, "{what}"),
+        }
+    }
+}
+
+/// Where an answer goes.
+pub type Reply<T> = Sender<Result<T, NodeError>>;
+
+/// A read of the applied state, run on the node thread under the lease.
+pub type ReadFn = Box<dyn FnOnce(Result<&State, NodeError>) + Send>;
+
+/// What the node thread is asked to do.
+pub enum Input {
+    /// A message from a peer.
+    Peer(Message),
+    /// A state machine command to replicate; `wait` parks a lock or claim
+    /// that is not granted until it is, or until the wait passes.
+    Propose {
+        command: Command,
+        wait: Option<Duration>,
+        reply: Reply<Outcome>,
+    },
+    /// Refresh a session's TTL (leader-only, no log entry).
+    Refresh {
+        session: SessionId,
+        reply: Reply<()>,
+    },
+    /// A lease read of the applied state.
+    Read(ReadFn),
+    /// A membership change.
+    ChangeMembers {
+        change: ConfChange,
+        reply: Reply<NodeId>,
+    },
+    /// Hand leadership to a member.
+    Transfer { to: NodeId, reply: Reply<()> },
+    /// The ID pool ran low: reserve another range.
+    WakeIds,
+    /// Stop the node thread.
+    Shutdown,
+}
+
+/// The handle the rest of the process holds.
+#[derive(Clone)]
+pub struct NodeHandle {
+    inbox: SyncSender<Input>,
+    pub shared: Arc<Shared>,
+}
+
+impl NodeHandle {
+    /// Hands `input` to the node thread without blocking.
+    ///
+    /// # Errors
+    /// `Unavailable` when the inbox is full or the node has stopped.
+    pub fn send(&self, input: Input) -> Result<(), NodeError> {
+        match self.inbox.try_send(input) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_)) => Err(NodeError::Unavailable("node is overloaded".into())),
+            Err(TrySendError::Disconnected(_)) => {
+                Err(NodeError::Unavailable("node is shutting down".into()))
+            }
+        }
+    }
+
+    /// Sends a request carrying a reply channel and waits for the answer.
+    ///
+    /// # Errors
+    /// What the node answered, or `Unavailable` on a timeout.
+    pub fn call<T>(
+        &self,
+        make: impl FnOnce(Reply<T>) -> Input,
+        timeout: Duration,
+    ) -> Result<T, NodeError> {
+        let (reply, answer): (Reply<T>, Receiver<Result<T, NodeError>>) = std::sync::mpsc::channel();
+        self.send(make(reply))?;
+        answer
+            .recv_timeout(timeout)
+            .unwrap_or_else(|_| Err(NodeError::Unavailable("request timed out; retry".into())))
+    }
+
+    /// Asks the node thread to stop.
+    pub fn shutdown(&self) {
+        let _ = self.inbox.try_send(Input::Shutdown);
+    }
+}

@@ -1,0 +1,129 @@
+//! What the node thread publishes for the HTTP workers: its Raft view
+//! (role, term, leader and where to redirect), the lease, and counters
+//! for `/metrics`. Written only by the node thread, read by anyone.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use crate::ids::IdPool;
+use crate::raft::{LogIndex, Member, NodeId, Role, Term};
+
+/// The node's Raft view as of its last loop iteration.
+#[derive(Clone, Debug)]
+pub struct Status {
+    pub id: NodeId,
+    pub cluster_id: u64,
+    pub role: Role,
+    pub term: Term,
+    /// 0: no leader known.
+    pub leader: NodeId,
+    /// Where clients are sent when we are not the leader.
+    pub leader_http: Option<String>,
+    pub commit: LogIndex,
+    pub applied: LogIndex,
+    pub first_index: LogIndex,
+    pub last_index: LogIndex,
+    pub snapshot_index: LogIndex,
+    pub members: Vec<(NodeId, Member)>,
+    /// The leader may answer reads until then.
+    pub lease_until: Option<Instant>,
+    /// Sessions and locks in the applied state.
+    pub sessions: u64,
+    pub locks: u64,
+    /// The LMDB map is (nearly) full: writes answer 507.
+    pub storage_full: bool,
+}
+
+impl Status {
+    pub fn new(id: NodeId, cluster_id: u64) -> Status {
+        Status {
+            id,
+            cluster_id,
+            role: Role::Follower,
+            term: 0,
+            leader: 0,
+            leader_http: None,
+            commit: 0,
+            applied: 0,
+            first_index: 0,
+            last_index: 0,
+            snapshot_index: 0,
+            members: Vec::new(),
+            lease_until: None,
+            sessions: 0,
+            locks: 0,
+            storage_full: false,
+        }
+    }
+
+    /// Whether this node is a leader whose lease holds now.
+    pub fn serving(&self) -> bool {
+        self.role == Role::Leader && self.lease_until.is_some_and(|until| Instant::now() < until)
+    }
+}
+
+/// Counters; every one only grows.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub fsyncs: AtomicU64,
+    pub fsync_micros_total: AtomicU64,
+    pub entries_persisted: AtomicU64,
+    pub proposals: AtomicU64,
+    pub messages_sent: AtomicU64,
+    pub messages_received: AtomicU64,
+}
+
+impl Counters {
+    pub fn add(counter: &AtomicU64, value: u64) {
+        counter.fetch_add(value, Ordering::Relaxed);
+    }
+
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
+
+/// Everything the node shares with the HTTP side.
+#[derive(Debug)]
+pub struct Shared {
+    status: Mutex<Status>,
+    pub ids: IdPool,
+    pub counters: Counters,
+    pub started: Instant,
+    pub started_unix: u64,
+}
+
+impl Shared {
+    pub fn new(status: Status) -> Arc<Shared> {
+        let started_unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        Arc::new(Shared {
+            status: Mutex::new(status),
+            ids: IdPool::new(),
+            counters: Counters::default(),
+            started: Instant::now(),
+            started_unix,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Status> {
+        self.status.lock().unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// A copy of the current status.
+    pub fn status(&self) -> Status {
+        self.lock().clone()
+    }
+
+    /// Replaces the status (node thread only).
+    pub fn publish(&self, status: Status) {
+        *self.lock() = status;
+    }
+
+    /// Updates the status in place (node thread only).
+    pub fn update(&self, change: impl FnOnce(&mut Status)) {
+        change(&mut self.lock());
+    }
+}

@@ -1,0 +1,481 @@
+//! The `Raft` struct: its fields, construction from persisted state, the
+//! clock (`tick`), the message dispatch (`step`), and the `Ready` /
+//! `advance` handshake with the driver. Elections, replication and
+//! membership live in their own files as further `impl Raft` blocks.
+
+use std::collections::BTreeMap;
+
+use super::log::RaftLog;
+use super::progress::Progress;
+use super::rng::Rng;
+use super::types::{
+    CompactError, ConfigError, Entry, EntryKind, HardState, LogIndex, Membership, Message,
+    MessageBody, NodeId, Role, Snapshot, SnapshotMeta, Term,
+};
+use super::{Config, Persisted, Ready};
+
+/// The Raft core of one node. See the module docs of [`crate::raft`].
+pub struct Raft {
+    pub(crate) config: Config,
+    pub(crate) term: Term,
+    pub(crate) vote: NodeId,
+    pub(crate) role: Role,
+    pub(crate) leader: NodeId,
+    pub(crate) log: RaftLog,
+    /// The configuration in force: the latest one in the log.
+    pub(crate) membership: Membership,
+    /// Index of the entry that carried `membership` (or the snapshot's).
+    pub(crate) membership_index: LogIndex,
+    /// Leader only: every other member's progress.
+    pub(crate) progress: BTreeMap<NodeId, Progress>,
+    /// Candidate and pre-candidate: the answers so far.
+    pub(crate) votes: BTreeMap<NodeId, bool>,
+    pub(crate) rng: Rng,
+    /// Ticks since this core was created: its whole notion of time.
+    pub(crate) now: u64,
+    pub(crate) election_elapsed: u64,
+    pub(crate) election_timeout: u64,
+    pub(crate) heartbeat_elapsed: u64,
+    /// When this node last heard from a leader of its term. Set to the
+    /// creation time, so that a restarted node does not hand out votes
+    /// while a leader's lease may still count on it.
+    pub(crate) leader_contact: u64,
+    /// Leader only: when this node became leader.
+    pub(crate) leader_since: u64,
+    /// Leader only: the index of this term's first (no-op) entry.
+    pub(crate) term_start_index: LogIndex,
+    /// Leader only: a leadership transfer to this node began at this tick.
+    pub(crate) transfer: Option<(NodeId, u64)>,
+    /// Leader only: a TimeoutNow went out in this term, so another node
+    /// may be elected before the lease runs out; no lease for this term.
+    pub(crate) lease_revoked: bool,
+    /// Leader only: the commit index moved and followers should hear.
+    pub(crate) commit_news: bool,
+    pub(crate) messages: Vec<Message>,
+    /// The hard state as of the last `Ready` handed out.
+    pub(crate) hard_state_sent: HardState,
+    /// What the outstanding `Ready` covered, for `advance`.
+    pub(crate) in_ready: Option<InReady>,
+}
+
+/// What the driver is handling, between `ready()` and `advance()`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct InReady {
+    last_entry: LogIndex,
+    last_committed: LogIndex,
+    hard_state: HardState,
+}
+
+impl Raft {
+    /// Creates a core from what the driver found on disk.
+    ///
+    /// # Errors
+    /// `ConfigError` when the settings are unusable or the persisted
+    /// state is inconsistent (entries not contiguous after the snapshot).
+    pub fn new(config: Config, persisted: Persisted) -> Result<Raft, ConfigError> {
+        config.validate()?;
+        let Persisted {
+            hard_state,
+            snapshot,
+            entries,
+        } = persisted;
+        let base = snapshot.meta.index;
+        for (offset, entry) in entries.iter().enumerate() {
+            if entry.index != base + 1 + offset as u64 {
+                return Err(ConfigError(format!(
+                    "log entry {} follows index {}",
+                    entry.index,
+                    base + offset as u64
+                )));
+            }
+        }
+        let log = RaftLog::restore(snapshot, entries, hard_state.commit);
+        let mut raft = Raft {
+            rng: Rng::new(config.seed),
+            config,
+            term: hard_state.term,
+            vote: hard_state.vote,
+            role: Role::Follower,
+            leader: 0,
+            log,
+            membership: Membership::default(),
+            membership_index: 0,
+            progress: BTreeMap::new(),
+            votes: BTreeMap::new(),
+            now: 0,
+            election_elapsed: 0,
+            election_timeout: 0,
+            heartbeat_elapsed: 0,
+            leader_contact: 0,
+            leader_since: 0,
+            term_start_index: 0,
+            transfer: None,
+            lease_revoked: false,
+            commit_news: false,
+            messages: Vec::new(),
+            hard_state_sent: HardState::default(),
+            in_ready: None,
+        };
+        raft.hard_state_sent = raft.hard_state();
+        raft.reload_membership();
+        raft.reset_election_timer();
+        Ok(raft)
+    }
+
+    /// Advances the logical clock by one tick.
+    pub fn tick(&mut self) {
+        self.now += 1;
+        if self.role == Role::Leader {
+            self.tick_leader();
+        } else {
+            self.tick_election();
+        }
+    }
+
+    /// Takes one message from a peer. Stale, duplicated and reordered
+    /// messages are expected and handled.
+    pub fn step(&mut self, message: Message) {
+        if message.to != self.config.id || message.from == self.config.id || message.from == 0 {
+            return;
+        }
+        if message.term > self.term {
+            if !self.step_higher_term(&message) {
+                return;
+            }
+        } else if message.term < self.term {
+            self.step_lower_term(&message);
+            return;
+        }
+        self.step_current_term(message);
+    }
+
+    /// A message from a later term: false when it is to be ignored.
+    fn step_higher_term(&mut self, message: &Message) -> bool {
+        match message.body {
+            MessageBody::Vote { pre, force, .. } => {
+                if !force && self.in_leader_lease() {
+                    // A live leader exists as far as we know; disrupting it
+                    // would break its lease. (Raft thesis §4.2.3.)
+                    return false;
+                }
+                if !pre {
+                    self.become_follower(message.term, 0);
+                }
+                true
+            }
+            // A granted pre-vote carries the term the candidate will
+            // campaign in; only a refusal means we are behind.
+            MessageBody::VoteResponse {
+                pre: true,
+                granted: true,
+            } => true,
+            MessageBody::Append { .. } | MessageBody::Snapshot { .. } | MessageBody::TimeoutNow => {
+                self.become_follower(message.term, message.from);
+                true
+            }
+            _ => {
+                self.become_follower(message.term, 0);
+                true
+            }
+        }
+    }
+
+    /// A message from an earlier term: only answered where the answer
+    /// tells the sender it is behind.
+    fn step_lower_term(&mut self, message: &Message) {
+        match message.body {
+            MessageBody::Append { .. } | MessageBody::Snapshot { .. } => {
+                // Lets a deposed leader that cannot hear elections step down.
+                self.send(
+                    message.from,
+                    MessageBody::AppendResponse {
+                        success: false,
+                        index: 0,
+                        hint_index: 0,
+                        hint_term: 0,
+                        lease_tick: 0,
+                    },
+                );
+            }
+            MessageBody::Vote { pre: true, .. } => {
+                self.send(
+                    message.from,
+                    MessageBody::VoteResponse {
+                        pre: true,
+                        granted: false,
+                    },
+                );
+            }
+            _ => {}
+        }
+    }
+
+    fn step_current_term(&mut self, message: Message) {
+        let from = message.from;
+        let term = message.term;
+        match message.body {
+            MessageBody::Vote {
+                pre,
+                last_index,
+                last_term,
+                ..
+            } => self.handle_vote(from, term, pre, last_index, last_term),
+            MessageBody::VoteResponse { pre, granted } => {
+                self.handle_vote_response(from, pre, granted)
+            }
+            MessageBody::Append {
+                prev_index,
+                prev_term,
+                entries,
+                commit,
+                lease_tick,
+            } => {
+                self.follow(from);
+                self.handle_append(from, prev_index, prev_term, entries, commit, lease_tick);
+            }
+            MessageBody::AppendResponse {
+                success,
+                index,
+                hint_index,
+                hint_term,
+                lease_tick,
+            } => {
+                if self.role == Role::Leader {
+                    self.handle_append_response(
+                        from, success, index, hint_index, hint_term, lease_tick,
+                    );
+                }
+            }
+            MessageBody::Snapshot {
+                snapshot,
+                lease_tick,
+            } => {
+                self.follow(from);
+                self.handle_snapshot(from, snapshot, lease_tick);
+            }
+            MessageBody::TimeoutNow => self.handle_timeout_now(),
+        }
+    }
+
+    /// A leader of our term spoke: make sure we follow it.
+    fn follow(&mut self, leader: NodeId) {
+        if self.role != Role::Follower || self.leader != leader {
+            self.become_follower(self.term, leader);
+        }
+        self.election_elapsed = 0;
+        self.leader_contact = self.now;
+    }
+
+    /// Whether `has_ready` would hand out anything.
+    pub fn has_ready(&self) -> bool {
+        !self.messages.is_empty()
+            || self.log.snapshot_unstable
+            || self.log.stable_index() < self.log.last_index()
+            || self.log.applied < self.log.commit
+            || self.hard_state() != self.hard_state_sent
+            || (self.role == Role::Leader && self.has_appends_to_send())
+    }
+
+    /// Hands out the work waiting for the driver; see [`Ready`] for the
+    /// order in which it must be done. Call [`Raft::advance`] after it,
+    /// with no other call in between.
+    pub fn ready(&mut self) -> Ready {
+        if self.role == Role::Leader {
+            self.send_appends();
+        }
+        let hard_state = self.hard_state();
+        let snapshot = self
+            .log
+            .snapshot_unstable
+            .then(|| self.log.snapshot().clone());
+        let entries = self.log.unstable();
+        let committed = self.log.range(self.log.applied, self.log.commit);
+        let must_sync = snapshot.is_some()
+            || !entries.is_empty()
+            || hard_state.term != self.hard_state_sent.term
+            || hard_state.vote != self.hard_state_sent.vote;
+        self.in_ready = Some(InReady {
+            last_entry: entries.last().map_or(0, |e| e.index),
+            last_committed: committed.last().map_or(self.log.applied, |e| e.index),
+            hard_state,
+        });
+        Ready {
+            hard_state: (hard_state != self.hard_state_sent).then_some(hard_state),
+            must_sync,
+            snapshot,
+            entries,
+            messages: std::mem::take(&mut self.messages),
+            committed,
+        }
+    }
+
+    /// The driver has persisted, sent and applied the last `Ready`.
+    pub fn advance(&mut self) {
+        let Some(done) = self.in_ready.take() else {
+            return;
+        };
+        self.log.snapshot_unstable = false;
+        self.log.stable_to(done.last_entry);
+        self.log.applied = self.log.applied.max(done.last_committed);
+        self.hard_state_sent = done.hard_state;
+        if self.role == Role::Leader {
+            self.maybe_commit();
+        }
+    }
+
+    /// Compacts the log up to `index` (which must be applied), keeping
+    /// `data` — the application state at `index` — as the snapshot sent
+    /// to followers that are too far behind.
+    ///
+    /// # Errors
+    /// `CompactError` when `index` is already compacted or not applied.
+    pub fn compact(&mut self, index: LogIndex, data: Vec<u8>) -> Result<(), CompactError> {
+        if index <= self.log.snapshot().meta.index {
+            return Err(CompactError::AlreadyCompacted);
+        }
+        if index > self.log.applied {
+            return Err(CompactError::NotApplied);
+        }
+        let term = self.log.term_at(index).ok_or(CompactError::NotApplied)?;
+        let membership = self.membership_at(index);
+        self.log.compact(Snapshot {
+            meta: SnapshotMeta {
+                index,
+                term,
+                membership,
+            },
+            data,
+        });
+        Ok(())
+    }
+
+    pub(crate) fn hard_state(&self) -> HardState {
+        HardState {
+            term: self.term,
+            vote: self.vote,
+            commit: self.log.commit,
+        }
+    }
+
+    pub(crate) fn send(&mut self, to: NodeId, body: MessageBody) {
+        self.messages.push(Message {
+            from: self.config.id,
+            to,
+            term: self.term,
+            body,
+        });
+    }
+
+    pub(crate) fn reset_election_timer(&mut self) {
+        self.election_elapsed = 0;
+        self.election_timeout = self.rng.range(
+            self.config.election_ticks_min,
+            self.config.election_ticks_max,
+        );
+    }
+
+    /// Whether a leader was heard from within the minimum election
+    /// timeout: then no vote is granted to anybody else.
+    pub(crate) fn in_leader_lease(&self) -> bool {
+        self.role == Role::Leader
+            || self.now.saturating_sub(self.leader_contact) < self.config.election_ticks_min
+    }
+
+    pub(crate) fn append_entry(&mut self, kind: EntryKind, data: Vec<u8>) -> LogIndex {
+        let index = self.log.last_index() + 1;
+        self.log.push(Entry {
+            term: self.term,
+            index,
+            kind,
+            data,
+        });
+        index
+    }
+
+    // ---- queries ----
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.config.id
+    }
+
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The leader this node knows of in its term (0: none).
+    pub fn leader(&self) -> NodeId {
+        self.leader
+    }
+
+    pub fn term(&self) -> Term {
+        self.term
+    }
+
+    pub fn commit_index(&self) -> LogIndex {
+        self.log.commit
+    }
+
+    /// The last index handed out for applying (and acknowledged by `advance`).
+    pub fn applied_index(&self) -> LogIndex {
+        self.log.applied
+    }
+
+    pub fn first_index(&self) -> LogIndex {
+        self.log.first_index()
+    }
+
+    pub fn last_index(&self) -> LogIndex {
+        self.log.last_index()
+    }
+
+    /// The configuration in force (the latest in the log, even uncommitted).
+    pub fn membership(&self) -> &Membership {
+        &self.membership
+    }
+
+    /// The latest snapshot (what `compact` or a leader installed).
+    pub fn snapshot(&self) -> &Snapshot {
+        self.log.snapshot()
+    }
+
+    /// Leader only: the index of this term's first entry; reads and IDs
+    /// are served only once it is applied.
+    pub fn term_start_index(&self) -> LogIndex {
+        self.term_start_index
+    }
+
+    /// Leader only: every other member's match index.
+    pub fn match_indexes(&self) -> BTreeMap<NodeId, LogIndex> {
+        self.progress
+            .iter()
+            .map(|(id, progress)| (*id, progress.match_index))
+            .collect()
+    }
+}
+
+impl Config {
+    /// Checks the settings once, up front.
+    ///
+    /// # Errors
+    /// `ConfigError` naming the first unusable setting.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let fail = |why: &str| Err(ConfigError(why.to_string()));
+        if self.id == 0 {
+            return fail("node id 0 is reserved");
+        }
+        if self.election_ticks_min < 2 || self.election_ticks_max <= self.election_ticks_min {
+            return fail("election timeout range must be at least 2 ticks and not empty");
+        }
+        if self.heartbeat_ticks == 0 || self.heartbeat_ticks >= self.election_ticks_min {
+            return fail("heartbeat interval must be shorter than the election timeout");
+        }
+        if self.lease_margin_ticks >= self.election_ticks_min {
+            return fail("lease margin must be shorter than the election timeout");
+        }
+        if self.max_append_entries == 0 || self.max_append_bytes == 0 || self.max_inflight == 0 {
+            return fail("append limits must be positive");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,109 @@
+//! The leader's view of one follower: how much of the log it has, what is
+//! in flight to it, and when it last acknowledged the leader (the lease).
+
+use std::collections::VecDeque;
+
+use super::types::LogIndex;
+
+/// How the leader sends to a follower.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProgressState {
+    /// Where the logs diverge is unknown: one AppendEntries at a time.
+    Probe,
+    /// The logs match up to `match_index`: AppendEntries are pipelined.
+    Replicate,
+    /// A snapshot at this index is on its way.
+    Snapshot { index: LogIndex },
+}
+
+#[derive(Clone, Debug)]
+pub struct Progress {
+    pub match_index: LogIndex,
+    pub next_index: LogIndex,
+    pub state: ProgressState,
+    /// In probe state: one message is out and unanswered.
+    pub paused: bool,
+    /// Last index of each unacknowledged AppendEntries, oldest first.
+    pub inflight: VecDeque<LogIndex>,
+    /// The latest leader clock value this follower echoed back: it had
+    /// heard from the leader no earlier than that.
+    pub lease_ack: u64,
+    /// Ticks since the snapshot was sent (in snapshot state).
+    pub snapshot_ticks: u64,
+}
+
+impl Progress {
+    pub fn new(next_index: LogIndex) -> Progress {
+        Progress {
+            match_index: 0,
+            next_index,
+            state: ProgressState::Probe,
+            paused: false,
+            inflight: VecDeque::new(),
+            lease_ack: 0,
+            snapshot_ticks: 0,
+        }
+    }
+
+    pub fn become_probe(&mut self) {
+        self.state = ProgressState::Probe;
+        self.next_index = self.match_index + 1;
+        self.paused = false;
+        self.inflight.clear();
+    }
+
+    pub fn become_replicate(&mut self) {
+        self.state = ProgressState::Replicate;
+        self.next_index = self.match_index + 1;
+        self.paused = false;
+        self.inflight.clear();
+    }
+
+    pub fn become_snapshot(&mut self, index: LogIndex) {
+        self.state = ProgressState::Snapshot { index };
+        self.paused = false;
+        self.inflight.clear();
+        self.snapshot_ticks = 0;
+    }
+
+    /// Records an acknowledged match; false when it is old news.
+    pub fn update_match(&mut self, index: LogIndex) -> bool {
+        while self.inflight.front().is_some_and(|&last| last <= index) {
+            self.inflight.pop_front();
+        }
+        if index > self.match_index {
+            self.match_index = index;
+            self.next_index = self.next_index.max(index + 1);
+            self.paused = false;
+            return true;
+        }
+        false
+    }
+
+    /// Whether another AppendEntries may go out now.
+    pub fn can_send(&self, max_inflight: usize) -> bool {
+        match self.state {
+            ProgressState::Probe => !self.paused,
+            ProgressState::Replicate => self.inflight.len() < max_inflight,
+            ProgressState::Snapshot { .. } => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn acknowledgements_free_the_pipeline() {
+        let mut progress = Progress::new(1);
+        progress.become_replicate();
+        progress.inflight.extend([3, 6, 9]);
+        assert!(!progress.can_send(3));
+        assert!(progress.update_match(6));
+        assert_eq!(progress.inflight, VecDeque::from([9]));
+        assert!(progress.can_send(3));
+        assert!(!progress.update_match(5));
+        assert_eq!(progress.next_index, 7);
+    }
+}

@@ -1,0 +1,208 @@
+//! Smoke tests of the core through a tiny in-memory cluster (the full
+//! randomized simulator lives in `tests/sim`).
+
+use std::collections::{BTreeMap, VecDeque};
+
+use super::*;
+
+fn membership(n: u64) -> Membership {
+    let mut m = Membership::default();
+    for id in 1..=n {
+        m.members.insert(
+            id,
+            Member {
+                voter: true,
+                peer_addr: format!("p{id}"),
+                http_addr: format!("h{id}"),
+            },
+        );
+    }
+    m
+}
+
+fn config(id: NodeId) -> Config {
+    Config {
+        id,
+        election_ticks_min: 10,
+        election_ticks_max: 20,
+        heartbeat_ticks: 2,
+        lease_margin_ticks: 2,
+        max_append_entries: 4,
+        max_append_bytes: 1 << 20,
+        max_inflight: 4,
+        seed: id * 7919,
+    }
+}
+
+struct Cluster {
+    nodes: BTreeMap<NodeId, Raft>,
+    applied: BTreeMap<NodeId, Vec<Entry>>,
+    wire: VecDeque<Message>,
+}
+
+impl Cluster {
+    fn new(n: u64) -> Cluster {
+        let mut nodes = BTreeMap::new();
+        for id in 1..=n {
+            let persisted = Persisted {
+                snapshot: Snapshot {
+                    meta: SnapshotMeta {
+                        index: 0,
+                        term: 0,
+                        membership: membership(n),
+                    },
+                    data: Vec::new(),
+                },
+                ..Persisted::default()
+            };
+            nodes.insert(id, Raft::new(config(id), persisted).unwrap());
+        }
+        Cluster {
+            nodes,
+            applied: BTreeMap::new(),
+            wire: VecDeque::new(),
+        }
+    }
+
+    fn drain(&mut self) {
+        for _ in 0..10_000 {
+            for (id, node) in self.nodes.iter_mut() {
+                while node.has_ready() {
+                    let ready = node.ready();
+                    self.wire.extend(ready.messages);
+                    self.applied.entry(*id).or_default().extend(
+                        ready
+                            .committed
+                            .into_iter()
+                            .filter(|e| e.kind == EntryKind::Normal),
+                    );
+                    node.advance();
+                }
+            }
+            let Some(message) = self.wire.pop_front() else {
+                return;
+            };
+            if let Some(node) = self.nodes.get_mut(&message.to) {
+                node.step(message);
+            }
+        }
+        panic!("messages never settle");
+    }
+
+    fn run(&mut self, ticks: u64) {
+        for _ in 0..ticks {
+            for node in self.nodes.values_mut() {
+                node.tick();
+            }
+            self.drain();
+        }
+    }
+
+    fn leader(&self) -> Option<NodeId> {
+        self.nodes
+            .values()
+            .find(|n| n.role() == Role::Leader)
+            .map(|n| n.id())
+    }
+}
+
+#[test]
+fn one_node_elects_itself_and_commits() {
+    let mut cluster = Cluster::new(1);
+    cluster.run(30);
+    assert_eq!(cluster.leader(), Some(1));
+    let node = cluster.nodes.get_mut(&1).unwrap();
+    assert!(node.lease_valid());
+    node.propose(b"a".to_vec()).unwrap();
+    cluster.drain();
+    assert_eq!(cluster.applied[&1].len(), 1);
+}
+
+#[test]
+fn three_nodes_replicate_and_survive_a_leader_loss() {
+    let mut cluster = Cluster::new(3);
+    cluster.run(50);
+    let leader = cluster.leader().expect("a leader");
+    for i in 0..20u8 {
+        cluster
+            .nodes
+            .get_mut(&leader)
+            .unwrap()
+            .propose(vec![i])
+            .unwrap();
+    }
+    cluster.run(5);
+    for id in 1..=3 {
+        assert_eq!(cluster.applied[&id].len(), 20, "node {id}");
+    }
+    assert!(cluster.nodes[&leader].lease_valid());
+    cluster.nodes.remove(&leader);
+    cluster.run(60);
+    let next = cluster.leader().expect("a new leader");
+    assert_ne!(next, leader);
+    cluster
+        .nodes
+        .get_mut(&next)
+        .unwrap()
+        .propose(vec![99])
+        .unwrap();
+    cluster.run(5);
+    for (id, applied) in &cluster.applied {
+        if *id != leader {
+            assert_eq!(applied.len(), 21, "node {id}");
+        }
+    }
+}
+
+#[test]
+fn transfer_hands_over_and_revokes_the_lease() {
+    let mut cluster = Cluster::new(3);
+    cluster.run(50);
+    let leader = cluster.leader().unwrap();
+    let target = if leader == 1 { 2 } else { 1 };
+    cluster
+        .nodes
+        .get_mut(&leader)
+        .unwrap()
+        .transfer_leader(target)
+        .unwrap();
+    assert!(!cluster.nodes[&leader].lease_valid());
+    cluster.run(5);
+    assert_eq!(cluster.leader(), Some(target));
+}
+
+#[test]
+fn a_learner_catches_up_from_a_snapshot_and_is_promoted() {
+    let mut cluster = Cluster::new(3);
+    cluster.run(50);
+    let leader = cluster.leader().unwrap();
+    for i in 0..10u8 {
+        cluster
+            .nodes
+            .get_mut(&leader)
+            .unwrap()
+            .propose(vec![i])
+            .unwrap();
+    }
+    cluster.run(3);
+    let node = cluster.nodes.get_mut(&leader).unwrap();
+    let applied = node.applied_index();
+    node.compact(applied, b"state".to_vec()).unwrap();
+    node.propose_conf_change(ConfChange::AddLearner {
+        id: 4,
+        peer_addr: "p4".into(),
+        http_addr: "h4".into(),
+    })
+    .unwrap();
+    cluster
+        .nodes
+        .insert(4, Raft::new(config(4), Persisted::default()).unwrap());
+    cluster.run(20);
+    let learner = &cluster.nodes[&4];
+    assert_eq!(learner.snapshot().data, b"state".to_vec());
+    assert!(cluster.nodes[&leader].membership().is_voter(4));
+    assert_eq!(
+        learner.commit_index(),
+        cluster.nodes[&leader].commit_index()
+    );
+}
