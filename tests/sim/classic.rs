@@ -14,10 +14,9 @@ use crate::cluster::{Cluster, membership_of, sim_config};
 use crate::disk::Disk;
 use crate::network::NetParams;
 
-/// Nodes that must not campaign on their own during a scenario: their
-/// election timeout is far beyond its length.
+/// A node whose election timer (and so its check-quorum) never fires
+/// within a scenario.
 const SLOW: (u64, u64) = (1000, 1001);
-const FAST: (u64, u64) = (10, 11);
 
 fn quiet_net() -> NetParams {
     NetParams {
@@ -61,16 +60,16 @@ fn hard(term: Term, vote: NodeId, commit: u64) -> HardState {
     HardState { term, vote, commit }
 }
 
-/// A cluster from hand-built disks; `fast` nodes campaign after 10 ticks,
-/// the others practically never.
-fn hand_cluster(seed: u64, disks: Vec<(NodeId, Disk)>, fast: &[NodeId]) -> Cluster {
-    let mut config = sim_config();
-    (config.election_ticks_min, config.election_ticks_max) = SLOW;
-    let mut cluster = Cluster::with_disks(seed, config, quiet_net(), disks).unwrap();
-    for &id in fast {
-        set_timeout(&mut cluster, id, FAST);
-    }
-    cluster
+/// A cluster from hand-built disks, with the simulator's usual timing.
+fn hand_cluster(seed: u64, disks: Vec<(NodeId, Disk)>) -> Cluster {
+    Cluster::with_disks(seed, sim_config(), quiet_net(), disks).unwrap()
+}
+
+/// Lets through everything but the vote requests of nodes other than
+/// `candidate`: whoever else times out campaigns into the void, without
+/// changing terms (pre-vote), so `candidate` wins without a race.
+fn votes_only_from(candidate: NodeId) -> impl FnMut(&mut Message) -> bool {
+    move |m| !matches!(m.body, MessageBody::Vote { .. }) || m.from == candidate
 }
 
 /// Restarts `id` with a new election timeout (before anything happened,
@@ -88,7 +87,7 @@ fn set_timeout(cluster: &mut Cluster, id: NodeId, (min, max): (u64, u64)) {
 fn run_until(
     cluster: &mut Cluster,
     ticks_max: u64,
-    mut allow: impl FnMut(&Message) -> bool,
+    mut allow: impl FnMut(&mut Message) -> bool,
     done: impl Fn(&Cluster) -> bool,
 ) -> bool {
     for _ in 0..ticks_max {
@@ -106,7 +105,7 @@ fn leads(id: NodeId) -> impl Fn(&Cluster) -> bool {
     move |c| c.is_up(id) && c.raft(id).role() == Role::Leader
 }
 
-fn everything(_: &Message) -> bool {
+fn everything(_: &mut Message) -> bool {
     true
 }
 
@@ -162,9 +161,9 @@ fn figure_7_leader_brings_every_follower_to_its_log() {
             (2, disk(&voters, hard(7, 0, 0), follower_log)),
             (3, disk(&voters, hard(7, 0, 0), &leader_log)),
         ];
-        let mut cluster = hand_cluster(seed as u64, disks, &[1]);
+        let mut cluster = hand_cluster(seed as u64, disks);
         assert!(
-            run_until(&mut cluster, 200, everything, leads(1)),
+            run_until(&mut cluster, 200, votes_only_from(1), leads(1)),
             "({name}) node 1 not elected"
         );
         assert_eq!(cluster.raft(1).term(), 8, "({name})");
@@ -195,36 +194,42 @@ fn figure_8_old_term_entry_is_not_committed_by_counting_replicas() {
         (4, disk(&voters, hard(3, 5, 1), &[1])),
         (5, disk(&voters, hard(3, 5, 1), &[1, 3])),
     ];
-    let mut cluster = hand_cluster(8, disks, &[1]);
+    let mut cluster = hand_cluster(8, disks);
     cluster.crash(5);
     cluster.crash(1);
     cluster.configure(1, |c| c.max_append_entries = 1);
     cluster.restart(1).unwrap();
     cluster.net.partition(&[1, 2, 3], &[4, 5]);
-    // S3 gets index 2 but never index 3 (S1's entry of its own term).
-    let no_index_3_to_s3 = |m: &Message| {
-        !(m.to == 3
-            && matches!(&m.body, MessageBody::Append { entries, .. } if entries.iter().any(|e| e.index >= 3)))
+    // S3 gets index 2 but never index 3 (S1's entry of its own term). S1's
+    // first append to S3 (index 3 after index 2) loses its entry, so S3
+    // still answers that it lacks index 2; later ones with index 3 are lost.
+    let mut s1_votes = votes_only_from(1);
+    let mut first_probe = true;
+    let mut no_index_3_to_s3 = |m: &mut Message| {
+        if m.to == 3
+            && let MessageBody::Append { entries, .. } = &mut m.body
+            && entries.iter().any(|e| e.index >= 3)
+        {
+            if !std::mem::take(&mut first_probe) {
+                return false;
+            }
+            entries.retain(|e| e.index < 3);
+        }
+        s1_votes(m)
     };
-    assert!(
-        run_until(&mut cluster, 500, no_index_3_to_s3, leads(1)),
-        "S1 not elected"
-    );
+    let elected = run_until(&mut cluster, 500, &mut no_index_3_to_s3, leads(1));
+    assert!(elected, "S1 not elected");
     assert_eq!(cluster.raft(1).term(), 4);
-    let s3_has_index_2 = |c: &Cluster| c.node(3).disk.entry(2).map(|e| e.term) == Some(2);
-    assert!(run_until(
-        &mut cluster,
-        50,
-        no_index_3_to_s3,
-        s3_has_index_2
-    ));
-    run_until(&mut cluster, 30, no_index_3_to_s3, |_| false);
+    // S1 knows S3 holds index 2: three of five have it.
+    let s3_acked_2 = |c: &Cluster| c.raft(1).match_indexes().get(&3) == Some(&2);
+    let replicated = run_until(&mut cluster, 50, &mut no_index_3_to_s3, s3_acked_2);
+    assert!(replicated, "S3 never got index 2:\n{}", cluster.describe());
     assert_eq!(log_terms(&cluster, 1), [1, 2, 4]);
     assert_eq!(log_terms(&cluster, 2), [1, 2, 4]);
     assert_eq!(log_terms(&cluster, 3), [1, 2]);
+    let commit = cluster.raft(1).commit_index();
     assert_eq!(
-        cluster.raft(1).commit_index(),
-        1,
+        commit, 1,
         "S1 committed an old-term entry by counting replicas"
     );
 
@@ -232,9 +237,9 @@ fn figure_8_old_term_entry_is_not_committed_by_counting_replicas() {
     cluster.crash(1);
     cluster.net.heal();
     cluster.net.partition(&[2], &[1, 3, 4, 5]);
-    set_timeout(&mut cluster, 5, FAST);
+    cluster.restart(5).unwrap();
     assert!(
-        run_until(&mut cluster, 5000, everything, leads(5)),
+        run_until(&mut cluster, 500, votes_only_from(5), leads(5)),
         "S5 not elected"
     );
     let committed = |c: &Cluster| c.check.committed_at(3).is_some();
@@ -247,11 +252,8 @@ fn figure_8_old_term_entry_is_not_committed_by_counting_replicas() {
     let converged = |c: &Cluster| (1..=5).all(|id| c.raft(id).applied_index() >= 3);
     assert!(run_until(&mut cluster, 200, everything, converged));
     for id in 1..=5 {
-        assert_eq!(
-            cluster.node(id).disk.entry(2).map(|e| e.term),
-            Some(3),
-            "node {id}"
-        );
+        let term = cluster.node(id).disk.entry(2).map(|e| e.term);
+        assert_eq!(term, Some(3), "node {id}");
     }
 }
 
@@ -267,8 +269,13 @@ fn stale_leader_steps_down_after_heal_and_its_entries_are_overwritten() {
     // Node 1 must not notice it lost its quorum before the heal (its check
     // quorum runs on its own, slow election timeout); it becomes leader
     // through a transfer from node 2.
-    let mut cluster = hand_cluster(3, disks, &[2]);
-    assert!(run_until(&mut cluster, 200, everything, leads(2)));
+    let mut cluster = hand_cluster(3, disks);
+    // Its lease must still end within the others' election timeout.
+    cluster.configure(1, |c| {
+        c.lease_margin_ticks = SLOW.0 - sim_config().election_ticks_min + 2
+    });
+    set_timeout(&mut cluster, 1, SLOW);
+    assert!(run_until(&mut cluster, 200, votes_only_from(2), leads(2)));
     cluster
         .with_node(2, |r| r.transfer_leader(1))
         .unwrap()
@@ -278,9 +285,6 @@ fn stale_leader_steps_down_after_heal_and_its_entries_are_overwritten() {
         run_until(&mut cluster, 50, everything, leads(1)),
         "transfer to node 1 failed"
     );
-    for id in [3, 4, 5] {
-        set_timeout(&mut cluster, id, (10, 20));
-    }
     let old_term = cluster.raft(1).term();
     cluster.net.partition(&[1, 2], &[3, 4, 5]);
     let stale: Vec<_> = (0..3).filter_map(|_| cluster.propose(1).unwrap()).collect();
@@ -296,10 +300,8 @@ fn stale_leader_steps_down_after_heal_and_its_entries_are_overwritten() {
     );
     let winner = cluster.leader().unwrap();
     let fresh = cluster.propose(winner).unwrap().unwrap();
-    assert!(run_until(&mut cluster, 20, everything, |c| c
-        .check
-        .committed_at(fresh.1)
-        .is_some()));
+    let fresh_committed = |c: &Cluster| c.check.committed_at(fresh.1).is_some();
+    assert!(run_until(&mut cluster, 20, everything, fresh_committed));
     assert_eq!(
         cluster.raft(1).role(),
         Role::Leader,
@@ -313,11 +315,8 @@ fn stale_leader_steps_down_after_heal_and_its_entries_are_overwritten() {
     assert_ne!(cluster.raft(1).role(), Role::Leader);
     assert!(cluster.raft(1).term() > old_term);
     for (term, index, _) in stale {
-        assert_ne!(
-            cluster.node(1).disk.entry(index).map(|e| e.term),
-            Some(term),
-            "stale entry {index} kept"
-        );
+        let kept = cluster.node(1).disk.entry(index).map(|e| e.term);
+        assert_ne!(kept, Some(term), "stale entry {index} kept");
         assert_ne!(
             cluster.check.committed_at(index).map(|a| a.term),
             Some(term)
@@ -360,7 +359,14 @@ fn vote_from_a_shorter_or_older_log_is_refused() {
         (2, disk(&voters, hard(2, 0, 0), &[1])),
         (3, disk(&voters, hard(2, 0, 0), &[1])),
     ];
-    let mut cluster = hand_cluster(4, disks, &[]);
+    let mut cluster = hand_cluster(4, disks);
+    // A node refuses every vote for its first election timeout (it may
+    // have acknowledged a leader just before it restarted); let that pass,
+    // with whatever node 1 says meanwhile lost.
+    for _ in 0..sim_config().election_ticks_min {
+        cluster.tick_node(1).unwrap();
+        cluster.net.take_all();
+    }
     // A pre-vote and a real vote from logs behind node 1's, then one from
     // an equal log (granted, so the refusals are not just deafness).
     for pre in [true, false] {

@@ -263,15 +263,16 @@ impl Cluster {
     }
 
     /// Hand mode: delivers everything in flight, in send order and with no
-    /// delay, until the network is quiet; `allow` drops what it rejects.
-    pub fn settle(&mut self, mut allow: impl FnMut(&Message) -> bool) -> Result<(), String> {
+    /// delay, until the network is quiet; `allow` drops what it rejects
+    /// and may rewrite what it lets through.
+    pub fn settle(&mut self, mut allow: impl FnMut(&mut Message) -> bool) -> Result<(), String> {
         for _ in 0..SETTLE_ROUNDS_MAX {
             let messages = self.net.take_all();
             if messages.is_empty() {
                 return Ok(());
             }
-            for message in messages {
-                if allow(&message) {
+            for mut message in messages {
+                if allow(&mut message) {
                     self.deliver(message)?;
                 }
             }
@@ -364,7 +365,7 @@ impl Cluster {
         for node in self.nodes.values() {
             let line = match node.raft() {
                 Some(r) => format!(
-                    "node {}: {:?} term {} leader {} commit {} applied {} log [{}, {}] lease {} voters {:?}\n",
+                    "node {}: {:?} term {} leader {} commit {} applied {} log [{}, {}] lease {} voters {:?} members {:?}\n",
                     node.id,
                     r.role(),
                     r.term(),
@@ -374,7 +375,8 @@ impl Cluster {
                     r.first_index(),
                     r.last_index(),
                     r.lease_valid(),
-                    r.membership().voters().collect::<Vec<_>>()
+                    r.membership().voters().collect::<Vec<_>>(),
+                    r.membership().members.keys().collect::<Vec<_>>()
                 ),
                 None if node.stopped => format!("node {}: stopped\n", node.id),
                 None => format!("node {}: crashed\n", node.id),
