@@ -66,6 +66,8 @@ pub struct Cluster {
     pub committed_members: Membership,
     config_index: u64,
     next_payload: u64,
+    /// Messages handed to a running node so far.
+    pub delivered: u64,
     pub trace: bool,
 }
 
@@ -111,6 +113,7 @@ impl Cluster {
             committed_members,
             config_index: 0,
             next_payload: 0,
+            delivered: 0,
             trace: std::env::var_os("SIM_TRACE").is_some(),
         };
         for (id, disk) in disks {
@@ -244,6 +247,7 @@ impl Cluster {
             eprintln!("[{}] deliver {message:?}", self.now);
         }
         let to = message.to;
+        self.delivered += 1;
         self.with_node(to, |raft| raft.step(message)).map(|_| ())
     }
 
