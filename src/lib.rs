@@ -3,3 +3,4 @@
 
 pub mod crc32;
 pub mod raft;
+pub mod wire;
