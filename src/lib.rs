@@ -3,4 +3,5 @@
 
 pub mod crc32;
 pub mod raft;
+pub mod transport;
 pub mod wire;

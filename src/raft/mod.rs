@@ -59,24 +59,67 @@ pub struct Ready {
 pub struct Raft {}
 
 impl Raft {
-    pub fn new(config: Config, persisted: Persisted) -> Result<Raft, ConfigError> { unimplemented!() }
-    pub fn tick(&mut self) { unimplemented!() }
-    pub fn step(&mut self, message: Message) { unimplemented!() }
-    pub fn propose(&mut self, data: Vec<u8>) -> Result<(Term, LogIndex), ProposeError> { unimplemented!() }
-    pub fn propose_conf_change(&mut self, change: ConfChange) -> Result<(Term, LogIndex), ProposeError> { unimplemented!() }
-    pub fn transfer_leader(&mut self, to: NodeId) -> Result<(), ProposeError> { unimplemented!() }
-    pub fn compact(&mut self, index: LogIndex, data: Vec<u8>) -> Result<(), CompactError> { unimplemented!() }
-    pub fn has_ready(&self) -> bool { unimplemented!() }
-    pub fn ready(&mut self) -> Ready { unimplemented!() }
-    pub fn advance(&mut self) { unimplemented!() }
-    pub fn lease_valid(&self) -> bool { unimplemented!() }
-    pub fn id(&self) -> NodeId { unimplemented!() }
-    pub fn role(&self) -> Role { unimplemented!() }
-    pub fn leader(&self) -> NodeId { unimplemented!() }
-    pub fn term(&self) -> Term { unimplemented!() }
-    pub fn commit_index(&self) -> LogIndex { unimplemented!() }
-    pub fn applied_index(&self) -> LogIndex { unimplemented!() }
-    pub fn first_index(&self) -> LogIndex { unimplemented!() }
-    pub fn last_index(&self) -> LogIndex { unimplemented!() }
-    pub fn membership(&self) -> &Membership { unimplemented!() }
+    pub fn new(config: Config, persisted: Persisted) -> Result<Raft, ConfigError> {
+        unimplemented!()
+    }
+    pub fn tick(&mut self) {
+        unimplemented!()
+    }
+    pub fn step(&mut self, message: Message) {
+        unimplemented!()
+    }
+    pub fn propose(&mut self, data: Vec<u8>) -> Result<(Term, LogIndex), ProposeError> {
+        unimplemented!()
+    }
+    pub fn propose_conf_change(
+        &mut self,
+        change: ConfChange,
+    ) -> Result<(Term, LogIndex), ProposeError> {
+        unimplemented!()
+    }
+    pub fn transfer_leader(&mut self, to: NodeId) -> Result<(), ProposeError> {
+        unimplemented!()
+    }
+    pub fn compact(&mut self, index: LogIndex, data: Vec<u8>) -> Result<(), CompactError> {
+        unimplemented!()
+    }
+    pub fn has_ready(&self) -> bool {
+        unimplemented!()
+    }
+    pub fn ready(&mut self) -> Ready {
+        unimplemented!()
+    }
+    pub fn advance(&mut self) {
+        unimplemented!()
+    }
+    pub fn lease_valid(&self) -> bool {
+        unimplemented!()
+    }
+    pub fn id(&self) -> NodeId {
+        unimplemented!()
+    }
+    pub fn role(&self) -> Role {
+        unimplemented!()
+    }
+    pub fn leader(&self) -> NodeId {
+        unimplemented!()
+    }
+    pub fn term(&self) -> Term {
+        unimplemented!()
+    }
+    pub fn commit_index(&self) -> LogIndex {
+        unimplemented!()
+    }
+    pub fn applied_index(&self) -> LogIndex {
+        unimplemented!()
+    }
+    pub fn first_index(&self) -> LogIndex {
+        unimplemented!()
+    }
+    pub fn last_index(&self) -> LogIndex {
+        unimplemented!()
+    }
+    pub fn membership(&self) -> &Membership {
+        unimplemented!()
+    }
 }

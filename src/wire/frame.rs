@@ -68,6 +68,17 @@ pub struct Frame {
 /// [`WireError::Truncated`] if it ends later, `Io` on stream errors, and
 /// the header/checksum variants for a frame that is not valid.
 pub fn read_frame<R: Read>(r: &mut R) -> Result<Frame, WireError> {
+    read_frame_capped(r, FRAME_PAYLOAD_BYTES_MAX)
+}
+
+/// [`read_frame`] with a lower payload cap (never above
+/// [`FRAME_PAYLOAD_BYTES_MAX`]), for frames known to be small, such as a
+/// handshake from a peer that has not identified itself yet.
+///
+/// # Errors
+/// As [`read_frame`]; `FrameTooLarge` above `payload_bytes_max`.
+pub fn read_frame_capped<R: Read>(r: &mut R, payload_bytes_max: usize) -> Result<Frame, WireError> {
+    let payload_bytes_max = payload_bytes_max.min(FRAME_PAYLOAD_BYTES_MAX);
     let mut header = [0u8; HEADER_BYTES];
     read_header(r, &mut header)?;
     let magic = BigEndian::read_u32(&header[0..4]);
@@ -79,8 +90,11 @@ pub fn read_frame<R: Read>(r: &mut R) -> Result<Frame, WireError> {
     }
     let kind = FrameKind::from_u8(header[5]).ok_or(WireError::UnknownFrameKind(header[5]))?;
     let length = BigEndian::read_u32(&header[6..10]) as usize;
-    if length > FRAME_PAYLOAD_BYTES_MAX {
-        return Err(too_large(length));
+    if length > payload_bytes_max {
+        return Err(WireError::FrameTooLarge {
+            length: length as u64,
+            max: payload_bytes_max as u64,
+        });
     }
     let expected = BigEndian::read_u32(&header[10..14]);
     let mut payload = Vec::with_capacity(length.min(PAYLOAD_CAPACITY_INITIAL));
@@ -244,6 +258,19 @@ mod tests {
         let err = read_frame(&mut &bad[..]).unwrap_err();
         assert!(matches!(err, WireError::FrameTooLarge { .. }));
         assert!(err.to_string().contains("exceeds"));
+    }
+
+    #[test]
+    fn a_lower_cap_applies_before_the_payload_is_read() {
+        let bytes = framed(FrameKind::Handshake, &[7; 100]);
+        assert!(read_frame_capped(&mut &bytes[..], 100).is_ok());
+        assert!(matches!(
+            read_frame_capped(&mut &bytes[..], 99),
+            Err(WireError::FrameTooLarge {
+                length: 100,
+                max: 99
+            })
+        ));
     }
 
     #[test]

@@ -4,6 +4,10 @@ use super::WireError;
 use super::codec::{Decoder, Encoder};
 use crate::raft::NodeId;
 
+/// The largest handshake payload [`Handshake::encode`] can produce: two
+/// u64 and two strings of at most `u16::MAX` bytes.
+pub const HANDSHAKE_PAYLOAD_BYTES_MAX: usize = 8 + 8 + 2 * (2 + u16::MAX as usize);
+
 /// Who is on the other end of a connection.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Handshake {

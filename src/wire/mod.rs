@@ -22,20 +22,34 @@ mod handshake;
 mod message;
 mod snapshot;
 
-use std::io::Write;
+use std::io::{Read, Write};
 
 use crate::raft::{Message, MessageBody};
 
 pub use error::WireError;
 pub use frame::{
     FRAME_PAYLOAD_BYTES_MAX, Frame, FrameKind, HEADER_BYTES, MAGIC, VERSION, read_frame,
-    write_frame,
+    read_frame_capped, write_frame,
 };
-pub use handshake::Handshake;
+pub use handshake::{HANDSHAKE_PAYLOAD_BYTES_MAX, Handshake};
 pub use message::{decode_message, encode_message};
 pub use snapshot::{
     SNAPSHOT_BYTES_MAX, SNAPSHOT_CHUNK_BYTES_MAX, SnapshotReassembler, write_snapshot,
 };
+
+/// Reads the frame that must come first on a connection, with the
+/// handshake's own size cap.
+///
+/// # Errors
+/// The frame errors of [`read_frame`], `UnexpectedFrame` for another kind
+/// of frame, `Malformed` for a payload that does not parse.
+pub fn read_handshake<R: Read>(r: &mut R) -> Result<Handshake, WireError> {
+    let frame = read_frame_capped(r, HANDSHAKE_PAYLOAD_BYTES_MAX)?;
+    if frame.kind != FrameKind::Handshake {
+        return Err(WireError::UnexpectedFrame("first frame is not a handshake"));
+    }
+    Handshake::decode(&frame.payload)
+}
 
 /// Writes a `Handshake` frame. Does not flush.
 ///
@@ -125,11 +139,7 @@ mod tests {
 
     fn read_stream(bytes: &[u8]) -> Result<Vec<Message>, WireError> {
         let mut reader = bytes;
-        let first = read_frame(&mut reader)?;
-        if first.kind != FrameKind::Handshake {
-            return Err(WireError::UnexpectedFrame("no handshake"));
-        }
-        Handshake::decode(&first.payload)?;
+        read_handshake(&mut reader)?;
         let mut assembler = MessageAssembler::default();
         let mut messages = Vec::new();
         loop {
