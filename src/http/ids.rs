@@ -53,7 +53,9 @@ fn parse_count(raw: Option<&str>) -> Result<u64, String> {
     };
     match raw.parse::<u64>() {
         Ok(n) if (1..=COUNT_MAX).contains(&n) => Ok(n),
-        _ => Err(format!("count must be an integer from 1 to {COUNT_MAX}, not {raw:?}")),
+        _ => Err(format!(
+            "count must be an integer from 1 to {COUNT_MAX}, not {raw:?}"
+        )),
     }
 }
 

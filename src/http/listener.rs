@@ -14,11 +14,14 @@ use socket2::{Domain, Protocol, Socket, Type};
 /// # Errors
 /// Resolution or bind errors.
 pub fn bind(addr: &str) -> io::Result<TcpListener> {
-    let address: SocketAddr = addr
-        .to_socket_addrs()?
-        .next()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "address resolves to nothing"))?;
-    let socket = Socket::new(Domain::for_address(address), Type::STREAM, Some(Protocol::TCP))?;
+    let address: SocketAddr = addr.to_socket_addrs()?.next().ok_or_else(|| {
+        io::Error::new(io::ErrorKind::InvalidInput, "address resolves to nothing")
+    })?;
+    let socket = Socket::new(
+        Domain::for_address(address),
+        Type::STREAM,
+        Some(Protocol::TCP),
+    )?;
     socket.set_reuse_address(true)?;
     socket.set_nodelay(true)?;
     socket.bind(&address.into())?;

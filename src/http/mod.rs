@@ -45,7 +45,10 @@ impl RequestCounts {
     }
 
     pub fn snapshot(&self) -> BTreeMap<(&'static str, u16), u64> {
-        self.counts.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.counts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 
@@ -69,7 +72,8 @@ impl HttpServer {
     /// # Errors
     /// The bind error, with the address.
     pub fn start(listen: &str, node: NodeHandle) -> Result<HttpServer, String> {
-        let listener = listener::bind(listen).map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+        let listener =
+            listener::bind(listen).map_err(|e| format!("cannot listen on {listen}: {e}"))?;
         let local_addr = listener
             .local_addr()
             .map(|a| a.to_string())
@@ -171,7 +175,10 @@ fn route(
         ["api", "v1", "status"] => ("status", ops::status(method, context)),
         ["api", "v1", "cluster", rest @ ..] => ops::cluster(method, rest, target, url, context),
         ["api", "v1", rest @ ..] => api::handle(request, method, rest, target, url, context),
-        _ => ("unknown", respond::error(404, &format!("no such path: {}", url_path(url)))),
+        _ => (
+            "unknown",
+            respond::error(404, &format!("no such path: {}", url_path(url))),
+        ),
     }
 }
 
@@ -181,7 +188,10 @@ fn url_path(url: &str) -> &str {
 
 /// The answer to a known path with the wrong method.
 pub(crate) fn wrong_method(method: &Method, allowed: &str) -> Answer {
-    let response = respond::error(405, &format!("method {method} not allowed here; use {allowed}"));
+    let response = respond::error(
+        405,
+        &format!("method {method} not allowed here; use {allowed}"),
+    );
     match tiny_http::Header::from_bytes("Allow", allowed) {
         Ok(h) => response.with_header(h),
         Err(()) => response,
