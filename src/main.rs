@@ -1,3 +1,115 @@
-fn main() {
-    println!("Hello, world!");
+//! The `ticketd` binary: argv → validated options → node and HTTP
+//! threads → wait for SIGTERM/SIGINT → orderly stop → exit code.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use log::{LevelFilter, error, info};
+use ticketd::cli::{self, Command, Options, Parsed};
+use ticketd::http::HttpServer;
+use ticketd::node::{self, NodeConfig};
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let options = match cli::parse(&args) {
+        Ok(Parsed::Run(options)) => options,
+        Ok(Parsed::Help) => {
+            print!("{}", cli::usage());
+            return ExitCode::SUCCESS;
+        }
+        Ok(Parsed::Version) => {
+            println!("ticketd {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("ticketd: {e}");
+            eprint!("{}", cli::usage());
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(options.log_level);
+    match run(&options) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e}");
+            eprintln!("ticketd: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_logging(level: u8) {
+    let filter = match level {
+        0 => LevelFilter::Off,
+        1 => LevelFilter::Error,
+        2 => LevelFilter::Info,
+        3 => LevelFilter::Debug,
+        _ => LevelFilter::Trace,
+    };
+    let config = simplelog::ConfigBuilder::new()
+        .set_target_level(LevelFilter::Off)
+        .set_thread_level(LevelFilter::Off)
+        .build();
+    let _ = simplelog::WriteLogger::init(filter, config, std::io::stderr());
+}
+
+/// The HTTP address peers redirect clients to: the listen address, with
+/// a wildcard host replaced by `--host`.
+fn advertised_http(options: &Options) -> String {
+    match options.http_listen.rsplit_once(':') {
+        Some(("0.0.0.0" | "[::]" | "", port)) => {
+            format!("{}:{port}", options.host)
+        }
+        _ => options.http_listen.clone(),
+    }
+}
+
+fn run(options: &Options) -> Result<(), String> {
+    if options.command != Command::Run {
+        return Err("start, join and leave are not supported yet; run with a peer list".into());
+    }
+    let compact_entries = std::env::var("TICKETD_COMPACT_ENTRIES")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(20_000);
+    let config = NodeConfig {
+        data_dir: options.data_dir.clone(),
+        db_size_mb: options.db_size_mb,
+        peers: options.peers.clone(),
+        peer_addr: options.peer_addr.clone(),
+        peer_listen: options.peer_addr.clone(),
+        http_addr: advertised_http(options),
+        expire_interval: Duration::from_millis(options.expire_ms),
+        snapshot_interval: Duration::from_millis(options.snapshot_ms),
+        compact_entries,
+        tick: Duration::from_millis(10),
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(signal, Arc::clone(&stop))
+            .map_err(|e| format!("cannot handle signals: {e}"))?;
+    }
+    let (handle, node_thread) = node::start(config).map_err(|e| e.to_string())?;
+    let http = match HttpServer::start(&options.http_listen, handle.clone()) {
+        Ok(http) => http,
+        Err(e) => {
+            handle.shutdown();
+            let _ = node_thread.join();
+            return Err(e);
+        }
+    };
+    info!("serving HTTP on {}", http.local_addr);
+    while !stop.load(Ordering::SeqCst) && !node_thread.is_finished() {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    info!("shutting down");
+    http.shutdown();
+    handle.shutdown();
+    node_thread
+        .join()
+        .map_err(|_| "the node thread panicked".to_string())?;
+    Ok(())
 }

@@ -75,7 +75,10 @@ pub fn cluster_id_of(membership: &Membership) -> u64 {
 /// corrupt or of an unknown version, or a port cannot be bound.
 pub fn start(config: NodeConfig) -> Result<(NodeHandle, JoinHandle<()>), BootError> {
     let mut store = Store::open(&config.data_dir, config.db_size_mb).map_err(|e| {
-        BootError(format!("cannot open data directory {}: {e}", config.data_dir.display()))
+        BootError(format!(
+            "cannot open data directory {}: {e}",
+            config.data_dir.display()
+        ))
     })?;
     let loaded = match store.load().map_err(|e| BootError(format!("{e}")))? {
         Some(loaded) => check_loaded(&config, loaded)?,
@@ -113,7 +116,12 @@ pub fn start(config: NodeConfig) -> Result<(NodeHandle, JoinHandle<()>), BootErr
         },
         deliver,
     )
-    .map_err(|e| BootError(format!("cannot listen for peers on {}: {e}", config.peer_listen)))?;
+    .map_err(|e| {
+        BootError(format!(
+            "cannot listen for peers on {}: {e}",
+            config.peer_listen
+        ))
+    })?;
     info!(
         "node {} of cluster {:016x} starting: peers on {}, data in {}",
         identity.node_id,
@@ -148,9 +156,10 @@ fn raft_config(id: u64, tick: std::time::Duration) -> raft::Config {
         max_append_entries: 4096,
         max_append_bytes: 4 << 20,
         max_inflight: 64,
-        seed: id ^ std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64),
+        seed: id
+            ^ std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64),
     }
 }
 

@@ -29,7 +29,9 @@ pub(super) enum Purpose {
         /// For a lock or claim with `?wait=`: the command and until when.
         wait: Option<(Command, Instant)>,
     },
-    IdRefill { generation: u64 },
+    IdRefill {
+        generation: u64,
+    },
     Internal,
 }
 
@@ -153,7 +155,11 @@ impl Driver {
             },
             Input::ChangeMembers { change, reply } => self.change_members(change, reply),
             Input::Transfer { to, reply } => {
-                let _ = reply.send(self.raft.transfer_leader(to).map_err(|e| self.propose_error(e)));
+                let _ = reply.send(
+                    self.raft
+                        .transfer_leader(to)
+                        .map_err(|e| self.propose_error(e)),
+                );
             }
             Input::WakeIds => {}
             Input::Shutdown => self.shutting_down = true,
@@ -165,7 +171,7 @@ impl Driver {
         if self.raft.role() != Role::Leader {
             return Err(self.not_leader());
         }
-        if !self.leader_ready || !self.lease_until().is_some_and(|t| Instant::now() < t) {
+        if !self.leader_ready || self.lease_until().is_none_or(|t| Instant::now() >= t) {
             return Err(NodeError::NoLeader);
         }
         Ok(())
@@ -317,7 +323,8 @@ impl Driver {
         self.track_leadership();
         self.expire_pending();
         let now = Instant::now();
-        if self.leader_ready && now.duration_since(self.last_expiry) >= self.config.expire_interval {
+        if self.leader_ready && now.duration_since(self.last_expiry) >= self.config.expire_interval
+        {
             self.last_expiry = now;
             self.expire_sessions();
         }
@@ -355,7 +362,11 @@ impl Driver {
             for (id, ttl) in sessions {
                 self.deadlines.refresh(id, now + ttl);
             }
-            info!("node {} serves as leader of term {}", self.raft.id(), self.raft.term());
+            info!(
+                "node {} serves as leader of term {}",
+                self.raft.id(),
+                self.raft.term()
+            );
         }
     }
 
@@ -498,7 +509,10 @@ impl Driver {
             Ok(()) => {
                 let counters = &self.shared.counters;
                 Counters::add(&counters.fsyncs, 1);
-                Counters::add(&counters.fsync_micros_total, started.elapsed().as_micros() as u64);
+                Counters::add(
+                    &counters.fsync_micros_total,
+                    started.elapsed().as_micros() as u64,
+                );
                 Counters::add(&counters.entries_persisted, ready.entries.len() as u64);
                 true
             }
@@ -525,7 +539,10 @@ impl Driver {
     fn fail_all_pending(&mut self) {
         let pending = std::mem::take(&mut self.pending);
         for (_, p) in pending {
-            self.fail(p.purpose, NodeError::Unavailable("node is shutting down".into()));
+            self.fail(
+                p.purpose,
+                NodeError::Unavailable("node is shutting down".into()),
+            );
         }
         self.waiters.fail_all();
     }
@@ -563,7 +580,10 @@ impl Driver {
             self.http_addr_of(leader)
         };
         let storage_full = self.storage_full;
-        let (sessions, locks) = (self.state.session_count() as u64, self.state.lock_count() as u64);
+        let (sessions, locks) = (
+            self.state.session_count() as u64,
+            self.state.lock_count() as u64,
+        );
         let snapshot_index = self.raft.snapshot().meta.index;
         self.shared.update(|status| {
             status.role = self.raft.role();

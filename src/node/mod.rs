@@ -146,7 +146,8 @@ impl NodeHandle {
         make: impl FnOnce(Reply<T>) -> Input,
         timeout: Duration,
     ) -> Result<T, NodeError> {
-        let (reply, answer): (Reply<T>, Receiver<Result<T, NodeError>>) = std::sync::mpsc::channel();
+        let (reply, answer): (Reply<T>, Receiver<Result<T, NodeError>>) =
+            std::sync::mpsc::channel();
         self.send(make(reply))?;
         answer
             .recv_timeout(timeout)

@@ -109,7 +109,9 @@ impl Shared {
     }
 
     fn lock(&self) -> MutexGuard<'_, Status> {
-        self.status.lock().unwrap_or_else(|poison| poison.into_inner())
+        self.status
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
     }
 
     /// A copy of the current status.

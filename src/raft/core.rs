@@ -119,6 +119,12 @@ impl Raft {
         raft.hard_state_sent = raft.hard_state();
         raft.reload_membership();
         raft.reset_election_timer();
+        let voters: Vec<NodeId> = raft.membership.voters().collect();
+        if voters == [raft.config.id] {
+            // Nobody else can be counting on our vote: campaign at once.
+            raft.election_elapsed = raft.election_timeout.saturating_sub(1);
+            raft.leader_contact = 0;
+        }
         Ok(raft)
     }
 

@@ -1,0 +1,184 @@
+//! The receiving side: the acceptor thread and one reader thread per
+//! inbound connection, which checks the peer's handshake, answers with
+//! ours and hands every message addressed to us to `deliver`.
+
+use std::io;
+use std::io::BufReader;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::Sender;
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use log::{debug, info, warn};
+
+use super::sockets::Registration;
+use super::{ConnError, DeadlineReader, IO_TIMEOUT, Shared};
+use crate::raft::Message;
+use crate::wire::{
+    Handshake, MessageAssembler, WireError, read_frame, read_handshake, write_handshake,
+};
+
+/// Reads are buffered: many small frames arrive back to back.
+const READ_BUFFER_BYTES: usize = 64 << 10;
+/// After a failed `accept` (e.g. out of file descriptors), so that the
+/// acceptor does not spin on a persistent error.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+
+pub(super) fn spawn_acceptor(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    exit_sender: Sender<()>,
+) -> io::Result<JoinHandle<()>> {
+    thread::Builder::new()
+        .name("peer-acceptor".into())
+        .spawn(move || accept_loop(&shared, &listener, &exit_sender))
+}
+
+fn accept_loop(shared: &Arc<Shared>, listener: &TcpListener, exit_sender: &Sender<()>) {
+    loop {
+        let accepted = listener.accept();
+        if shared.stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        match accepted {
+            Ok((stream, remote)) => start_reader(shared, stream, remote, exit_sender),
+            Err(err) => {
+                warn!("accepting a peer connection failed: {err}");
+                thread::sleep(ACCEPT_ERROR_PAUSE);
+            }
+        }
+    }
+}
+
+fn start_reader(
+    shared: &Arc<Shared>,
+    stream: TcpStream,
+    remote: SocketAddr,
+    exit_sender: &Sender<()>,
+) {
+    let registration = match shared.inbound.register(&stream) {
+        Ok(registration) => registration,
+        Err(err) => {
+            warn!("refusing peer connection from {remote}: {err}");
+            return;
+        }
+    };
+    let thread_shared = Arc::clone(shared);
+    let exit_sender = exit_sender.clone();
+    let spawned = thread::Builder::new()
+        .name(format!("peer-in-{remote}"))
+        .spawn(move || {
+            let _exit_sender = exit_sender;
+            run_reader(&thread_shared, &stream, remote, &registration);
+        });
+    match spawned {
+        Ok(handle) => shared.add_thread(handle),
+        Err(err) => warn!("cannot start a reader for {remote}: {err}"),
+    }
+}
+
+fn run_reader(
+    shared: &Shared,
+    stream: &TcpStream,
+    remote: SocketAddr,
+    registration: &Registration,
+) {
+    match serve(shared, stream, remote, registration) {
+        Err(_) if shared.stopping.load(Ordering::SeqCst) => {
+            debug!("peer connection from {remote} closed on shutdown");
+        }
+        Err(ConnError::Wire(WireError::Closed)) => {
+            info!("peer connection from {remote} closed by the peer");
+        }
+        Err(err) => warn!("closing peer connection from {remote}: {err}"),
+        Ok(()) => {}
+    }
+}
+
+/// Handshake, then messages until the connection ends.
+fn serve(
+    shared: &Shared,
+    stream: &TcpStream,
+    remote: SocketAddr,
+    registration: &Registration,
+) -> Result<(), ConnError> {
+    stream.set_nodelay(true)?;
+    stream.set_write_timeout(Some(IO_TIMEOUT))?;
+    // Unbuffered, so that nothing after the handshake frame is read here.
+    let peer = read_handshake(&mut DeadlineReader::new(stream, IO_TIMEOUT))?;
+    shared.check_handshake(&peer, None)?;
+    shared.learn_http_addr(&peer);
+    let replaced = registration.claim_node(peer.node_id);
+    if replaced > 0 {
+        info!(
+            "node {} reconnected from {remote}; closed its older connection",
+            peer.node_id
+        );
+    }
+    write_handshake(&mut &*stream, &shared.handshake)?;
+    // Peers that have nothing to send stay quiet for as long as they like.
+    stream.set_read_timeout(None)?;
+    info!("peer node {} connected from {remote}", peer.node_id);
+    let mut reader = BufReader::with_capacity(READ_BUFFER_BYTES, stream);
+    receive(shared, &mut reader, &peer, remote)
+}
+
+fn receive(
+    shared: &Shared,
+    reader: &mut BufReader<&TcpStream>,
+    peer: &Handshake,
+    remote: SocketAddr,
+) -> Result<(), ConnError> {
+    let mut assembler = MessageAssembler::default();
+    loop {
+        let frame = read_frame(reader)?;
+        let Some(message) = assembler.push(&frame)? else {
+            continue;
+        };
+        if shared.stopping.load(Ordering::SeqCst) {
+            return Err(ConnError::Stopped);
+        }
+        if is_for_us(shared, peer, &message) {
+            (shared.deliver)(message);
+        } else {
+            debug!(
+                "dropping a message from {} to {} on the connection of node {} from {remote}",
+                message.from, message.to, peer.node_id
+            );
+        }
+    }
+}
+
+/// A connection speaks for the node of its handshake only, and only to us.
+fn is_for_us(shared: &Shared, peer: &Handshake, message: &Message) -> bool {
+    message.to == shared.config.node_id && message.from == peer.node_id
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raft::MessageBody;
+    use crate::transport::tests::shared;
+
+    #[test]
+    fn only_messages_from_the_handshake_node_to_us_pass() {
+        let us = shared(7, 2);
+        let peer = Handshake {
+            cluster_id: 7,
+            node_id: 3,
+            peer_addr: String::new(),
+            http_addr: String::new(),
+        };
+        let message = |from, to| Message {
+            from,
+            to,
+            term: 1,
+            body: MessageBody::TimeoutNow,
+        };
+        assert!(is_for_us(&us, &peer, &message(3, 2)));
+        assert!(!is_for_us(&us, &peer, &message(1, 2)));
+        assert!(!is_for_us(&us, &peer, &message(3, 4)));
+    }
+}

@@ -1,0 +1,78 @@
+//! The one error type of the wire layer: what was wrong with the bytes (or
+//! the stream) that a peer sent us.
+
+use std::fmt;
+use std::io;
+
+/// Why a frame or payload could not be read or written. Every decoding
+/// failure is one of these, never a panic; the transport closes the
+/// connection on any of them.
+#[derive(Debug)]
+pub enum WireError {
+    /// The underlying stream failed (includes read/write timeouts).
+    Io(io::Error),
+    /// The stream ended cleanly between two frames.
+    Closed,
+    /// The stream ended in the middle of a frame.
+    Truncated,
+    /// The frame does not start with [`crate::wire::MAGIC`].
+    BadMagic(u32),
+    /// A protocol version this build does not speak.
+    UnsupportedVersion(u8),
+    /// A frame kind byte this build does not know.
+    UnknownFrameKind(u8),
+    /// A frame (or a payload about to be framed) over the size cap.
+    FrameTooLarge { length: u64, max: u64 },
+    /// The payload does not match the header's CRC-32.
+    BadChecksum { expected: u32, actual: u32 },
+    /// The payload of a frame does not parse; says which field.
+    Malformed(&'static str),
+    /// A frame of a kind that is not allowed at this point of the stream.
+    UnexpectedFrame(&'static str),
+    /// Snapshot chunks that do not add up to one snapshot.
+    BadSnapshotChunk(&'static str),
+}
+
+impl fmt::Display for WireError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WireError::Io(err) => write!(f, "i/o error: {err}"),
+            WireError::Closed => write!(f, "connection closed"),
+            WireError::Truncated => write!(f, "stream ended in the middle of a frame"),
+            WireError::BadMagic(magic) => write!(f, "bad frame magic {magic:#010x}"),
+            WireError::UnsupportedVersion(version) => {
+                write!(f, "unsupported protocol version {version}")
+            }
+            WireError::UnknownFrameKind(kind) => write!(f, "unknown frame kind {kind}"),
+            WireError::FrameTooLarge { length, max } => {
+                write!(f, "frame of {length} bytes exceeds the cap of {max} bytes")
+            }
+            WireError::BadChecksum { expected, actual } => write!(
+                f,
+                "frame checksum mismatch: header says {expected:#010x}, payload has {actual:#010x}"
+            ),
+            WireError::Malformed(what) => write!(f, "malformed payload: {what}"),
+            WireError::UnexpectedFrame(what) => write!(f, "unexpected frame: {what}"),
+            WireError::BadSnapshotChunk(what) => write!(f, "bad snapshot chunk: {what}"),
+        }
+    }
+}
+
+impl std::error::Error for WireError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            WireError::Io(err) => Some(err),
+            _ => None,
+        }
+    }
+}
+
+impl From<io::Error> for WireError {
+    fn from(err: io::Error) -> WireError {
+        if err.kind() == io::ErrorKind::UnexpectedEof {
+            WireError::Truncated
+        } else {
+            WireError::Io(err)
+        }
+    }
+}

@@ -1,0 +1,384 @@
+//! The peer transport over real sockets on 127.0.0.1: two or more
+//! transports in one process, plus raw sockets playing bad peers.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::sync::mpsc::{self, Receiver};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use ticketd::raft::{
+    Entry, EntryKind, Member, Membership, Message, MessageBody, NodeId, Snapshot, SnapshotMeta,
+};
+use ticketd::transport::{Transport, TransportConfig};
+use ticketd::wire::{
+    FrameKind, Handshake, encode_message, read_frame, write_frame, write_handshake,
+};
+
+const CLUSTER: u64 = 0x7e57;
+const WAIT: Duration = Duration::from_secs(10);
+
+fn http_addr(id: NodeId) -> String {
+    format!("127.0.0.1:{}", 18000 + id)
+}
+
+fn start_on(id: NodeId, cluster_id: u64, listen_addr: &str) -> (Transport, Receiver<Message>) {
+    let (sender, receiver) = mpsc::channel();
+    let deliver = Arc::new(move |message: Message| {
+        let _ = sender.send(message);
+    });
+    let config = TransportConfig {
+        listen_addr: listen_addr.to_string(),
+        cluster_id,
+        node_id: id,
+        peer_addr: listen_addr.to_string(),
+        http_addr: http_addr(id),
+    };
+    (Transport::start(config, deliver).unwrap(), receiver)
+}
+
+fn start(id: NodeId) -> (Transport, Receiver<Message>) {
+    start_on(id, CLUSTER, "127.0.0.1:0")
+}
+
+fn introduce(transport: &Transport, peers: &[(NodeId, &Transport)]) {
+    let map: BTreeMap<NodeId, String> = peers
+        .iter()
+        .map(|(id, t)| (*id, t.local_addr().to_string()))
+        .collect();
+    transport.set_peers(&map);
+}
+
+fn vote(from: NodeId, to: NodeId, term: u64) -> Message {
+    Message {
+        from,
+        to,
+        term,
+        body: MessageBody::Vote {
+            pre: false,
+            force: false,
+            last_index: 3,
+            last_term: 1,
+        },
+    }
+}
+
+/// Sends `message` every 50 ms (connections come up asynchronously, and
+/// a message sent into a dying connection is lost) until it arrives.
+fn send_until_received(from: &Transport, to: &Receiver<Message>, message: &Message) {
+    let deadline = Instant::now() + WAIT;
+    while Instant::now() < deadline {
+        from.send(message.clone());
+        if let Ok(got) = to.recv_timeout(Duration::from_millis(50))
+            && &got == message
+        {
+            return;
+        }
+    }
+    panic!("message never arrived: {message:?}");
+}
+
+fn expect(receiver: &Receiver<Message>, message: &Message) {
+    let got = receiver.recv_timeout(WAIT).expect("message did not arrive");
+    assert_eq!(&got, message);
+}
+
+/// Waits for the other end to close (EOF or reset); returns what it sent
+/// before that.
+fn expect_closed(stream: &mut TcpStream) -> Vec<u8> {
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    let mut received = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return received,
+            Ok(n) => received.extend_from_slice(&buf[..n]),
+            Err(err) if err.kind() == std::io::ErrorKind::ConnectionReset => return received,
+            Err(err) => panic!("connection not closed: {err}"),
+        }
+    }
+}
+
+fn raw_handshake(addr: SocketAddr, cluster_id: u64, node_id: NodeId) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    let handshake = Handshake {
+        cluster_id,
+        node_id,
+        peer_addr: "127.0.0.1:1".into(),
+        http_addr: "127.0.0.1:2".into(),
+    };
+    write_handshake(&mut stream, &handshake).unwrap();
+    stream
+}
+
+fn snapshot_message(from: NodeId, to: NodeId, len: usize) -> Message {
+    let mut membership = Membership::default();
+    for id in [from, to] {
+        membership.members.insert(
+            id,
+            Member {
+                voter: true,
+                peer_addr: format!("127.0.0.1:{}", 19000 + id),
+                http_addr: http_addr(id),
+            },
+        );
+    }
+    Message {
+        from,
+        to,
+        term: 5,
+        body: MessageBody::Snapshot {
+            snapshot: Snapshot {
+                meta: SnapshotMeta {
+                    index: 1000,
+                    term: 4,
+                    membership,
+                },
+                data: (0..len).map(|i| (i * 31 % 256) as u8).collect(),
+            },
+            lease_tick: 77,
+        },
+    }
+}
+
+fn wait_until(what: &str, condition: impl Fn() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn timed_shutdown(transport: Transport) {
+    let started = Instant::now();
+    transport.shutdown();
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "shutdown took too long"
+    );
+}
+
+#[test]
+fn two_nodes_exchange_messages_snapshots_and_http_addresses() {
+    let (a, a_inbox) = start(1);
+    let (b, b_inbox) = start(2);
+    introduce(&a, &[(2, &b), (1, &a)]);
+    introduce(&b, &[(1, &a)]);
+
+    send_until_received(&a, &b_inbox, &vote(1, 2, 3));
+    send_until_received(&b, &a_inbox, &vote(2, 1, 3));
+
+    let append = Message {
+        from: 1,
+        to: 2,
+        term: 5,
+        body: MessageBody::Append {
+            prev_index: 1000,
+            prev_term: 4,
+            entries: vec![Entry {
+                term: 5,
+                index: 1001,
+                kind: EntryKind::Normal,
+                data: b"reserve".to_vec(),
+            }],
+            commit: 1000,
+            lease_tick: 78,
+        },
+    };
+    let snapshot = snapshot_message(1, 2, 3 << 20);
+    a.send(snapshot.clone());
+    a.send(append.clone());
+    a.send(snapshot_message(1, 2, 0));
+    expect(&b_inbox, &snapshot);
+    expect(&b_inbox, &append);
+    expect(&b_inbox, &snapshot_message(1, 2, 0));
+
+    // A learnt B's address from B's reply, B learnt A's from A's hello.
+    assert_eq!(a.http_addr_of(2), Some(http_addr(2)));
+    assert_eq!(b.http_addr_of(1), Some(http_addr(1)));
+    assert_eq!(a.http_addr_of(9), None);
+
+    timed_shutdown(a);
+    timed_shutdown(b);
+}
+
+#[test]
+fn bad_peers_are_refused_while_a_good_peer_keeps_working() {
+    let (a, _a_inbox) = start(1);
+    let (b, b_inbox) = start(2);
+    introduce(&a, &[(2, &b)]);
+    send_until_received(&a, &b_inbox, &vote(1, 2, 1));
+
+    // Garbage instead of a handshake.
+    let mut garbage = TcpStream::connect(b.local_addr()).unwrap();
+    garbage.write_all(&[0xab; 200]).unwrap();
+    assert!(expect_closed(&mut garbage).is_empty());
+
+    // A well-formed handshake from another cluster gets no reply.
+    let mut stranger = raw_handshake(b.local_addr(), CLUSTER + 1, 3);
+    assert!(expect_closed(&mut stranger).is_empty());
+
+    // A node announcing id 0 is refused too.
+    let mut nobody = raw_handshake(b.local_addr(), CLUSTER, 0);
+    assert!(expect_closed(&mut nobody).is_empty());
+
+    // A good handshake, then a corrupted frame.
+    let mut corrupt = raw_handshake(b.local_addr(), CLUSTER, 3);
+    let reply = read_frame(&mut corrupt).unwrap();
+    assert_eq!(reply.kind, FrameKind::Handshake);
+    let mut frame = Vec::new();
+    let payload = encode_message(&vote(3, 2, 1)).unwrap();
+    write_frame(&mut frame, FrameKind::Message, &payload).unwrap();
+    let last = frame.len() - 1;
+    frame[last] ^= 1;
+    corrupt.write_all(&frame).unwrap();
+    assert!(expect_closed(&mut corrupt).is_empty());
+
+    send_until_received(&a, &b_inbox, &vote(1, 2, 2));
+    wait_until("bad connections to be closed", || {
+        b.inbound_connections() == 1
+    });
+    timed_shutdown(a);
+    timed_shutdown(b);
+}
+
+#[test]
+fn messages_are_delivered_only_from_the_handshake_node_to_us() {
+    let (b, b_inbox) = start(2);
+    let mut raw = raw_handshake(b.local_addr(), CLUSTER, 3);
+    let reply = Handshake::decode(&read_frame(&mut raw).unwrap().payload).unwrap();
+    assert_eq!(reply.node_id, 2);
+    assert_eq!(reply.cluster_id, CLUSTER);
+    assert_eq!(reply.http_addr, http_addr(2));
+
+    for message in [vote(1, 2, 1), vote(3, 4, 1), vote(3, 2, 9)] {
+        let payload = encode_message(&message).unwrap();
+        write_frame(&mut raw, FrameKind::Message, &payload).unwrap();
+    }
+    // Only the last one is from node 3 to node 2.
+    expect(&b_inbox, &vote(3, 2, 9));
+    assert!(b_inbox.recv_timeout(Duration::from_millis(200)).is_err());
+    assert_eq!(b.http_addr_of(3), Some("127.0.0.1:2".to_string()));
+    drop(raw);
+    timed_shutdown(b);
+}
+
+#[test]
+fn a_joining_node_with_cluster_id_zero_accepts_any_cluster() {
+    let (joiner, joiner_inbox) = start_on(4, 0, "127.0.0.1:0");
+    let mut raw = raw_handshake(joiner.local_addr(), CLUSTER, 1);
+    let reply = Handshake::decode(&read_frame(&mut raw).unwrap().payload).unwrap();
+    assert_eq!(reply.cluster_id, 0);
+    let payload = encode_message(&vote(1, 4, 2)).unwrap();
+    write_frame(&mut raw, FrameKind::Message, &payload).unwrap();
+    expect(&joiner_inbox, &vote(1, 4, 2));
+
+    // ... while a member with a known cluster id refuses the joiner.
+    let (member, _inbox) = start(1);
+    let mut hello = raw_handshake(member.local_addr(), 0, 4);
+    assert!(expect_closed(&mut hello).is_empty());
+    drop(raw);
+    timed_shutdown(joiner);
+    timed_shutdown(member);
+}
+
+#[test]
+fn a_restarted_peer_is_reconnected_to() {
+    let (a, _a_inbox) = start(1);
+    let (b, b_inbox) = start(2);
+    let b_addr = b.local_addr().to_string();
+    introduce(&a, &[(2, &b)]);
+    send_until_received(&a, &b_inbox, &vote(1, 2, 1));
+
+    timed_shutdown(b);
+    drop(b_inbox);
+    let (b2, b2_inbox) = start_on(2, CLUSTER, &b_addr);
+    send_until_received(&a, &b2_inbox, &vote(1, 2, 2));
+    timed_shutdown(a);
+    timed_shutdown(b2);
+}
+
+#[test]
+fn a_taken_port_is_an_error() {
+    let (a, _inbox) = start(1);
+    let config = TransportConfig {
+        listen_addr: a.local_addr().to_string(),
+        cluster_id: CLUSTER,
+        node_id: 2,
+        peer_addr: String::new(),
+        http_addr: String::new(),
+    };
+    assert!(Transport::start(config, Arc::new(|_| {})).is_err());
+    timed_shutdown(a);
+}
+
+#[test]
+fn unknown_and_removed_peers_drop_messages() {
+    let (a, _a_inbox) = start(1);
+    let (b, b_inbox) = start(2);
+    a.send(vote(1, 9, 1));
+    assert_eq!(a.dropped_messages(), 1);
+
+    introduce(&a, &[(2, &b)]);
+    send_until_received(&a, &b_inbox, &vote(1, 2, 1));
+    a.set_peers(&BTreeMap::new());
+    let before = a.dropped_messages();
+    a.send(vote(1, 2, 2));
+    assert_eq!(a.dropped_messages(), before + 1);
+    timed_shutdown(a);
+    timed_shutdown(b);
+}
+
+#[test]
+fn inbound_connections_are_capped() {
+    let (b, b_inbox) = start(2);
+    let mut idle = Vec::new();
+    for _ in 0..64 {
+        idle.push(TcpStream::connect(b.local_addr()).unwrap());
+    }
+    wait_until("64 inbound connections", || b.inbound_connections() == 64);
+    let mut extra = TcpStream::connect(b.local_addr()).unwrap();
+    assert!(expect_closed(&mut extra).is_empty());
+
+    drop(idle);
+    wait_until("idle connections to close", || b.inbound_connections() == 0);
+    let mut raw = raw_handshake(b.local_addr(), CLUSTER, 3);
+    read_frame(&mut raw).unwrap();
+    let payload = encode_message(&vote(3, 2, 1)).unwrap();
+    write_frame(&mut raw, FrameKind::Message, &payload).unwrap();
+    expect(&b_inbox, &vote(3, 2, 1));
+    timed_shutdown(b);
+}
+
+#[test]
+fn a_burst_arrives_complete_and_in_order() {
+    let (a, _a_inbox) = start(1);
+    let (b, b_inbox) = start(2);
+    introduce(&a, &[(2, &b)]);
+    send_until_received(&a, &b_inbox, &vote(1, 2, 0));
+    for term in 1..=2000 {
+        a.send(vote(1, 2, term));
+    }
+    for term in 1..=2000 {
+        expect(&b_inbox, &vote(1, 2, term));
+    }
+    assert_eq!(a.dropped_messages(), 0);
+    timed_shutdown(a);
+    timed_shutdown(b);
+}
+
+#[test]
+fn a_changed_peer_address_moves_the_writer() {
+    let (a, _a_inbox) = start(1);
+    let (b, b_inbox) = start(2);
+    let (b2, b2_inbox) = start(2);
+    introduce(&a, &[(2, &b)]);
+    send_until_received(&a, &b_inbox, &vote(1, 2, 1));
+    introduce(&a, &[(2, &b2)]);
+    send_until_received(&a, &b2_inbox, &vote(1, 2, 2));
+    timed_shutdown(a);
+    timed_shutdown(b);
+    timed_shutdown(b2);
+}
