@@ -77,7 +77,7 @@ impl App {
     }
 
     pub fn decode(data: &[u8]) -> Result<App, String> {
-        if data.len() % RECORD_BYTES != 0 {
+        if !data.len().is_multiple_of(RECORD_BYTES) {
             return Err(format!(
                 "snapshot data of {} bytes is not a list",
                 data.len()

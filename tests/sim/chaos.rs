@@ -5,7 +5,7 @@
 //! faults heal and a leader must commit a fresh proposal, and every member
 //! must catch up, within fixed bounds. Owns the fault schedule only.
 
-use ticketd::raft::{ConfChange, Membership, NodeId};
+use ticketd::raft::{ConfChange, Config, Membership, NodeId};
 
 use crate::app::fnv64;
 use crate::cluster::{Cluster, sim_config};
@@ -13,11 +13,12 @@ use crate::disk::Disk;
 use crate::network::NetParams;
 use crate::rng::Rng;
 
-/// After the heal, a leader must have committed a new proposal within this
-/// many ticks (10 maximal election timeouts).
-pub const LIVENESS_TICKS_MAX: u64 = 200;
-/// ... and every member must have applied it within this many more.
-pub const CATCH_UP_TICKS_MAX: u64 = 200;
+/// After the heal, the allowance for electing a leader and committing one
+/// entry (10 maximal election timeouts), on top of shipping the backlog.
+const SETTLE_TICKS: u64 = 200;
+/// What `Raft`'s append limits count per entry beyond its data, plus the
+/// simulator's 8-byte payloads.
+const ENTRY_BYTES: usize = 32 + 8;
 /// Nodes ever created by one run, removed ones included.
 const NODES_MAX: usize = 9;
 /// Running members at most (voters and learners).
@@ -96,21 +97,27 @@ pub fn run_seed(seed: u64) -> Result<Outcome, String> {
     let config = draw_config(&mut rng);
     let mut cluster = Cluster::new(seed, config.clone(), net, plan.voters)?;
     cluster.log(|| format!("plan {plan:?}\nnet {net:?}\nconfig {config:?}"));
-    let result = run(&mut cluster, &plan, &mut rng);
+    let result = run(&mut cluster, &plan, &mut rng, &config);
     if result.is_err() {
         cluster.log(|| cluster.describe());
     }
     result.map_err(|e| format!("{e}\n{}", cluster.describe()))
 }
 
-fn run(cluster: &mut Cluster, plan: &Plan, rng: &mut Rng) -> Result<Outcome, String> {
+fn run(
+    cluster: &mut Cluster,
+    plan: &Plan,
+    rng: &mut Rng,
+    config: &Config,
+) -> Result<Outcome, String> {
     for _ in 0..plan.fault_ticks {
         inject(cluster, plan, rng)?;
         cluster.step()?;
     }
     heal(cluster)?;
-    let liveness_ticks = commit_after_heal(cluster)?;
-    let catch_up_ticks = catch_up(cluster)?;
+    let bound = liveness_bound(cluster, config);
+    let liveness_ticks = commit_after_heal(cluster, bound)?;
+    let catch_up_ticks = catch_up(cluster, bound)?;
     let stats = cluster.check.stats;
     Ok(Outcome {
         ticks: cluster.now,
@@ -314,13 +321,27 @@ fn heal(cluster: &mut Cluster) -> Result<(), String> {
     Ok(())
 }
 
+/// How long the healed cluster may take to commit, and then to bring every
+/// member up to date: the fixed allowance, plus twice the time to ship
+/// every entry some member lacks at the rate the append limits allow
+/// (entries per message, messages in flight per round trip).
+fn liveness_bound(cluster: &Cluster, config: &Config) -> u64 {
+    let running = || cluster.nodes.values().filter_map(|n| n.raft());
+    let last = running().map(|r| r.last_index()).max().unwrap_or(0);
+    let lowest = running().map(|r| r.applied_index()).min().unwrap_or(0);
+    let per_message = (config.max_append_bytes / ENTRY_BYTES).clamp(1, config.max_append_entries);
+    let per_round = (per_message * config.max_inflight) as u64;
+    let round_trip = 2 * cluster.net.params.delay_ticks_max + config.heartbeat_ticks;
+    SETTLE_TICKS + 2 * (last - lowest).div_ceil(per_round) * round_trip
+}
+
 /// Ticks until a proposal made after the heal is committed; proposes again
 /// to each new leader (or term) until one is.
-fn commit_after_heal(cluster: &mut Cluster) -> Result<u64, String> {
+fn commit_after_heal(cluster: &mut Cluster, bound: u64) -> Result<u64, String> {
     let start = cluster.now;
     let mut proposals: Vec<(u64, u64, u64)> = Vec::new();
     let mut proposed_in: Option<(NodeId, u64)> = None;
-    while cluster.now - start <= LIVENESS_TICKS_MAX {
+    while cluster.now - start <= bound {
         if let Some(leader) = cluster.leader() {
             let term = cluster.raft(leader).term();
             if proposed_in != Some((leader, term))
@@ -342,16 +363,16 @@ fn commit_after_heal(cluster: &mut Cluster) -> Result<u64, String> {
         }
     }
     Err(format!(
-        "liveness: no proposal committed within {LIVENESS_TICKS_MAX} ticks after the heal \
+        "liveness: no proposal committed within {bound} ticks after the heal \
          (proposals {proposals:?})"
     ))
 }
 
 /// Ticks until every member the leader knows has applied what is committed now.
-fn catch_up(cluster: &mut Cluster) -> Result<u64, String> {
+fn catch_up(cluster: &mut Cluster, bound: u64) -> Result<u64, String> {
     let start = cluster.now;
     let target = cluster.check.committed_len();
-    while cluster.now - start <= CATCH_UP_TICKS_MAX {
+    while cluster.now - start <= bound {
         if let Some(leader) = cluster.leader() {
             let members: Vec<NodeId> = cluster
                 .raft(leader)
@@ -374,6 +395,6 @@ fn catch_up(cluster: &mut Cluster) -> Result<u64, String> {
         cluster.step()?;
     }
     Err(format!(
-        "liveness: members did not all apply index {target} within {CATCH_UP_TICKS_MAX} ticks"
+        "liveness: members did not all apply index {target} within {bound} ticks"
     ))
 }

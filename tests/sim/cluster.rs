@@ -18,6 +18,10 @@ use crate::rng::{Rng, splitmix64};
 /// Hand-driven scenarios deliver in rounds; a conversation this long
 /// means the nodes are ping-ponging forever.
 const SETTLE_ROUNDS_MAX: usize = 10_000;
+/// Far beyond what a handful of nodes has in flight even under heavy
+/// duplication: more means answers breed messages (a storm), which would
+/// otherwise eat all memory before any other check fires.
+const IN_FLIGHT_MAX: usize = 20_000;
 
 /// The timing the simulator runs with unless a scenario changes it.
 pub fn sim_config() -> Config {
@@ -263,7 +267,15 @@ impl Cluster {
     pub fn step(&mut self) -> Result<(), String> {
         self.now += 1;
         self.tick_all()?;
-        self.deliver_due()
+        self.deliver_due()?;
+        if self.net.in_flight() > IN_FLIGHT_MAX {
+            return Err(format!(
+                "tick {}: message storm: {} messages in flight",
+                self.now,
+                self.net.in_flight()
+            ));
+        }
+        Ok(())
     }
 
     /// Hand mode: delivers everything in flight, in send order and with no

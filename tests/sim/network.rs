@@ -97,6 +97,10 @@ impl Network {
             .collect()
     }
 
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
     /// Cuts both directions between the two groups.
     pub fn partition(&mut self, side_a: &[NodeId], side_b: &[NodeId]) {
         for &a in side_a {
