@@ -49,7 +49,9 @@ impl Plan {
             fault_ticks: rng.range(800, 2500),
             propose_per_mille: rng.range(100, 600),
             crash_per_mille: rng.below(4 * storm),
-            restart_per_mille: rng.range(20, 100),
+            // Some seeds reboot nodes within a tick or two: a follower that
+            // acknowledged a leader a moment ago must not vote right away.
+            restart_per_mille: rng.pick(&[20, 100, 600]).unwrap_or(100),
             partition_per_mille: rng.below(4 * storm),
             heal_per_mille: rng.range(10, 60),
             conf_change_per_mille: rng.below(8),
@@ -196,7 +198,14 @@ fn partition(cluster: &mut Cluster, rng: &mut Rng) {
         .map(|n| n.id)
         .collect();
     rng.shuffle(&mut ids);
-    match rng.below(4) {
+    // The leader is the interesting one to cut off; put it first.
+    if let Some(leader) = cluster.leader()
+        && rng.chance(500)
+        && let Some(at) = ids.iter().position(|&id| id == leader)
+    {
+        ids.swap(0, at);
+    }
+    match rng.below(5) {
         0 => {
             let (one, rest) = ids.split_at(1.min(ids.len()));
             cluster.net.partition(one, rest);
@@ -205,6 +214,18 @@ fn partition(cluster: &mut Cluster, rng: &mut Rng) {
             let cut = rng.range(1, (ids.len() as u64).max(2) - 1) as usize;
             let (a, b) = ids.split_at(cut.min(ids.len()));
             cluster.net.partition(a, b);
+        }
+        2 => {
+            // The first node hears nobody, or nobody hears it.
+            let inbound = rng.chance(500);
+            for &other in &ids[1.min(ids.len())..] {
+                let link = if inbound {
+                    (other, ids[0])
+                } else {
+                    (ids[0], other)
+                };
+                cluster.net.block_one_way(link.0, link.1);
+            }
         }
         _ => {
             for _ in 0..rng.range(1, 3) {
