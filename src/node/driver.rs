@@ -68,7 +68,10 @@ pub(super) struct Driver {
     last_expiry: Instant,
     last_compaction: Instant,
     last_usage_check: Instant,
-    shutting_down: bool,
+    /// When a shutdown was asked for; a leader first hands over.
+    shutdown_at: Option<Instant>,
+    /// The membership the transport was last given.
+    transport_members: BTreeMap<u64, String>,
 }
 
 impl Driver {
@@ -103,16 +106,17 @@ impl Driver {
             last_expiry: now,
             last_compaction: now,
             last_usage_check: now,
-            shutting_down: false,
+            shutdown_at: None,
+            transport_members: BTreeMap::new(),
         }
     }
 
     /// Runs until shutdown; the process exits on a storage failure.
     pub fn run(mut self, inbox: Receiver<Input>) {
-        self.transport.set_peers(&self.peer_addresses());
         self.check_recorded(self.raft.snapshot().meta.index);
+        self.publish();
         self.handle_ready();
-        while !self.shutting_down {
+        while !self.shutdown_done() {
             let wait = self.next_tick.saturating_duration_since(Instant::now());
             match inbox.recv_timeout(wait) {
                 Ok(input) => self.handle_input(input),
@@ -162,8 +166,41 @@ impl Driver {
                 );
             }
             Input::WakeIds => {}
-            Input::Shutdown => self.shutting_down = true,
+            Input::Shutdown => self.begin_shutdown(),
         }
+    }
+
+    /// A leader hands leadership to its most up-to-date follower before
+    /// it stops, so clients see no election timeout.
+    fn begin_shutdown(&mut self) {
+        if self.shutdown_at.is_some() {
+            return;
+        }
+        self.shutdown_at = Some(Instant::now());
+        if self.raft.role() != Role::Leader {
+            return;
+        }
+        let me = self.raft.id();
+        let membership = self.raft.membership().clone();
+        let best = self
+            .raft
+            .match_indexes()
+            .into_iter()
+            .filter(|(id, _)| *id != me && membership.is_voter(*id))
+            .max_by_key(|(_, matched)| *matched);
+        if let Some((to, _)) = best {
+            info!("handing leadership to node {to} before stopping");
+            let _ = self.raft.transfer_leader(to);
+        }
+    }
+
+    /// Stop once asked and no longer leading (or after 3 s of trying).
+    fn shutdown_done(&self) -> bool {
+        self.shutdown_at.is_some_and(|at| {
+            self.raft.role() != Role::Leader
+                || self.raft.membership().voters().count() <= 1
+                || at.elapsed() > Duration::from_secs(3)
+        })
     }
 
     /// Whether this node may answer from its state now.
@@ -462,6 +499,11 @@ impl Driver {
             if !self.persist(&ready) {
                 return;
             }
+            if self.raft.lease_start().is_none() {
+                // A TimeoutNow may be among the messages: the pool must
+                // stop serving before another node can be elected.
+                self.shared.ids.set_lease(None);
+            }
             let Ready {
                 messages,
                 committed,
@@ -556,8 +598,15 @@ impl Driver {
             .collect()
     }
 
-    /// Publishes the status for HTTP workers and the lease for the pool.
-    fn publish(&self) {
+    /// Publishes the status for HTTP workers and the lease for the pool,
+    /// and gives the transport a changed membership (it is in force as
+    /// soon as it is appended).
+    fn publish(&mut self) {
+        let members = self.peer_addresses();
+        if members != self.transport_members {
+            self.transport.set_peers(&members);
+            self.transport_members = members;
+        }
         let lease = self.lease_until().filter(|_| self.leader_ready);
         self.shared.ids.set_lease(lease);
         let leader = self.raft.leader();
