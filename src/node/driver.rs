@@ -72,6 +72,7 @@ pub(super) struct Driver {
     shutdown_at: Option<Instant>,
     /// The membership the transport was last given.
     transport_members: BTreeMap<u64, String>,
+    last_counted: Instant,
 }
 
 impl Driver {
@@ -108,6 +109,7 @@ impl Driver {
             last_usage_check: now,
             shutdown_at: None,
             transport_members: BTreeMap::new(),
+            last_counted: now,
         }
     }
 
@@ -629,10 +631,18 @@ impl Driver {
             self.http_addr_of(leader)
         };
         let storage_full = self.storage_full;
-        let (sessions, locks) = (
-            self.state.session_count() as u64,
-            self.state.lock_count() as u64,
-        );
+        // Counting locks walks every resource: a few times a second is
+        // plenty for a status page.
+        let recount = self.last_counted.elapsed() >= Duration::from_millis(250);
+        let counts = if recount {
+            self.last_counted = Instant::now();
+            Some((
+                self.state.session_count() as u64,
+                self.state.lock_count() as u64,
+            ))
+        } else {
+            None
+        };
         let snapshot_index = self.raft.snapshot().meta.index;
         self.shared.update(|status| {
             status.role = self.raft.role();
@@ -646,8 +656,10 @@ impl Driver {
             status.snapshot_index = snapshot_index;
             status.members = members;
             status.lease_until = lease;
-            status.sessions = sessions;
-            status.locks = locks;
+            if let Some((sessions, locks)) = counts {
+                status.sessions = sessions;
+                status.locks = locks;
+            }
             status.storage_full = storage_full;
         });
     }
