@@ -260,3 +260,48 @@ fn a_refreshed_session_survives_a_leader_kill_and_its_lock_moves_on_expiry() {
     let ticket = holder.get("failover").get("Tickets").get("failover");
     assert_eq!(ticket.get("Issuer").get("Id").str(), other);
 }
+
+#[test]
+fn a_session_expires_even_when_its_deadline_passes_during_a_leadership_transfer() {
+    let mut cluster = start_cluster("api-locks-transfer", 3);
+    let _logs = LogsOnPanic::new(&cluster);
+    let leader = leader_index(&cluster, Duration::from_secs(20));
+    let api = Api::new(&cluster.nodes[leader].http());
+    // A transfer to a member that is down never completes: for an
+    // election timeout the leader refuses proposals, then carries on.
+    let down = follower_index(&cluster);
+    let status = cluster.nodes[down].status().expect("status");
+    let down_id = api_support::Json::parse(&status)
+        .expect("JSON")
+        .get("Id")
+        .u64();
+    cluster.nodes[down].kill();
+
+    let doomed = api.open_session("doomed", 1_000);
+    let other = api.open_session("other", TTL_LONG_MS);
+    let first = lock_grant(&api.lock(&doomed, "transfer-lock"));
+    assert!(first.granted);
+    let transfer = format!("/api/v1/cluster/transfer?to={down_id}");
+    let until = Instant::now() + Duration::from_millis(2_500);
+    while Instant::now() < until {
+        let _ = common::request("POST", &api.addr, &transfer, b"");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let started = Instant::now();
+    let next = lock_grant(&through_any(
+        &cluster,
+        "POST",
+        &format!("/locks/transfer-lock?sessid={other}&wait=15000"),
+        |r| r.status == 200,
+    ));
+    assert!(
+        next.granted,
+        "the session whose deadline passed during the transfer never expired \
+         (still there: {})",
+        api.get_session(&doomed).status == 200
+    );
+    assert!(started.elapsed() < Duration::from_secs(15));
+    assert!(next.token > first.token);
+    assert_eq!(api.get_session(&doomed).status, 404);
+}
