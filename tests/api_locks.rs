@@ -6,8 +6,8 @@
 mod api_support;
 mod common;
 
-use std::sync::atomic::Ordering;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use api_support::{
@@ -130,6 +130,41 @@ fn waits_for_locks_and_claims_through_a_follower() {
     assert!(claimed.granted, "the waiter claims the new ticket");
     assert_eq!(ticket.get("Name").str(), "fresh");
     assert_eq!(ticket.get("Claimant").get("Id").str(), a);
+}
+
+#[test]
+fn waiters_take_turns_with_increasing_tokens() {
+    let cluster = start_cluster("api-locks-turns", 3);
+    let _logs = LogsOnPanic::new(&cluster);
+    let held = Arc::new(AtomicBool::new(false));
+    let grants = Arc::new(Mutex::new(Vec::new()));
+    // Every node gets clients: followers redirect them to the leader.
+    let threads: Vec<_> = (0..6)
+        .map(|i| {
+            let api = Api::new(&cluster.nodes[i % cluster.nodes.len()].http());
+            let (held, grants) = (Arc::clone(&held), Arc::clone(&grants));
+            std::thread::spawn(move || {
+                let me = api.open_session(&format!("turn-{i}"), TTL_LONG_MS);
+                let grant = lock_grant(&api.lock_wait(&me, "mutex", 30_000));
+                assert!(grant.granted, "client {i} never got the lock");
+                assert!(!held.swap(true, Ordering::SeqCst), "two holders at once");
+                grants.lock().unwrap().push(grant.token.unwrap_or(0));
+                std::thread::sleep(Duration::from_millis(50));
+                held.store(false, Ordering::SeqCst);
+                assert_eq!(api.unlock(&me, "mutex").status, 200);
+                assert_ok(&api.close(&me), "close");
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().expect("a client failed");
+    }
+    let grants = grants.lock().unwrap();
+    assert_eq!(grants.len(), 6);
+    assert!(
+        grants.windows(2).all(|w| w[0] < w[1]),
+        "tokens increase in grant order: {grants:?}"
+    );
 }
 
 /// Answers through any running node, retrying while the cluster elects.
@@ -277,12 +312,12 @@ fn a_session_expires_even_when_its_deadline_passes_during_a_leadership_transfer(
         .u64();
     cluster.nodes[down].kill();
 
-    let doomed = api.open_session("doomed", 1_000);
     let other = api.open_session("other", TTL_LONG_MS);
+    let doomed = api.open_session("doomed", 2_000);
     let first = lock_grant(&api.lock(&doomed, "transfer-lock"));
     assert!(first.granted);
     let transfer = format!("/api/v1/cluster/transfer?to={down_id}");
-    let until = Instant::now() + Duration::from_millis(2_500);
+    let until = Instant::now() + Duration::from_millis(3_500);
     while Instant::now() < until {
         let _ = common::request("POST", &api.addr, &transfer, b"");
         std::thread::sleep(Duration::from_millis(100));
