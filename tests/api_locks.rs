@@ -269,7 +269,12 @@ fn a_refreshed_session_survives_a_leader_kill_and_its_lock_moves_on_expiry() {
         "the refreshed session was lost: {}",
         session.body
     );
-    assert_eq!(heartbeat.lost.load(Ordering::SeqCst), 0);
+    assert_eq!(
+        heartbeat.lost.load(Ordering::SeqCst),
+        0,
+        "longest gap between refreshes: {} ms",
+        heartbeat.gap_ms_max.load(Ordering::SeqCst)
+    );
     let api = Api::new(&cluster.nodes[new_leader].http());
     assert!(
         !lock_grant(&api.lock(&other, "failover")).granted,
