@@ -9,8 +9,8 @@ mod api_support;
 mod common;
 
 use api_support::{
-    Api, LogsOnPanic, assert_error, assert_ok, base64, claim_grant, follower_index, lock_grant,
-    start_cluster,
+    Api, LogsOnPanic, assert_error, assert_ok, base64, claim_grant, dump_has_no_session_named,
+    follower_index, keep_alive_exchange, lock_grant, start_cluster,
 };
 
 #[test]
@@ -39,6 +39,7 @@ fn check_bad_input(api: &Api) {
     resource_kind_conflicts(api, &live);
     unknown_paths_and_methods(api, &live);
     bad_numbers(api, &live);
+    unread_bodies_are_not_requests(api, &live);
 
     // Nothing above changed what exists.
     let resources = api.dump_resources(None);
@@ -211,6 +212,57 @@ fn unknown_paths_and_methods(api: &Api, live: &str) {
     ] {
         let response = api.call(method, &path, b"");
         assert_error(&response, 405, &format!("{method} {path}"));
+        assert!(
+            response.header("allow").is_some(),
+            "{method} {path}: a 405 says what is allowed"
+        );
+    }
+}
+
+/// A refused body is never read as the next request on a reused
+/// connection: neither after a 413 nor after a redirect, which answer
+/// without reading it.
+fn unread_bodies_are_not_requests(api: &Api, live: &str) {
+    let smuggled = b"POST /api/v1/sessions?name=smuggled&ttl=60000 HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n";
+    let mut body = vec![b'x'; 1100];
+    body.extend_from_slice(smuggled);
+    let mut too_big = format!(
+        "POST /api/v1/tickets/smuggle?name=t&sessid={live} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    too_big.extend_from_slice(&body);
+    let mut small = format!(
+        "POST /api/v1/tickets/smuggle?name=t&sessid={live} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+        smuggled.len()
+    )
+    .into_bytes();
+    small.extend_from_slice(smuggled);
+    let next = b"GET /api/v1/dump/sessions HTTP/1.1\r\nHost: x\r\n\r\n".to_vec();
+    let answers = keep_alive_exchange(&api.addr, &[too_big, next.clone(), small, next])
+        .expect("answers on one connection");
+    assert!(
+        answers[0].status == 413 || answers[0].status == 307,
+        "{:?}",
+        answers[0]
+    );
+    assert!(
+        answers[1].status == 200 || answers[1].status == 307,
+        "{:?}",
+        answers[1]
+    );
+    assert!(
+        answers[2].status == 200 || answers[2].status == 307,
+        "{:?}",
+        answers[2]
+    );
+    assert!(!answers[3].body.contains("smuggled"), "{:?}", answers[3]);
+    assert!(
+        dump_has_no_session_named(api, "smuggled"),
+        "a body was taken for a request"
+    );
+    if answers[2].status == 200 {
+        assert_ok(&api.revoke(live, "smuggle", "t"), "revoke");
     }
 }
 

@@ -809,3 +809,60 @@ pub fn dump_has_no_session_named(api: &Api, name: &str) -> bool {
         other => panic!("the session dump is a map: {other:?}"),
     }
 }
+
+/// Sends `requests` (raw HTTP/1.1, keep-alive) one after another on one
+/// connection, as Go's client reuses connections, and reads one answer
+/// to each (framed by `Content-Length`). None on any I/O error.
+pub fn keep_alive_exchange(addr: &str, requests: &[Vec<u8>]) -> Option<Vec<Response>> {
+    use std::io::{Read, Write};
+    let mut stream =
+        std::net::TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_secs(2)).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .ok()?;
+    let mut answers = Vec::new();
+    let mut buffer: Vec<u8> = Vec::new();
+    for raw in requests {
+        stream.write_all(raw).ok()?;
+        let head_end = loop {
+            if let Some(i) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            let mut chunk = [0u8; 4096];
+            let n = stream.read(&mut chunk).ok()?;
+            if n == 0 {
+                return None;
+            }
+            buffer.extend_from_slice(&chunk[..n]);
+        };
+        let head = String::from_utf8_lossy(&buffer[..head_end]).into_owned();
+        let length: usize = head
+            .lines()
+            .filter_map(|l| l.split_once(':'))
+            .find(|(k, _)| k.trim().eq_ignore_ascii_case("content-length"))
+            .and_then(|(_, v)| v.trim().parse().ok())
+            .unwrap_or(0);
+        while buffer.len() < head_end + length {
+            let mut chunk = [0u8; 4096];
+            let n = stream.read(&mut chunk).ok()?;
+            if n == 0 {
+                return None;
+            }
+            buffer.extend_from_slice(&chunk[..n]);
+        }
+        let mut lines = head.split("\r\n");
+        let status = lines.next()?.split(' ').nth(1)?.parse().ok()?;
+        let headers = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+            .collect();
+        let body = String::from_utf8_lossy(&buffer[head_end..head_end + length]).into_owned();
+        buffer.drain(..head_end + length);
+        answers.push(Response {
+            status,
+            headers,
+            body,
+        });
+    }
+    Some(answers)
+}
