@@ -259,8 +259,9 @@ impl Driver {
         self.propose(command, Purpose::Client { reply, wait });
     }
 
-    /// Proposes `command`; a refusal is answered at once.
-    pub fn propose(&mut self, command: Command, purpose: Purpose) {
+    /// Proposes `command`; a refusal is answered at once. Returns whether
+    /// the core took it.
+    pub fn propose(&mut self, command: Command, purpose: Purpose) -> bool {
         Counters::add(&self.shared.counters.proposals, 1);
         match self.raft.propose(command.encode()) {
             Ok((term, index)) => {
@@ -270,10 +271,12 @@ impl Driver {
                     purpose,
                 };
                 self.pending.insert(index, pending);
+                true
             }
             Err(e) => {
                 let error = self.propose_error(e);
                 self.fail(purpose, error);
+                false
             }
         }
     }
@@ -435,9 +438,19 @@ impl Driver {
             .into_iter()
             .filter(|id| self.state.session_exists(*id))
             .collect();
-        if !due.is_empty() {
-            info!("expiring {} session(s)", due.len());
-            self.propose(Command::ExpireSessions { ids: due }, Purpose::Internal);
+        if due.is_empty() {
+            return;
+        }
+        info!("expiring {} session(s)", due.len());
+        let ids = due.clone();
+        if !self.propose(Command::ExpireSessions { ids: due }, Purpose::Internal) {
+            // Refused, e.g. while a leadership transfer is under way. They
+            // left the table when popped: put them back as due, or they
+            // would never expire (and could not be refreshed) under this
+            // leader, holding their locks for good.
+            for id in ids {
+                self.deadlines.refresh(id, now);
+            }
         }
     }
 
