@@ -12,13 +12,16 @@
 #   BENCH_CONNS    connections for the main scenarios (default 32)
 #   BENCH_KEEP     1: keep the temp dir (node logs) and print its path
 #   BENCH_SKIP_BUILD 1: use the binaries already in target/release
+#   BENCH_TICKETD  the ticketd binary to measure (default target/release/ticketd),
+#                  e.g. a build of another branch for an A/B comparison
+#   BENCH_RUN      which setups to run (default "bare 1node 3node")
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 SECS=${BENCH_SECS:-5}
 WARMUP=${BENCH_WARMUP:-1}
 CONNS=${BENCH_CONNS:-32}
-TICKETD=$ROOT/target/release/ticketd
+TICKETD=${BENCH_TICKETD:-$ROOT/target/release/ticketd}
 LOAD=$ROOT/target/release/examples/load
 BARE=$ROOT/target/release/examples/bare_server
 
@@ -132,11 +135,15 @@ scenario() {
 # fsync_window LABEL CMD...: runs CMD, records the leader's entries per
 # fsync over just that window.
 fsync_window() {
-    local label=$1 f0 e0 f1 e1
+    local label=$1 f0 e0 s0 f1 e1 s1
     shift
     f0=$(metric ticketd_fsyncs_total); e0=$(metric ticketd_entries_persisted_total)
+    s0=$(metric ticketd_fsync_seconds_total)
     "$@"
     f1=$(metric ticketd_fsyncs_total); e1=$(metric ticketd_entries_persisted_total)
+    s1=$(metric ticketd_fsync_seconds_total)
+    R[$label.persist_ms]=$(awk -v f=$((f1 - f0)) -v s0="$s0" -v s1="$s1" \
+        'BEGIN {printf "%.2f", f ? 1000 * (s1 - s0) / f : 0}')
     R[$label.fsyncs]=$((f1 - f0))
     R[$label.entries_per_fsync]=$(awk -v f=$((f1 - f0)) -v e=$((e1 - e0)) \
         'BEGIN {printf "%.1f", f ? e / f : 0}')
@@ -226,6 +233,10 @@ table() {
         "$(get 1node.lock32.entries_per_fsync)" "$(get 3node.lock32.entries_per_fsync)" "(group commit)"
     printf '%-34s %12s %16s %16s   %s\n' "entries/fsync, leader, lock 64" - - \
         "$(get 3node.lock64.entries_per_fsync)" ""
+    printf '%-34s %12s %16s %16s   %s\n' "ms per persist, leader, lock 32" - \
+        "$(get 1node.lock32.persist_ms)" "$(get 3node.lock32.persist_ms)" "(LMDB write + fsync)"
+    printf '%-34s %12s %16s %16s   %s\n' "entries/fsync, leader, sessions" - - \
+        "$(get 3node.session.entries_per_fsync)" ""
     printf '%-34s %12s %16s %16s   %s\n' "status EntriesPerFsync after locks" - - \
         "$(get 3node.status_epf)" "(cumulative since start)"
     printf '%-34s %12s %16s %16s   %s\n' "errors (all scenarios)" \
@@ -247,9 +258,15 @@ main() {
         [[ -x $f ]] || { log "missing $f"; exit 1; }
     done
     log "$(nproc) cores, load average: $(cut -d' ' -f1-3 /proc/loadavg); ${SECS}s per scenario after ${WARMUP}s warmup"
-    run_bare
-    run_ticketd 1node 1
-    run_ticketd 3node 3
+    local setup
+    for setup in ${BENCH_RUN:-bare 1node 3node}; do
+        case $setup in
+            bare) run_bare ;;
+            1node) run_ticketd 1node 1 ;;
+            3node) run_ticketd 3node 3 ;;
+            *) log "unknown setup $setup (use bare, 1node, 3node)"; exit 2 ;;
+        esac
+    done
     table
     if [[ -s $WORK/load.err ]]; then
         log "load generator messages (first 10):"
