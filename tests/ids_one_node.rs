@@ -1,6 +1,8 @@
 //! One node: IDs are positive, unique and increasing, `?count` blocks,
 //! and a `kill -9` restart never goes back.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::time::Duration;

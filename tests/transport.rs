@@ -1,6 +1,8 @@
 //! The peer transport over real sockets on 127.0.0.1: two or more
 //! transports in one process, plus raw sockets playing bad peers.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};

@@ -367,6 +367,42 @@ fn apply_error(error: &ApplyError) -> Answer {
 
 /// A session id that does not parse cannot exist: 404.
 fn parse_session(raw: &str) -> Result<SessionId, Answer> {
-    raw.parse::<SessionId>()
-        .map_err(|_| respond::error(404, &format!("session {raw:?} not found")))
+    canonical_session_id(raw)
+        .ok_or_else(|| respond::error(404, &format!("session {raw:?} not found")))
+}
+
+/// The id only in the form it was issued in: decimal digits without a
+/// sign or leading zeros. `u64::from_str` alone would also take `+7` and
+/// `007`, so several strings would name one session; clients compare ids
+/// as strings (turbosquid's are opaque KSUIDs), and so must we.
+fn canonical_session_id(raw: &str) -> Option<SessionId> {
+    let digits_only = !raw.is_empty() && raw.bytes().all(|b| b.is_ascii_digit());
+    if !digits_only || raw.starts_with('0') {
+        return None;
+    }
+    raw.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::canonical_session_id;
+
+    #[test]
+    fn session_ids_are_taken_only_as_issued() {
+        assert_eq!(canonical_session_id("10001"), Some(10001));
+        assert_eq!(canonical_session_id("18446744073709551615"), Some(u64::MAX));
+        for bad in [
+            "",
+            "0",
+            "010001",
+            "+10001",
+            "-1",
+            " 1",
+            "1 ",
+            "1e3",
+            "18446744073709551616",
+        ] {
+            assert_eq!(canonical_session_id(bad), None, "{bad:?}");
+        }
+    }
 }

@@ -17,11 +17,7 @@ impl Driver {
         for entry in committed {
             let outcome = match entry.kind {
                 EntryKind::Normal => self.apply_command(&entry),
-                EntryKind::Config => {
-                    self.transport.set_peers(&self.peer_addresses());
-                    None
-                }
-                EntryKind::Noop => None,
+                EntryKind::Config | EntryKind::Noop => None,
             };
             self.check_recorded(entry.index);
             let Some(pending) = self.pending.remove(&entry.index) else {
@@ -107,7 +103,7 @@ impl Driver {
                 Outcome::Ids { first, last } => self.shared.ids.add_range(generation, first, last),
                 _ => self.shared.ids.refill_failed(generation),
             },
-            Purpose::Internal => {}
+            Purpose::Expiry { .. } => {}
         }
     }
 

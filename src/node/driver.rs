@@ -32,7 +32,11 @@ pub(super) enum Purpose {
     IdRefill {
         generation: u64,
     },
-    Internal,
+    /// Sessions whose deadline passed.
+    Expiry {
+        ids: Vec<u64>,
+        term: Term,
+    },
 }
 
 pub(super) struct Pending {
@@ -68,7 +72,11 @@ pub(super) struct Driver {
     last_expiry: Instant,
     last_compaction: Instant,
     last_usage_check: Instant,
-    shutting_down: bool,
+    /// When a shutdown was asked for; a leader first hands over.
+    shutdown_at: Option<Instant>,
+    /// The membership the transport was last given.
+    transport_members: BTreeMap<u64, String>,
+    last_counted: Instant,
 }
 
 impl Driver {
@@ -103,16 +111,18 @@ impl Driver {
             last_expiry: now,
             last_compaction: now,
             last_usage_check: now,
-            shutting_down: false,
+            shutdown_at: None,
+            transport_members: BTreeMap::new(),
+            last_counted: now,
         }
     }
 
     /// Runs until shutdown; the process exits on a storage failure.
     pub fn run(mut self, inbox: Receiver<Input>) {
-        self.transport.set_peers(&self.peer_addresses());
         self.check_recorded(self.raft.snapshot().meta.index);
+        self.publish();
         self.handle_ready();
-        while !self.shutting_down {
+        while !self.shutdown_done() {
             let wait = self.next_tick.saturating_duration_since(Instant::now());
             match inbox.recv_timeout(wait) {
                 Ok(input) => self.handle_input(input),
@@ -162,8 +172,41 @@ impl Driver {
                 );
             }
             Input::WakeIds => {}
-            Input::Shutdown => self.shutting_down = true,
+            Input::Shutdown => self.begin_shutdown(),
         }
+    }
+
+    /// A leader hands leadership to its most up-to-date follower before
+    /// it stops, so clients see no election timeout.
+    fn begin_shutdown(&mut self) {
+        if self.shutdown_at.is_some() {
+            return;
+        }
+        self.shutdown_at = Some(Instant::now());
+        if self.raft.role() != Role::Leader {
+            return;
+        }
+        let me = self.raft.id();
+        let membership = self.raft.membership().clone();
+        let best = self
+            .raft
+            .match_indexes()
+            .into_iter()
+            .filter(|(id, _)| *id != me && membership.is_voter(*id))
+            .max_by_key(|(_, matched)| *matched);
+        if let Some((to, _)) = best {
+            info!("handing leadership to node {to} before stopping");
+            let _ = self.raft.transfer_leader(to);
+        }
+    }
+
+    /// Stop once asked and no longer leading (or after 3 s of trying).
+    fn shutdown_done(&self) -> bool {
+        self.shutdown_at.is_some_and(|at| {
+            self.raft.role() != Role::Leader
+                || self.raft.membership().voters().count() <= 1
+                || at.elapsed() > Duration::from_secs(3)
+        })
     }
 
     /// Whether this node may answer from its state now.
@@ -220,8 +263,9 @@ impl Driver {
         self.propose(command, Purpose::Client { reply, wait });
     }
 
-    /// Proposes `command`; a refusal is answered at once.
-    pub fn propose(&mut self, command: Command, purpose: Purpose) {
+    /// Proposes `command`; a refusal is answered at once. Returns whether
+    /// the core took it.
+    pub fn propose(&mut self, command: Command, purpose: Purpose) -> bool {
         Counters::add(&self.shared.counters.proposals, 1);
         match self.raft.propose(command.encode()) {
             Ok((term, index)) => {
@@ -231,21 +275,36 @@ impl Driver {
                     purpose,
                 };
                 self.pending.insert(index, pending);
+                true
             }
             Err(e) => {
                 let error = self.propose_error(e);
                 self.fail(purpose, error);
+                false
             }
         }
     }
 
-    pub fn fail(&self, purpose: Purpose, error: NodeError) {
+    pub fn fail(&mut self, purpose: Purpose, error: NodeError) {
         match purpose {
             Purpose::Client { reply, .. } => {
                 let _ = reply.send(Err(error));
             }
             Purpose::IdRefill { generation } => self.shared.ids.refill_failed(generation),
-            Purpose::Internal => {}
+            Purpose::Expiry { ids, term } => {
+                // Refused (a transfer under way) or lost: the ids left the
+                // deadline table when popped, so put them back as due, or
+                // they would never expire under this leader and hold their
+                // locks for good. A new leader rebuilds the table anyway.
+                if self.leader_ready && term == self.raft.term() {
+                    let now = self.now_ms();
+                    for id in ids {
+                        if self.state.session_exists(id) {
+                            self.deadlines.refresh(id, now);
+                        }
+                    }
+                }
+            }
         }
     }
 
@@ -396,10 +455,13 @@ impl Driver {
             .into_iter()
             .filter(|id| self.state.session_exists(*id))
             .collect();
-        if !due.is_empty() {
-            info!("expiring {} session(s)", due.len());
-            self.propose(Command::ExpireSessions { ids: due }, Purpose::Internal);
+        if due.is_empty() {
+            return;
         }
+        info!("expiring {} session(s)", due.len());
+        let term = self.raft.term();
+        let command = Command::ExpireSessions { ids: due.clone() };
+        self.propose(command, Purpose::Expiry { ids: due, term });
     }
 
     fn refill_ids(&mut self) {
@@ -461,6 +523,11 @@ impl Driver {
             let ready = self.raft.ready();
             if !self.persist(&ready) {
                 return;
+            }
+            if self.raft.lease_start().is_none() {
+                // A TimeoutNow may be among the messages: the pool must
+                // stop serving before another node can be elected.
+                self.shared.ids.set_lease(None);
             }
             let Ready {
                 messages,
@@ -556,8 +623,15 @@ impl Driver {
             .collect()
     }
 
-    /// Publishes the status for HTTP workers and the lease for the pool.
-    fn publish(&self) {
+    /// Publishes the status for HTTP workers and the lease for the pool,
+    /// and gives the transport a changed membership (it is in force as
+    /// soon as it is appended).
+    fn publish(&mut self) {
+        let members = self.peer_addresses();
+        if members != self.transport_members {
+            self.transport.set_peers(&members);
+            self.transport_members = members;
+        }
         let lease = self.lease_until().filter(|_| self.leader_ready);
         self.shared.ids.set_lease(lease);
         let leader = self.raft.leader();
@@ -580,10 +654,18 @@ impl Driver {
             self.http_addr_of(leader)
         };
         let storage_full = self.storage_full;
-        let (sessions, locks) = (
-            self.state.session_count() as u64,
-            self.state.lock_count() as u64,
-        );
+        // Counting locks walks every resource: a few times a second is
+        // plenty for a status page.
+        let recount = self.last_counted.elapsed() >= Duration::from_millis(250);
+        let counts = if recount {
+            self.last_counted = Instant::now();
+            Some((
+                self.state.session_count() as u64,
+                self.state.lock_count() as u64,
+            ))
+        } else {
+            None
+        };
         let snapshot_index = self.raft.snapshot().meta.index;
         self.shared.update(|status| {
             status.role = self.raft.role();
@@ -597,8 +679,10 @@ impl Driver {
             status.snapshot_index = snapshot_index;
             status.members = members;
             status.lease_until = lease;
-            status.sessions = sessions;
-            status.locks = locks;
+            if let Some((sessions, locks)) = counts {
+                status.sessions = sessions;
+                status.locks = locks;
+            }
             status.storage_full = storage_full;
         });
     }

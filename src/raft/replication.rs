@@ -222,6 +222,15 @@ impl Raft {
             ProgressState::Snapshot { .. } => {}
         }
         let Some(prev_term) = self.log.term_at(match_index) else {
+            if progress.state == ProgressState::Replicate {
+                // Its match point was compacted away. Sending nothing would
+                // leave a follower that lost our appends deaf for good: it
+                // never answers, so we never learn it is behind. Probe it,
+                // which sends the snapshot (an in-flight snapshot has its
+                // own retry timer).
+                progress.become_probe();
+                self.send_append(peer, true);
+            }
             return;
         };
         let body = MessageBody::Append {

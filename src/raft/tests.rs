@@ -206,3 +206,34 @@ fn a_learner_catches_up_from_a_snapshot_and_is_promoted() {
         cluster.nodes[&leader].commit_index()
     );
 }
+
+#[test]
+fn a_follower_cut_off_while_the_log_was_compacted_comes_back_by_snapshot() {
+    let mut cluster = Cluster::new(3);
+    cluster.run(50);
+    let leader = cluster.leader().unwrap();
+    let lagging = if leader == 1 { 2 } else { 1 };
+    let propose = |cluster: &mut Cluster, byte: u8| {
+        let node = cluster.nodes.get_mut(&leader).unwrap();
+        node.propose(vec![byte]).unwrap();
+    };
+    propose(&mut cluster, 0);
+    cluster.run(3);
+    // Cut off (messages to it are lost) while the leader moves on and
+    // compacts away everything the follower has.
+    let away = cluster.nodes.remove(&lagging).unwrap();
+    for i in 1..10u8 {
+        propose(&mut cluster, i);
+    }
+    cluster.run(3);
+    let node = cluster.nodes.get_mut(&leader).unwrap();
+    let applied = node.applied_index();
+    node.compact(applied, b"state".to_vec()).unwrap();
+    assert!(applied > away.commit_index() + 1);
+    cluster.nodes.insert(lagging, away);
+    cluster.run(60);
+    assert_eq!(cluster.leader(), Some(leader));
+    let back = &cluster.nodes[&lagging];
+    assert_eq!(back.snapshot().data, b"state".to_vec());
+    assert_eq!(back.commit_index(), cluster.nodes[&leader].commit_index());
+}

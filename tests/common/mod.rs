@@ -2,7 +2,7 @@
 //! loopback ports, temporary data directories, a minimal HTTP client,
 //! and clusters of `ticketd` processes stopped by PID.
 
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};

@@ -1,0 +1,178 @@
+//! Sessions, tickets, claims, locks and their fencing tokens survive log
+//! compaction: a follower that was down while the log was compacted gets
+//! the state as a snapshot, leads afterwards and answers exactly as the
+//! old leader did; and the whole cluster, `kill -9`ed, rebuilds the same
+//! state from snapshot plus log.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod api_support;
+mod common;
+
+use std::time::Duration;
+
+use api_support::{
+    Api, Json, LogsOnPanic, assert_ok, base64, claim_grant, follower_index, leader_index,
+    lock_grant, wait_followers_know_leader,
+};
+use common::{Cluster, Node, request, wait_for};
+
+/// This node's `/api/v1/status`, parsed.
+fn status_of(node: &Node) -> Option<Json> {
+    node.status().and_then(|s| Json::parse(&s).ok())
+}
+
+fn index_of(node: &Node, field: &str) -> u64 {
+    status_of(node)
+        .map(|s| s.get(field).u64())
+        .unwrap_or_else(|| panic!("no status from {}", node.http()))
+}
+
+/// What the test wrote before compaction, to check after it.
+struct Written {
+    holder: String,
+    claimant: String,
+    lock_token: u64,
+    token_max: u64,
+}
+
+fn check_state(api: &Api, written: &Written) {
+    let holder = api.session(&written.holder);
+    let issued = holder.get("Issuances").arr();
+    let names: Vec<&str> = issued.iter().map(|t| t.get("Name").str()).collect();
+    assert_eq!(names, ["snap-lock", "t"], "{holder:?}");
+    let resources = api.dump_resources(None);
+    assert_eq!(
+        resources.keys(),
+        ["snap-lock", "snap-tickets"],
+        "{resources:?}"
+    );
+    let ticket = resources.get("snap-tickets").get("Tickets").get("t");
+    assert_eq!(ticket.get("Data").str(), base64(b"\x00snapshot\xff"));
+    assert_eq!(ticket.get("Claimant").get("Id").str(), written.claimant);
+    assert!(api.has(&written.claimant, "snap-tickets", "t"));
+    assert!(
+        !lock_grant(&api.lock(&written.claimant, "snap-lock")).granted,
+        "the lock is still held"
+    );
+    let relock = lock_grant(&api.lock(&written.holder, "snap-lock"));
+    assert!(relock.granted);
+    assert_eq!(relock.token, Some(written.lock_token), "the grant's token");
+    assert_eq!(api.dump_sessions().len(), 2, "only the two live sessions");
+}
+
+fn restart_all(cluster: &mut Cluster) {
+    for node in &mut cluster.nodes {
+        node.kill();
+    }
+    for node in &mut cluster.nodes {
+        node.start();
+    }
+    cluster.wait_leader(Duration::from_secs(20));
+    wait_followers_know_leader(cluster, Duration::from_secs(20));
+}
+
+#[test]
+fn state_survives_compaction_snapshot_install_and_restart() {
+    let mut cluster = Cluster::new("api-snapshots", 3);
+    for node in &mut cluster.nodes {
+        node.extra_args = ["--expire", "100", "--snapshot", "100"]
+            .map(String::from)
+            .to_vec();
+        node.env = vec![("TICKETD_COMPACT_ENTRIES".into(), "4".into())];
+        node.start();
+    }
+    let _logs = LogsOnPanic::new(&cluster);
+    cluster.wait_leader(Duration::from_secs(20));
+    wait_followers_know_leader(&cluster, Duration::from_secs(20));
+    let leader = leader_index(&cluster, Duration::from_secs(20));
+    let api = Api::new(&cluster.nodes[leader].http());
+
+    let holder = api.open_session("holder", 60_000);
+    let claimant = api.open_session("claimant", 60_000);
+    let lock = lock_grant(&api.lock(&holder, "snap-lock"));
+    assert!(lock.granted);
+    let data = b"\x00snapshot\xff";
+    assert_ok(&api.issue(&holder, "snap-tickets", "t", data), "issue");
+    let claim = claim_grant(&api.claim(&claimant, "snap-tickets")).0;
+    assert!(claim.granted);
+
+    // A follower misses everything from here on, and the log it would
+    // need is compacted away.
+    let lagging = follower_index(&cluster);
+    cluster.nodes[lagging].kill();
+    let missed_from = index_of(&cluster.nodes[leader], "CommitIndex");
+    let mut token_max = claim.token.max(lock.token).unwrap_or(0);
+    for i in 0..20 {
+        let churn = api.open_session(&format!("churn-{i}"), 60_000);
+        let grant = lock_grant(&api.lock(&churn, "churn-lock"));
+        assert!(grant.granted);
+        assert!(grant.token > Some(token_max), "tokens only grow");
+        token_max = grant.token.unwrap_or(0);
+        assert_ok(&api.close(&churn), "close");
+    }
+    let compacted = wait_for(Duration::from_secs(15), || {
+        (index_of(&cluster.nodes[leader], "SnapshotIndex") > missed_from).then_some(())
+    });
+    assert!(compacted.is_some(), "the leader compacts its log");
+
+    cluster.nodes[lagging].start();
+    let caught_up = wait_for(Duration::from_secs(20), || {
+        let commit = index_of(&cluster.nodes[leader], "CommitIndex");
+        let status = status_of(&cluster.nodes[lagging])?;
+        (status.get("AppliedIndex").u64() >= commit).then_some(status)
+    })
+    .expect("the restarted follower catches up");
+    assert!(
+        caught_up.get("FirstIndex").u64() > missed_from,
+        "it caught up from a snapshot: {caught_up:?}"
+    );
+
+    // Hand it the leadership: it now answers from the installed snapshot.
+    let lagging_id = caught_up.get("Id").u64();
+    let transfer = request(
+        "POST",
+        &cluster.nodes[leader].http(),
+        &format!("/api/v1/cluster/transfer?to={lagging_id}"),
+        b"",
+    )
+    .expect("answer to transfer");
+    assert_eq!(transfer.status, 200, "{}", transfer.body);
+    let led = wait_for(Duration::from_secs(20), || {
+        cluster.nodes[lagging].is_leader().then_some(())
+    });
+    assert!(led.is_some(), "the caught-up follower leads");
+    wait_followers_know_leader(&cluster, Duration::from_secs(20));
+    let written = Written {
+        holder,
+        claimant,
+        lock_token: lock.token.unwrap_or(0),
+        token_max,
+    };
+    let api = Api::new(&cluster.nodes[lagging].http());
+    // Reads wait for the new leader's lease.
+    wait_for(Duration::from_secs(10), || {
+        (api.get_session(&written.holder).status == 200).then_some(())
+    })
+    .expect("the new leader serves");
+    check_state(&api, &written);
+    next_grant_is_larger(&api, &written, "after a snapshot install");
+
+    // kill -9 of everything: snapshot plus log give the same state.
+    restart_all(&mut cluster);
+    let api = Api::new(&cluster.nodes[follower_index(&cluster)].http());
+    check_state(&api, &written);
+    next_grant_is_larger(&api, &written, "after a restart from a snapshot");
+}
+
+/// A new lock grant gets a token above every one handed out so far.
+fn next_grant_is_larger(api: &Api, written: &Written, when: &str) {
+    let grant = lock_grant(&api.lock(&written.claimant, "after-lock"));
+    assert!(grant.granted, "{when}");
+    assert!(
+        grant.token > Some(written.token_max),
+        "{when}: {grant:?} after {}",
+        written.token_max
+    );
+    assert_eq!(api.unlock(&written.claimant, "after-lock").status, 200);
+}
