@@ -363,7 +363,11 @@ fn commit_after_heal(cluster: &mut Cluster, bound: u64) -> Result<u64, String> {
     let mut proposals: Vec<(u64, u64, u64)> = Vec::new();
     let mut proposed_in: Option<(NodeId, u64)> = None;
     while cluster.now - start <= bound {
-        if let Some(leader) = cluster.leader() {
+        let leader = cluster.leader();
+        if leader.is_none() && cluster.now - start > SETTLE_TICKS && proposals.is_empty() {
+            return Err(format!("liveness: no leader within {SETTLE_TICKS} ticks after the heal"));
+        }
+        if let Some(leader) = leader {
             let term = cluster.raft(leader).term();
             if proposed_in != Some((leader, term))
                 && let Some(proposal) = cluster.propose(leader)?

@@ -587,14 +587,13 @@ fn steady_load_keeps_the_message_rate_flat() {
     }
 }
 
-/// CORE BUG (reported to the lead; fails until fixed): a follower whose
-/// appends were lost while its pipeline was full, and whose match index the
-/// leader then compacted away, hears nothing more from the leader — no
-/// heartbeat (the heartbeat needs the term at the match index) and no
-/// append (the pipeline is full and no answer comes to free it) — so it
-/// never gets the snapshot; its pre-votes are ignored under the leader's
-/// lease, and it stays behind for good. Found by the simulator (seeds 34,
-/// 61, 507 once the message-rate bug is out of the way).
+/// Regression (found by the simulator, seeds 34, 61 and 507; fixed in main
+/// by 4c45536): a follower whose appends were lost while its pipeline was
+/// full, and whose match index the leader then compacted away, heard
+/// nothing more from the leader — no heartbeat (it needs the term at the
+/// match index) and no append (the pipeline was full and no answer came to
+/// free it) — so it never got the snapshot, its pre-votes were ignored
+/// under the leader's lease, and it stayed behind for good.
 #[test]
 fn follower_behind_the_leaders_snapshot_after_lost_appends_catches_up() {
     let mut config = sim_config();
