@@ -8,7 +8,7 @@
 use ticketd::raft::{ConfChange, Config, Membership, NodeId};
 
 use crate::app::fnv64;
-use crate::cluster::{Cluster, sim_config};
+use crate::cluster::{Cluster, Drift, sim_config};
 use crate::disk::Disk;
 use crate::network::NetParams;
 use crate::rng::Rng;
@@ -81,6 +81,29 @@ fn draw_config(rng: &mut Rng) -> ticketd::raft::Config {
     config
 }
 
+/// Some clocks run up to `1 / period` fast or slow. The lease holds while
+/// a follower's election timeout, on its clock, outlasts the leader's
+/// lease on the leader's: `min / (1 + d) > (min - margin) / (1 - d)`, so
+/// the drift stays below a third of `margin / min` on either side (about
+/// 6% at 10 ticks and a margin of 2).
+fn draw_drift(cluster: &mut Cluster, config: &Config, rng: &mut Rng) {
+    let period_min = 3 * config.election_ticks_min / config.lease_margin_ticks.max(1) + 1;
+    for id in cluster.nodes.keys().copied().collect::<Vec<_>>() {
+        let ticks_on_beat = rng.below(3);
+        if ticks_on_beat != 1 {
+            let period = rng.range(period_min, 2 * period_min);
+            cluster.drift.insert(
+                id,
+                Drift {
+                    period,
+                    ticks_on_beat,
+                },
+            );
+        }
+    }
+    cluster.log(|| format!("clock drift {:?}", cluster.drift));
+}
+
 /// What one seed did, for the summary line.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Outcome {
@@ -98,6 +121,9 @@ pub fn run_seed(seed: u64) -> Result<Outcome, String> {
     let net = draw_net(&mut rng);
     let config = draw_config(&mut rng);
     let mut cluster = Cluster::new(seed, config.clone(), net, plan.voters)?;
+    if rng.chance(300) {
+        draw_drift(&mut cluster, &config, &mut rng);
+    }
     cluster.log(|| format!("plan {plan:?}\nnet {net:?}\nconfig {config:?}"));
     let result = run(&mut cluster, &plan, &mut rng, &config);
     if result.is_err() {
@@ -365,7 +391,9 @@ fn commit_after_heal(cluster: &mut Cluster, bound: u64) -> Result<u64, String> {
     while cluster.now - start <= bound {
         let leader = cluster.leader();
         if leader.is_none() && cluster.now - start > SETTLE_TICKS && proposals.is_empty() {
-            return Err(format!("liveness: no leader within {SETTLE_TICKS} ticks after the heal"));
+            return Err(format!(
+                "liveness: no leader within {SETTLE_TICKS} ticks after the heal"
+            ));
         }
         if let Some(leader) = leader {
             let term = cluster.raft(leader).term();

@@ -55,6 +55,14 @@ pub fn membership_of(ids: &[NodeId]) -> Membership {
     membership
 }
 
+/// A node clock that runs fast or slow: on every `period`-th tick it ticks
+/// `ticks_on_beat` times (0 or 2) instead of once.
+#[derive(Clone, Copy, Debug)]
+pub struct Drift {
+    pub period: u64,
+    pub ticks_on_beat: u64,
+}
+
 pub struct Cluster {
     pub nodes: BTreeMap<NodeId, SimNode>,
     pub net: Network,
@@ -72,6 +80,8 @@ pub struct Cluster {
     next_payload: u64,
     /// Messages handed to a running node so far.
     pub delivered: u64,
+    /// Clocks that do not run at the common rate.
+    pub drift: BTreeMap<NodeId, Drift>,
     pub trace: bool,
 }
 
@@ -118,6 +128,7 @@ impl Cluster {
             config_index: 0,
             next_payload: 0,
             delivered: 0,
+            drift: BTreeMap::new(),
             trace: std::env::var_os("SIM_TRACE").is_some(),
         };
         for (id, disk) in disks {
@@ -241,7 +252,13 @@ impl Cluster {
         let mut ids = self.up_ids();
         self.rng.shuffle(&mut ids);
         for id in ids {
-            self.tick_node(id)?;
+            let ticks = match self.drift.get(&id) {
+                Some(drift) if self.now % drift.period == 0 => drift.ticks_on_beat,
+                _ => 1,
+            };
+            for _ in 0..ticks {
+                self.tick_node(id)?;
+            }
         }
         Ok(())
     }

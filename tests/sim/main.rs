@@ -12,6 +12,8 @@
 //! - `SIM_SEED=S` replays one seed; add `SIM_TRACE=1` for its event log
 //!   (`SIM_TRACE_MESSAGES=1` also lists every delivered message).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod app;
 mod chaos;
 mod checks;
