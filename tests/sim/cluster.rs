@@ -253,7 +253,7 @@ impl Cluster {
         self.rng.shuffle(&mut ids);
         for id in ids {
             let ticks = match self.drift.get(&id) {
-                Some(drift) if self.now % drift.period == 0 => drift.ticks_on_beat,
+                Some(drift) if self.now.is_multiple_of(drift.period) => drift.ticks_on_beat,
                 _ => 1,
             };
             for _ in 0..ticks {
