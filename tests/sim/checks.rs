@@ -310,3 +310,45 @@ impl Checker {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ticketd::raft::EntryKind;
+
+    fn entry(index: LogIndex, term: Term, byte: u8) -> Entry {
+        Entry {
+            term,
+            index,
+            kind: EntryKind::Normal,
+            data: vec![byte],
+        }
+    }
+
+    #[test]
+    fn conflicting_commits_and_logs_are_caught() {
+        let mut check = Checker::default();
+        check
+            .on_applied(1, 1, Applied::of(&entry(1, 1, 0)))
+            .unwrap();
+        check
+            .on_applied(2, 1, Applied::of(&entry(1, 1, 0)))
+            .unwrap();
+        assert!(
+            check
+                .on_applied(3, 2, Applied::of(&entry(1, 2, 0)))
+                .is_err()
+        );
+
+        check.on_written(1, &[(entry(2, 1, 5), 1)]).unwrap();
+        check.on_written(2, &[(entry(2, 1, 5), 1)]).unwrap();
+        let other_content = check.on_written(3, &[(entry(2, 1, 6), 1)]);
+        assert!(other_content.unwrap_err().starts_with("log matching"));
+        let other_prev = check.on_written(3, &[(entry(2, 1, 5), 0)]);
+        assert!(other_prev.unwrap_err().starts_with("log matching"));
+        assert!(
+            check.on_written(3, &[(entry(3, 1, 5), 2)]).is_err(),
+            "terms go down"
+        );
+    }
+}

@@ -193,3 +193,86 @@ impl Disk {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(index: LogIndex, term: Term) -> Entry {
+        Entry {
+            term,
+            index,
+            kind: EntryKind::Normal,
+            data: vec![index as u8],
+        }
+    }
+
+    fn ready(entries: Vec<Entry>, hard_state: Option<HardState>, must_sync: bool) -> Ready {
+        Ready {
+            hard_state,
+            must_sync,
+            entries,
+            ..Ready::default()
+        }
+    }
+
+    #[test]
+    fn entries_truncate_then_append_and_unsynced_commit_may_be_lost() {
+        let mut disk = Disk::bootstrap(Membership::default());
+        let hs = HardState {
+            term: 1,
+            vote: 1,
+            commit: 0,
+        };
+        disk.persist(&ready(
+            vec![entry(1, 1), entry(2, 1), entry(3, 1)],
+            Some(hs),
+            true,
+        ))
+        .unwrap();
+        let written = disk.persist(&ready(vec![entry(2, 2)], None, true)).unwrap();
+        assert_eq!(written, vec![(entry(2, 2), 1)]);
+        assert_eq!(disk.last_index(), 2);
+        let commit = HardState { commit: 2, ..hs };
+        disk.persist(&ready(Vec::new(), Some(commit), false))
+            .unwrap();
+        assert_eq!(disk.hard_state(), commit);
+        disk.crash(false);
+        assert_eq!(disk.hard_state(), hs, "the unsynced commit is gone");
+        let vote = HardState {
+            term: 2,
+            vote: 3,
+            commit: 0,
+        };
+        assert!(disk.persist(&ready(Vec::new(), Some(vote), false)).is_err());
+        assert!(
+            disk.persist(&ready(vec![entry(5, 2)], None, true)).is_err(),
+            "gap"
+        );
+    }
+
+    #[test]
+    fn compaction_keeps_the_suffix_and_the_membership_in_force() {
+        let mut disk = Disk::bootstrap(Membership::default());
+        let mut config = entry(2, 1);
+        config.kind = EntryKind::Config;
+        let mut membership = Membership::default();
+        membership.members.insert(
+            7,
+            ticketd::raft::Member {
+                voter: true,
+                peer_addr: "a".into(),
+                http_addr: String::new(),
+            },
+        );
+        config.data = membership.encode();
+        disk.persist(&ready(vec![entry(1, 1), config, entry(3, 1)], None, true))
+            .unwrap();
+        disk.compact(2, vec![9]).unwrap();
+        assert_eq!(disk.snapshot.meta.index, 2);
+        assert_eq!(disk.snapshot.meta.membership, membership);
+        assert_eq!(disk.entries, vec![entry(3, 1)]);
+        assert_eq!(disk.term_at(2), Some(1));
+        assert!(disk.compact(1, Vec::new()).is_err());
+    }
+}

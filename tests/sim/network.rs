@@ -120,3 +120,40 @@ impl Network {
         self.blocked.clear();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ticketd::raft::MessageBody;
+
+    fn message(from: NodeId, to: NodeId) -> Message {
+        Message {
+            from,
+            to,
+            term: 1,
+            body: MessageBody::TimeoutNow,
+        }
+    }
+
+    #[test]
+    fn delays_stay_in_bounds_and_partitions_swallow_in_flight_messages() {
+        let params = NetParams {
+            delay_ticks_max: 3,
+            ..NetParams::default()
+        };
+        let mut net = Network::new(params, Rng::new(1));
+        for _ in 0..10 {
+            net.send(0, message(1, 2));
+            net.send(0, message(2, 1));
+        }
+        net.block_one_way(1, 2);
+        let due: usize = (0..=3).map(|now| net.take_due(now).len()).sum();
+        assert_eq!(due, 10, "only 2 -> 1 gets through, all within 3 ticks");
+        assert_eq!(net.in_flight(), 0);
+        net.heal();
+        net.partition(&[1], &[2, 3]);
+        net.send(0, message(3, 1));
+        net.send(0, message(2, 3));
+        assert_eq!(net.take_all(), vec![message(2, 3)]);
+    }
+}
