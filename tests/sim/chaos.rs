@@ -1,9 +1,11 @@
 //! The randomized run of one seed: a fault phase (delays, reordering, loss,
 //! duplication, symmetric and one-way partitions, crashes and restarts,
 //! compaction, membership changes and leadership transfers, proposals to
-//! whoever leads) checked after every event, then a liveness phase: all
-//! faults heal and a leader must commit a fresh proposal, and every member
-//! must catch up, within fixed bounds. Owns the fault schedule only.
+//! whoever leads, clock drift below the lease margin) checked after every
+//! event, then a liveness phase: all faults heal, a leader must be elected
+//! within a fixed bound, and a fresh proposal must commit and every member
+//! catch up within that bound plus the time the append limits need to ship
+//! the backlog. Owns the fault schedule only.
 
 use ticketd::raft::{ConfChange, Config, Membership, NodeId};
 
