@@ -77,6 +77,9 @@ pub(super) struct Driver {
     /// The membership the transport was last given.
     transport_members: BTreeMap<u64, String>,
     last_counted: Instant,
+    /// The last entry applied to `state` (a `Ready` handed out again
+    /// after a failed write must not apply anything twice).
+    pub applied_through: LogIndex,
 }
 
 impl Driver {
@@ -114,12 +117,14 @@ impl Driver {
             shutdown_at: None,
             transport_members: BTreeMap::new(),
             last_counted: now,
+            applied_through: 0,
         }
     }
 
     /// Runs until shutdown; the process exits on a storage failure.
     pub fn run(mut self, inbox: Receiver<Input>) {
-        self.check_recorded(self.raft.snapshot().meta.index);
+        self.applied_through = self.raft.snapshot().meta.index;
+        self.check_recorded(self.applied_through);
         self.publish();
         self.handle_ready();
         while !self.shutdown_done() {
@@ -520,26 +525,33 @@ impl Driver {
             if !self.raft.has_ready() {
                 return;
             }
-            let ready = self.raft.ready();
-            if !self.persist(&ready) {
-                return;
-            }
+            let mut ready = self.raft.ready();
             if self.raft.lease_start().is_none() {
                 // A TimeoutNow may be among the messages: the pool must
                 // stop serving before another node can be elected.
                 self.shared.ids.set_lease(None);
             }
-            let Ready {
-                messages,
-                committed,
-                ..
-            } = ready;
-            Counters::add(&self.shared.counters.messages_sent, messages.len() as u64);
-            for message in messages {
-                self.transport.send(message);
-            }
+            // The disk is the slow part: replicate and answer what is
+            // already durable while this batch is written (see `Ready`).
+            let early = ready.take_early_messages();
+            self.send_messages(early);
+            let mut committed = std::mem::take(&mut ready.committed);
+            let later = committed.split_off(ready.committed_durable().min(committed.len()));
             self.apply_entries(committed);
+            if !self.persist(&ready) {
+                return;
+            }
+            let messages = std::mem::take(&mut ready.messages);
+            self.send_messages(messages);
+            self.apply_entries(later);
             self.raft.advance();
+        }
+    }
+
+    fn send_messages(&mut self, messages: Vec<crate::raft::Message>) {
+        Counters::add(&self.shared.counters.messages_sent, messages.len() as u64);
+        for message in messages {
+            self.transport.send(message);
         }
     }
 
@@ -549,7 +561,10 @@ impl Driver {
     fn persist(&mut self, ready: &Ready) -> bool {
         if let Some(snapshot) = &ready.snapshot {
             match State::decode_snapshot(&snapshot.data) {
-                Ok(state) => self.state = state,
+                Ok(state) => {
+                    self.state = state;
+                    self.applied_through = snapshot.meta.index;
+                }
                 Err(e) => {
                     error!("snapshot from the leader does not decode: {e}");
                     std::process::exit(1);
@@ -565,10 +580,7 @@ impl Driver {
             hard_state: ready.hard_state.as_ref(),
             app: Some(AppRecord {
                 high: self.state.high(),
-                applied: ready
-                    .snapshot
-                    .as_ref()
-                    .map_or(self.raft.applied_index(), |s| s.meta.index),
+                applied: self.applied_through,
             }),
         };
         let started = Instant::now();
