@@ -4,6 +4,8 @@
 //! No input may stop a node, and the cluster must keep electing and
 //! serving afterwards.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::net::TcpStream;

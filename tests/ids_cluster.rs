@@ -3,6 +3,8 @@
 //! a quorum, a whole-cluster crash, concurrent clients across a
 //! failover, and a follower that catches up through a snapshot.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::collections::HashSet;

@@ -1,6 +1,9 @@
 //! Process lifecycle of the release binary: SIGTERM exits 0 promptly on
 //! leaders, followers and a node without a quorum; a data directory of
-//! another cluster is refused with exit 1; a bad flag exits 2.
+//! another cluster is refused with exit 1; a bad flag exits 2; a leader
+//! hands leadership over before it stops.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
@@ -137,15 +140,14 @@ fn a_bad_flag_or_value_exits_2_with_the_usage() {
 }
 
 #[test]
-#[ignore = "not implemented yet: SIGTERM does not hand leadership over (SPEC, Cluster operations)"]
 fn sigterm_on_the_leader_hands_leadership_over_first() {
     let mut cluster = Cluster::start("sigterm-handover", 3);
     let leader = cluster.wait_leader_status(LEADER_WAIT);
     terminate_expecting_success(&mut cluster, leader, "leader");
     // An election would need an election timeout (0.8 s at least) of
-    // silence after the last heartbeat; a handover is done before the
-    // old leader exits.
-    let successor = wait_for(Duration::from_millis(400), || {
+    // silence after the last heartbeat; a handover is done by the time
+    // the old leader exits (seen within 60 ms on a loaded machine).
+    let successor = wait_for(Duration::from_millis(500), || {
         cluster
             .running()
             .into_iter()
