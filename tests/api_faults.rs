@@ -5,6 +5,8 @@
 //! a one-line body — and the node keeps serving afterwards. Checked on a
 //! one-node cluster and through a follower of a three-node cluster.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod api_support;
 mod common;
 

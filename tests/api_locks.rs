@@ -3,6 +3,8 @@
 //! sessions and locks that survive `kill -9` of the leader and of the
 //! whole cluster. All on three-node clusters.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod api_support;
 mod common;
 

@@ -5,6 +5,8 @@
 //! which answers 307 to the leader (the client follows it, keeping the
 //! method and body, as Go's `net/http` does).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod api_support;
 mod common;
 

@@ -4,6 +4,8 @@
 //! old leader did; and the whole cluster, `kill -9`ed, rebuilds the same
 //! state from snapshot plus log.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod api_support;
 mod common;
 

@@ -103,7 +103,7 @@ impl Driver {
                 Outcome::Ids { first, last } => self.shared.ids.add_range(generation, first, last),
                 _ => self.shared.ids.refill_failed(generation),
             },
-            Purpose::Internal => {}
+            Purpose::Expiry { .. } => {}
         }
     }
 

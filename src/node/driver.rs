@@ -32,7 +32,11 @@ pub(super) enum Purpose {
     IdRefill {
         generation: u64,
     },
-    Internal,
+    /// Sessions whose deadline passed.
+    Expiry {
+        ids: Vec<u64>,
+        term: Term,
+    },
 }
 
 pub(super) struct Pending {
@@ -281,13 +285,26 @@ impl Driver {
         }
     }
 
-    pub fn fail(&self, purpose: Purpose, error: NodeError) {
+    pub fn fail(&mut self, purpose: Purpose, error: NodeError) {
         match purpose {
             Purpose::Client { reply, .. } => {
                 let _ = reply.send(Err(error));
             }
             Purpose::IdRefill { generation } => self.shared.ids.refill_failed(generation),
-            Purpose::Internal => {}
+            Purpose::Expiry { ids, term } => {
+                // Refused (a transfer under way) or lost: the ids left the
+                // deadline table when popped, so put them back as due, or
+                // they would never expire under this leader and hold their
+                // locks for good. A new leader rebuilds the table anyway.
+                if self.leader_ready && term == self.raft.term() {
+                    let now = self.now_ms();
+                    for id in ids {
+                        if self.state.session_exists(id) {
+                            self.deadlines.refresh(id, now);
+                        }
+                    }
+                }
+            }
         }
     }
 
@@ -442,16 +459,9 @@ impl Driver {
             return;
         }
         info!("expiring {} session(s)", due.len());
-        let ids = due.clone();
-        if !self.propose(Command::ExpireSessions { ids: due }, Purpose::Internal) {
-            // Refused, e.g. while a leadership transfer is under way. They
-            // left the table when popped: put them back as due, or they
-            // would never expire (and could not be refreshed) under this
-            // leader, holding their locks for good.
-            for id in ids {
-                self.deadlines.refresh(id, now);
-            }
-        }
+        let term = self.raft.term();
+        let command = Command::ExpireSessions { ids: due.clone() };
+        self.propose(command, Purpose::Expiry { ids: due, term });
     }
 
     fn refill_ids(&mut self) {

@@ -3,6 +3,7 @@
 //! shaped like turbosquid's Go client (`http/client.go`) that follows 307
 //! redirects as Go's `net/http` does. Built on `tests/common`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 #![allow(dead_code)]
 
 use std::sync::Arc;

@@ -1,0 +1,277 @@
+#!/usr/bin/env bash
+# Builds ticketd and the bench programs (release), starts a bare tiny_http
+# server, a 1-node and a 3-node ticketd on free loopback ports with
+# temporary data dirs, runs the load scenarios against each leader, and
+# prints a table against the targets in bench/README.md.
+#
+# It stops only the processes it started, by PID, on any exit.
+#
+# Environment:
+#   BENCH_SECS     measured seconds per scenario (default 5)
+#   BENCH_WARMUP   unmeasured seconds before each (default 1)
+#   BENCH_CONNS    connections for the main scenarios (default 32)
+#   BENCH_KEEP     1: keep the temp dir (node logs) and print its path
+#   BENCH_SKIP_BUILD 1: use the binaries already in target/release
+#   BENCH_TICKETD  the ticketd binary to measure (default target/release/ticketd),
+#                  e.g. a build of another branch for an A/B comparison
+#   BENCH_RUN      which setups to run (default "bare 1node 3node")
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+SECS=${BENCH_SECS:-5}
+WARMUP=${BENCH_WARMUP:-1}
+CONNS=${BENCH_CONNS:-32}
+TICKETD=${BENCH_TICKETD:-$ROOT/target/release/ticketd}
+LOAD=$ROOT/target/release/examples/load
+BARE=$ROOT/target/release/examples/bare_server
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/ticketd-bench.XXXXXX")
+PIDS=()
+declare -A R # results: R[label.scenario.conns.field]
+
+log() { echo "bench: $*" >&2; }
+
+stop_pids() {
+    local pid
+    for pid in "$@"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in "$@"; do
+        for _ in $(seq 50); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+}
+
+cleanup() {
+    if ((${#PIDS[@]})); then stop_pids "${PIDS[@]}"; fi
+    PIDS=()
+    if [[ ${BENCH_KEEP:-0} == 1 ]]; then
+        log "kept $WORK"
+    else
+        rm -rf "$WORK"
+    fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+build() {
+    if [[ ${BENCH_SKIP_BUILD:-0} == 1 ]]; then return; fi
+    log "building (release)"
+    (cd "$ROOT" && cargo build --release --bins --examples)
+}
+
+# Starts the bare server; sets BARE_ADDR.
+start_bare() {
+    "$BARE" --addr 127.0.0.1:0 >"$WORK/bare.out" 2>"$WORK/bare.err" &
+    PIDS+=($!)
+    for _ in $(seq 100); do
+        BARE_ADDR=$(awk '/^LISTENING/ {print $2}' "$WORK/bare.out")
+        [[ -n $BARE_ADDR ]] && return
+        sleep 0.05
+    done
+    log "bare server did not start"; cat "$WORK/bare.err" >&2; exit 1
+}
+
+# start_cluster NAME N: starts N nodes; sets NODE_PIDS, HTTP_PORTS.
+start_cluster() {
+    local name=$1 n=$2 ports peers="" i
+    read -r -a ports <<<"$("$LOAD" --free-ports $((2 * n)))"
+    NODE_PIDS=(); HTTP_PORTS=()
+    for ((i = 0; i < n; i++)); do
+        peers+="${peers:+,}127.0.0.1:${ports[i]}"
+        HTTP_PORTS+=("${ports[n + i]}")
+    done
+    # One node runs without a peer list: plain `ticketd` is a working
+    # one-node ID server (SPEC).
+    [[ $n == 1 ]] && peers=""
+    for ((i = 0; i < n; i++)); do
+        mkdir -p "$WORK/$name"
+        # shellcheck disable=SC2086
+        "$TICKETD" $peers --peer_port "${ports[i]}" --http_port "${HTTP_PORTS[i]}" \
+            --path "$WORK/$name/n$i" --loglevel 1 2>"$WORK/$name/n$i.log" &
+        PIDS+=($!); NODE_PIDS+=($!)
+    done
+}
+
+# wait_leader: sets LEADER (host:port) once a node says it leads and
+# serves an ID.
+wait_leader() {
+    local port status
+    for _ in $(seq 300); do
+        for port in "${HTTP_PORTS[@]}"; do
+            status=$(curl -s --max-time 1 "http://127.0.0.1:$port/api/v1/status" || true)
+            if [[ $status == *'"Role":"leader"'* ]] &&
+                [[ $(curl -s -o /dev/null -w '%{http_code}' --max-time 2 -X POST "http://127.0.0.1:$port/") == 200 ]]; then
+                LEADER=127.0.0.1:$port
+                return
+            fi
+        done
+        sleep 0.1
+    done
+    log "no leader after 30 s"; exit 1
+}
+
+# metric NAME: a counter from the leader's /metrics.
+metric() {
+    local value
+    value=$(curl -s --max-time 2 "http://$LEADER/metrics" | awk -v m="$1" '$1 == m {print $2}' || true)
+    echo "${value:-0}"
+}
+
+# scenario LABEL ADDR SCENARIO CONNS: runs load and records its fields.
+scenario() {
+    local label=$1 addr=$2 sc=$3 conns=$4 line kv
+    line=$("$LOAD" --addr "$addr" --scenario "$sc" --conns "$conns" \
+        --secs "$SECS" --warmup "$WARMUP" --label "$label" 2>>"$WORK/load.err")
+    echo "$line"
+    for kv in $line; do
+        [[ $kv == *=* ]] || continue
+        R[$label.$sc.$conns.${kv%%=*}]=${kv#*=}
+    done
+}
+
+# fsync_window LABEL CMD...: runs CMD, records the leader's entries per
+# fsync over just that window.
+fsync_window() {
+    local label=$1 f0 e0 s0 f1 e1 s1
+    shift
+    f0=$(metric ticketd_fsyncs_total); e0=$(metric ticketd_entries_persisted_total)
+    s0=$(metric ticketd_fsync_seconds_total)
+    "$@"
+    f1=$(metric ticketd_fsyncs_total); e1=$(metric ticketd_entries_persisted_total)
+    s1=$(metric ticketd_fsync_seconds_total)
+    R[$label.persist_ms]=$(awk -v f=$((f1 - f0)) -v s0="$s0" -v s1="$s1" \
+        'BEGIN {printf "%.2f", f ? 1000 * (s1 - s0) / f : 0}')
+    R[$label.fsyncs]=$((f1 - f0))
+    R[$label.entries_per_fsync]=$(awk -v f=$((f1 - f0)) -v e=$((e1 - e0)) \
+        'BEGIN {printf "%.1f", f ? e / f : 0}')
+}
+
+stop_cluster() {
+    stop_pids "${NODE_PIDS[@]}"
+    local keep=() pid dead
+    for pid in "${PIDS[@]}"; do
+        dead=0
+        for n in "${NODE_PIDS[@]}"; do [[ $pid == "$n" ]] && dead=1; done
+        ((dead)) || keep+=("$pid")
+    done
+    PIDS=("${keep[@]}")
+}
+
+run_bare() {
+    start_bare
+    log "bare server at $BARE_ADDR"
+    scenario bare "$BARE_ADDR" ids "$CONNS"
+    scenario bare "$BARE_ADDR" ids-count=1000 "$CONNS"
+    stop_pids "${PIDS[@]}"; PIDS=()
+}
+
+run_ticketd() {
+    local label=$1 n=$2
+    start_cluster "$label" "$n"
+    wait_leader
+    log "$label: leader at $LEADER"
+    scenario "$label" "$LEADER" ids "$CONNS"
+    scenario "$label" "$LEADER" ids-count=1000 "$CONNS"
+    fsync_window "$label.lock32" scenario "$label" "$LEADER" lock-unlock 32
+    if [[ $n -gt 1 ]]; then
+        fsync_window "$label.lock64" scenario "$label" "$LEADER" lock-unlock 64
+        R[$label.status]=$(curl -s --max-time 2 "http://$LEADER/api/v1/status")
+        R[$label.status_epf]=$(sed -n 's/.*"EntriesPerFsync":\([0-9.]*\).*/\1/p' <<<"${R[$label.status]}")
+        fsync_window "$label.session" scenario "$label" "$LEADER" session-open "$CONNS"
+    fi
+    stop_cluster
+}
+
+# get KEY: a recorded field, or "-".
+get() { echo "${R[$1]:--}"; }
+
+# pct A B: A as a percentage of B.
+pct() { awk -v a="$1" -v b="$2" 'BEGIN {if (a == "-" || b == "-" || b == 0) print "-"; else printf "%.0f%%", 100 * a / b}'; }
+
+# si N: 12345678 -> 12.3M.
+si() {
+    awk -v n="$1" 'BEGIN {
+        if (n == "-") print "-";
+        else if (n >= 1e6) printf "%.1fM", n / 1e6;
+        else if (n >= 1e3) printf "%.1fk", n / 1e3;
+        else printf "%.0f", n }'
+}
+
+table() {
+    local c=$CONNS b1 n1 n3
+    b1=$(get bare.ids.$c.ops_per_sec); n1=$(get 1node.ids.$c.ops_per_sec); n3=$(get 3node.ids.$c.ops_per_sec)
+    printf '\n%-34s %12s %16s %16s   %s\n' "measure ($c conns unless noted)" bare "1 node" "3 nodes" target
+    printf '%-34s %12s %16s %16s   %s\n' "POST / req/s" "$(si "$b1")" \
+        "$(si "$n1") ($(pct "$n1" "$b1"))" "$(si "$n3") ($(pct "$n3" "$b1"))" \
+        "1n >= 70%, 3n >= 60% of bare"
+    printf '%-34s %12s %16s %16s   %s\n' "POST / p50 / p99 ms" \
+        "$(get bare.ids.$c.p50_ms)/$(get bare.ids.$c.p99_ms)" \
+        "$(get 1node.ids.$c.p50_ms)/$(get 1node.ids.$c.p99_ms)" \
+        "$(get 3node.ids.$c.p50_ms)/$(get 3node.ids.$c.p99_ms)" "p99 <= 5 ms"
+    printf '%-34s %12s %16s %16s   %s\n' "?count=1000 IDs/s" \
+        "$(si "$(get bare.ids-count=1000.$c.ops_per_sec)")" \
+        "$(si "$(get 1node.ids-count=1000.$c.ops_per_sec)")" \
+        "$(si "$(get 3node.ids-count=1000.$c.ops_per_sec)")" ">= 10M"
+    printf '%-34s %12s %16s %16s   %s\n' "?count=1000 p99 ms" \
+        "$(get bare.ids-count=1000.$c.p99_ms)" "$(get 1node.ids-count=1000.$c.p99_ms)" \
+        "$(get 3node.ids-count=1000.$c.p99_ms)" ""
+    printf '%-34s %12s %16s %16s   %s\n' "lock+unlock pairs/s (32 conns)" - \
+        "$(si "$(get 1node.lock-unlock.32.ops_per_sec)")" \
+        "$(si "$(get 3node.lock-unlock.32.ops_per_sec)")" "3n >= 20k"
+    printf '%-34s %12s %16s %16s   %s\n' "lock+unlock p99 ms (32 conns)" - \
+        "$(get 1node.lock-unlock.32.p99_ms)" "$(get 3node.lock-unlock.32.p99_ms)" "3n <= 20 ms"
+    printf '%-34s %12s %16s %16s   %s\n' "lock+unlock pairs/s (64 conns)" - - \
+        "$(si "$(get 3node.lock-unlock.64.ops_per_sec)")" "3n >= 20k"
+    printf '%-34s %12s %16s %16s   %s\n' "lock+unlock p99 ms (64 conns)" - - \
+        "$(get 3node.lock-unlock.64.p99_ms)" "3n <= 20 ms"
+    printf '%-34s %12s %16s %16s   %s\n' "session opens/s" - - \
+        "$(si "$(get 3node.session-open.$c.ops_per_sec)")" ">= 19k (5x etcd 3.8k)"
+    printf '%-34s %12s %16s %16s   %s\n' "entries/fsync, leader, lock 32" - \
+        "$(get 1node.lock32.entries_per_fsync)" "$(get 3node.lock32.entries_per_fsync)" "(group commit)"
+    printf '%-34s %12s %16s %16s   %s\n' "entries/fsync, leader, lock 64" - - \
+        "$(get 3node.lock64.entries_per_fsync)" ""
+    printf '%-34s %12s %16s %16s   %s\n' "ms per persist, leader, lock 32" - \
+        "$(get 1node.lock32.persist_ms)" "$(get 3node.lock32.persist_ms)" "(LMDB write + fsync)"
+    printf '%-34s %12s %16s %16s   %s\n' "entries/fsync, leader, sessions" - - \
+        "$(get 3node.session.entries_per_fsync)" ""
+    printf '%-34s %12s %16s %16s   %s\n' "status EntriesPerFsync after locks" - - \
+        "$(get 3node.status_epf)" "(cumulative since start)"
+    printf '%-34s %12s %16s %16s   %s\n' "errors (all scenarios)" \
+        "$(errors bare)" "$(errors 1node)" "$(errors 3node)" "0"
+}
+
+# errors LABEL: the sum of error counts of a label's scenarios.
+errors() {
+    local k sum=0
+    for k in "${!R[@]}"; do
+        [[ $k == "$1".*.errors ]] && sum=$((sum + ${R[$k]}))
+    done
+    echo "$sum"
+}
+
+main() {
+    build
+    for f in "$TICKETD" "$LOAD" "$BARE"; do
+        [[ -x $f ]] || { log "missing $f"; exit 1; }
+    done
+    log "$(nproc) cores, load average: $(cut -d' ' -f1-3 /proc/loadavg); ${SECS}s per scenario after ${WARMUP}s warmup"
+    local setup
+    for setup in ${BENCH_RUN:-bare 1node 3node}; do
+        case $setup in
+            bare) run_bare ;;
+            1node) run_ticketd 1node 1 ;;
+            3node) run_ticketd 3node 3 ;;
+            *) log "unknown setup $setup (use bare, 1node, 3node)"; exit 2 ;;
+        esac
+    done
+    table
+    if [[ -s $WORK/load.err ]]; then
+        log "load generator messages (first 10):"
+        head -n 10 "$WORK/load.err" >&2
+    fi
+}
+
+main "$@"
