@@ -3,6 +3,8 @@
 //! socket, and a few whole-cluster operations. Nothing here changes what
 //! the rest of the harness does.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, ExitStatus, Stdio};
