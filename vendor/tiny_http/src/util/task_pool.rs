@@ -69,7 +69,13 @@ impl TaskPool {
     pub fn spawn(&self, code: Box<dyn FnMut() + Send>) {
         let mut queue = self.sharing.todo.lock().unwrap();
 
-        if self.sharing.waiting_tasks.load(Ordering::Acquire) == 0 {
+        // ticketd: this checked only for `waiting_tasks == 0`. A waiter
+        // that was just notified still counts as waiting until it pops its
+        // task, so a second task queued right after the first found no
+        // thread to run it; with keep-alive connections (tasks that run
+        // for as long as the client stays) it waited for one to end. Idle
+        // threads are the waiters minus the tasks already queued for them.
+        if self.sharing.waiting_tasks.load(Ordering::Acquire) <= queue.len() {
             self.add_thread(Some(code));
         } else {
             queue.push_back(code);
