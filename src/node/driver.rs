@@ -21,6 +21,8 @@ use crate::transport::Transport;
 const DRAIN_MAX: usize = 16_384;
 /// Below this much free map space, client writes answer 507.
 const STORAGE_RESERVE_BYTES: u64 = 8 << 20;
+/// Bytes of log written between two looks at the free space, at most.
+const USAGE_CHECK_BYTES: u64 = 32 << 10;
 
 /// What an entry in flight was proposed for.
 pub(super) enum Purpose {
@@ -72,6 +74,7 @@ pub(super) struct Driver {
     last_expiry: Instant,
     last_compaction: Instant,
     last_usage_check: Instant,
+    bytes_since_usage_check: u64,
     /// When a shutdown was asked for; a leader first hands over.
     shutdown_at: Option<Instant>,
     /// The membership the transport was last given.
@@ -114,6 +117,7 @@ impl Driver {
             last_expiry: now,
             last_compaction: now,
             last_usage_check: now,
+            bytes_since_usage_check: 0,
             shutdown_at: None,
             transport_members: BTreeMap::new(),
             last_counted: now,
@@ -396,8 +400,13 @@ impl Driver {
             self.last_compaction = now;
             self.maybe_compact();
         }
-        if now.duration_since(self.last_usage_check) >= Duration::from_millis(200) {
+        // Check often enough that writes stop before the map is full: by
+        // time, and after every few dozen KiB written.
+        if now.duration_since(self.last_usage_check) >= Duration::from_millis(200)
+            || self.bytes_since_usage_check >= USAGE_CHECK_BYTES
+        {
             self.last_usage_check = now;
+            self.bytes_since_usage_check = 0;
             self.check_usage();
         }
         self.refill_ids();
@@ -493,6 +502,11 @@ impl Driver {
         if applied < self.raft.snapshot().meta.index + self.config.compact_entries {
             return;
         }
+        if self.applied_through != applied {
+            // The state holds entries applied early from a `Ready` whose
+            // write failed: it is not the state at `applied`.
+            return;
+        }
         let data = self.state.encode_snapshot();
         if let Err(e) = self.raft.compact(applied, data) {
             warn!("compaction at {applied} refused: {e}");
@@ -500,6 +514,12 @@ impl Driver {
         }
         match self.store.compact(self.raft.snapshot()) {
             Ok(()) => info!("compacted the log up to {applied}"),
+            Err(StoreError::MapFull) => {
+                // The disk keeps the longer log and the older snapshot,
+                // which is as good; the next round tries again.
+                warn!("no room to store a snapshot at {applied}; the map is full");
+                self.storage_full = true;
+            }
             Err(e) => self.storage_failure("compaction", e),
         }
     }
@@ -593,6 +613,8 @@ impl Driver {
                     started.elapsed().as_micros() as u64,
                 );
                 Counters::add(&counters.entries_persisted, ready.entries.len() as u64);
+                let bytes: usize = ready.entries.iter().map(|e| e.data.len() + 32).sum();
+                self.bytes_since_usage_check += bytes as u64;
                 true
             }
             Err(StoreError::MapFull) => {
