@@ -14,12 +14,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::Write;
-use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use socket2::{Domain, Protocol, Socket, Type};
 use tiny_http::{Header, Method, Response, Server, StatusCode};
 
 /// ticketd's `COUNT_MAX`: the same cap on one answer's size.
@@ -91,27 +89,9 @@ fn parse(args: &[String]) -> Result<Option<Options>, String> {
     Ok(Some(Options { addr, workers }))
 }
 
-fn bind(addr: &str) -> std::io::Result<TcpListener> {
-    let address: SocketAddr = addr.to_socket_addrs()?.next().ok_or_else(|| {
-        std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            "address resolves to nothing",
-        )
-    })?;
-    let socket = Socket::new(
-        Domain::for_address(address),
-        Type::STREAM,
-        Some(Protocol::TCP),
-    )?;
-    socket.set_reuse_address(true)?;
-    socket.set_nodelay(true)?;
-    socket.bind(&address.into())?;
-    socket.listen(1024)?;
-    Ok(socket.into())
-}
-
 fn serve(options: &Options) -> Result<(), String> {
-    let listener = bind(&options.addr).map_err(|e| format!("cannot bind {}: {e}", options.addr))?;
+    let listener = ticketd::http::bind_listener(&options.addr)
+        .map_err(|e| format!("cannot bind {}: {e}", options.addr))?;
     let local = listener
         .local_addr()
         .map_err(|e| format!("no local address: {e}"))?;
@@ -162,7 +142,7 @@ fn answer(method: &Method, url: &str, counter: &AtomicU64) -> (u16, String) {
     match parse_count(query) {
         Ok(count) => {
             let first = counter.fetch_add(count, Ordering::Relaxed);
-            (200, render(first, first + count - 1))
+            (200, ticketd::http::render_ids(first, first + count - 1))
         }
         Err(why) => (400, why),
     }
@@ -179,31 +159,6 @@ fn parse_count(query: &str) -> Result<u64, String> {
         Ok(n) if (1..=COUNT_MAX).contains(&n) => Ok(n),
         _ => Err(format!("count must be 1 to {COUNT_MAX}\n")),
     }
-}
-
-/// One number per line, ascending, formatted the way ticketd does it
-/// (no `format!` per number) so the render cost is the same.
-fn render(first: u64, last: u64) -> String {
-    let mut out = String::with_capacity(((last - first + 1) * 12) as usize);
-    let mut buffer = [0u8; 20];
-    for id in first..=last {
-        out.push_str(format_u64(&mut buffer, id));
-        out.push('\n');
-    }
-    out
-}
-
-fn format_u64(buffer: &mut [u8; 20], mut value: u64) -> &str {
-    let mut at = buffer.len();
-    loop {
-        at -= 1;
-        buffer[at] = b'0' + (value % 10) as u8;
-        value /= 10;
-        if value == 0 {
-            break;
-        }
-    }
-    std::str::from_utf8(&buffer[at..]).unwrap_or("0")
 }
 
 #[cfg(test)]

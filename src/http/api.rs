@@ -10,7 +10,6 @@ use super::request::Target;
 use super::respond::{self, Answer};
 use super::{Context, read_body, wrong_method};
 use crate::node::{Input, NodeError, PROPOSAL_TIMEOUT};
-use crate::raft::Role;
 use crate::ticket::{
     ApplyError, Command, Outcome, SessionId, State, TICKET_DATA_BYTES_MAX, claim_json,
     session_id_json, string_json,
@@ -39,15 +38,8 @@ pub fn handle(
             ),
         );
     }
-    let status = context.node.shared.status();
-    if status.role != Role::Leader {
-        let error = match status.leader_http {
-            Some(host) => NodeError::NotLeader {
-                leader_http: Some(host),
-            },
-            None => NodeError::NoLeader,
-        };
-        return (route, respond::node_error(&error, 307, url));
+    if let Some(answer) = super::not_here(context, 307, url) {
+        return (route, answer);
     }
     let call = Call {
         context,

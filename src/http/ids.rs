@@ -8,8 +8,7 @@ use super::Context;
 use super::request::Target;
 use super::respond::{self, Answer};
 use crate::ids::TakeError;
-use crate::node::{Input, NodeError};
-use crate::raft::Role;
+use crate::node::Input;
 
 /// The most IDs one request may take.
 pub const COUNT_MAX: u64 = 100_000;
@@ -22,15 +21,8 @@ pub fn handle(method: &Method, target: &Target, url: &str, context: &Context) ->
         Ok(count) => count,
         Err(why) => return respond::error(400, &why),
     };
-    let status = context.node.shared.status();
-    if status.role != Role::Leader {
-        let error = match status.leader_http {
-            Some(host) => NodeError::NotLeader {
-                leader_http: Some(host),
-            },
-            None => NodeError::NoLeader,
-        };
-        return respond::node_error(&error, 301, url);
+    if let Some(answer) = super::not_here(context, 301, url) {
+        return answer;
     }
     let wake = || {
         let _ = context.node.send(Input::WakeIds);
@@ -59,8 +51,8 @@ fn parse_count(raw: Option<&str>) -> Result<u64, String> {
     }
 }
 
-/// One ID per line, ascending.
-fn render(first: u64, last: u64) -> String {
+/// One ID per line, ascending: the body of `POST /`.
+pub fn render(first: u64, last: u64) -> String {
     let mut out = String::with_capacity(((last - first + 1) * 12) as usize);
     let mut buffer = itoa_buffer();
     for id in first..=last {

@@ -26,6 +26,8 @@ use crate::node::NodeHandle;
 use request::Target;
 use respond::Answer;
 
+pub use ids::render as render_ids;
+pub use listener::bind as bind_listener;
 pub use request::percent_decode;
 
 /// Worker threads. Requests with `?wait=` hold one for their wait, so
@@ -184,6 +186,19 @@ fn route(
 
 fn url_path(url: &str) -> &str {
     url.split('?').next().unwrap_or(url)
+}
+
+/// Where a request that only the leader answers must go instead, when
+/// this node is not the leader: 301/307 to it, or 503 if none is known.
+pub(crate) fn not_here(context: &Context, redirect_status: u16, url: &str) -> Option<Answer> {
+    let status = context.node.shared.status();
+    if status.role == crate::raft::Role::Leader {
+        return None;
+    }
+    let error = crate::node::NodeError::NotLeader {
+        leader_http: status.leader_http,
+    };
+    Some(respond::node_error(&error, redirect_status, url))
 }
 
 /// The answer to a known path with the wrong method.

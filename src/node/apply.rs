@@ -15,6 +15,10 @@ use crate::ticket::{Command, Outcome};
 impl Driver {
     pub(super) fn apply_entries(&mut self, committed: Vec<Entry>) {
         for entry in committed {
+            if entry.index <= self.applied_through {
+                continue;
+            }
+            self.applied_through = entry.index;
             let outcome = match entry.kind {
                 EntryKind::Normal => self.apply_command(&entry),
                 EntryKind::Config | EntryKind::Noop => None,

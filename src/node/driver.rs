@@ -21,6 +21,8 @@ use crate::transport::Transport;
 const DRAIN_MAX: usize = 16_384;
 /// Below this much free map space, client writes answer 507.
 const STORAGE_RESERVE_BYTES: u64 = 8 << 20;
+/// Bytes of log written between two looks at the free space, at most.
+const USAGE_CHECK_BYTES: u64 = 32 << 10;
 
 /// What an entry in flight was proposed for.
 pub(super) enum Purpose {
@@ -72,11 +74,15 @@ pub(super) struct Driver {
     last_expiry: Instant,
     last_compaction: Instant,
     last_usage_check: Instant,
+    bytes_since_usage_check: u64,
     /// When a shutdown was asked for; a leader first hands over.
     shutdown_at: Option<Instant>,
     /// The membership the transport was last given.
     transport_members: BTreeMap<u64, String>,
     last_counted: Instant,
+    /// The last entry applied to `state` (a `Ready` handed out again
+    /// after a failed write must not apply anything twice).
+    pub applied_through: LogIndex,
 }
 
 impl Driver {
@@ -111,15 +117,18 @@ impl Driver {
             last_expiry: now,
             last_compaction: now,
             last_usage_check: now,
+            bytes_since_usage_check: 0,
             shutdown_at: None,
             transport_members: BTreeMap::new(),
             last_counted: now,
+            applied_through: 0,
         }
     }
 
     /// Runs until shutdown; the process exits on a storage failure.
     pub fn run(mut self, inbox: Receiver<Input>) {
-        self.check_recorded(self.raft.snapshot().meta.index);
+        self.applied_through = self.raft.snapshot().meta.index;
+        self.check_recorded(self.applied_through);
         self.publish();
         self.handle_ready();
         while !self.shutdown_done() {
@@ -391,8 +400,13 @@ impl Driver {
             self.last_compaction = now;
             self.maybe_compact();
         }
-        if now.duration_since(self.last_usage_check) >= Duration::from_millis(200) {
+        // Check often enough that writes stop before the map is full: by
+        // time, and after every few dozen KiB written.
+        if now.duration_since(self.last_usage_check) >= Duration::from_millis(200)
+            || self.bytes_since_usage_check >= USAGE_CHECK_BYTES
+        {
             self.last_usage_check = now;
+            self.bytes_since_usage_check = 0;
             self.check_usage();
         }
         self.refill_ids();
@@ -488,6 +502,11 @@ impl Driver {
         if applied < self.raft.snapshot().meta.index + self.config.compact_entries {
             return;
         }
+        if self.applied_through != applied {
+            // The state holds entries applied early from a `Ready` whose
+            // write failed: it is not the state at `applied`.
+            return;
+        }
         let data = self.state.encode_snapshot();
         if let Err(e) = self.raft.compact(applied, data) {
             warn!("compaction at {applied} refused: {e}");
@@ -495,6 +514,12 @@ impl Driver {
         }
         match self.store.compact(self.raft.snapshot()) {
             Ok(()) => info!("compacted the log up to {applied}"),
+            Err(StoreError::MapFull) => {
+                // The disk keeps the longer log and the older snapshot,
+                // which is as good; the next round tries again.
+                warn!("no room to store a snapshot at {applied}; the map is full");
+                self.storage_full = true;
+            }
             Err(e) => self.storage_failure("compaction", e),
         }
     }
@@ -520,26 +545,33 @@ impl Driver {
             if !self.raft.has_ready() {
                 return;
             }
-            let ready = self.raft.ready();
-            if !self.persist(&ready) {
-                return;
-            }
+            let mut ready = self.raft.ready();
             if self.raft.lease_start().is_none() {
                 // A TimeoutNow may be among the messages: the pool must
                 // stop serving before another node can be elected.
                 self.shared.ids.set_lease(None);
             }
-            let Ready {
-                messages,
-                committed,
-                ..
-            } = ready;
-            Counters::add(&self.shared.counters.messages_sent, messages.len() as u64);
-            for message in messages {
-                self.transport.send(message);
-            }
+            // The disk is the slow part: replicate and answer what is
+            // already durable while this batch is written (see `Ready`).
+            let early = ready.take_early_messages();
+            self.send_messages(early);
+            let mut committed = std::mem::take(&mut ready.committed);
+            let later = committed.split_off(ready.committed_durable().min(committed.len()));
             self.apply_entries(committed);
+            if !self.persist(&ready) {
+                return;
+            }
+            let messages = std::mem::take(&mut ready.messages);
+            self.send_messages(messages);
+            self.apply_entries(later);
             self.raft.advance();
+        }
+    }
+
+    fn send_messages(&mut self, messages: Vec<crate::raft::Message>) {
+        Counters::add(&self.shared.counters.messages_sent, messages.len() as u64);
+        for message in messages {
+            self.transport.send(message);
         }
     }
 
@@ -549,7 +581,10 @@ impl Driver {
     fn persist(&mut self, ready: &Ready) -> bool {
         if let Some(snapshot) = &ready.snapshot {
             match State::decode_snapshot(&snapshot.data) {
-                Ok(state) => self.state = state,
+                Ok(state) => {
+                    self.state = state;
+                    self.applied_through = snapshot.meta.index;
+                }
                 Err(e) => {
                     error!("snapshot from the leader does not decode: {e}");
                     std::process::exit(1);
@@ -565,10 +600,7 @@ impl Driver {
             hard_state: ready.hard_state.as_ref(),
             app: Some(AppRecord {
                 high: self.state.high(),
-                applied: ready
-                    .snapshot
-                    .as_ref()
-                    .map_or(self.raft.applied_index(), |s| s.meta.index),
+                applied: self.applied_through,
             }),
         };
         let started = Instant::now();
@@ -581,6 +613,8 @@ impl Driver {
                     started.elapsed().as_micros() as u64,
                 );
                 Counters::add(&counters.entries_persisted, ready.entries.len() as u64);
+                let bytes: usize = ready.entries.iter().map(|e| e.data.len() + 32).sum();
+                self.bytes_since_usage_check += bytes as u64;
                 true
             }
             Err(StoreError::MapFull) => {

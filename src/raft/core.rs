@@ -305,12 +305,16 @@ impl Raft {
             last_committed: committed.last().map_or(self.log.applied, |e| e.index),
             hard_state,
         });
+        let leader_durable = self.role == Role::Leader
+            && hard_state.term == self.hard_state_sent.term
+            && hard_state.vote == self.hard_state_sent.vote;
         Ready {
             hard_state: (hard_state != self.hard_state_sent).then_some(hard_state),
             must_sync,
             snapshot,
             entries,
             messages: std::mem::take(&mut self.messages),
+            leader_durable,
             committed,
         }
     }

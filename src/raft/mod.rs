@@ -122,7 +122,14 @@ pub struct Persisted {
 /// 2. send `messages`;
 /// 3. apply `committed`, in order;
 /// 4. call [`Raft::advance`].
-#[derive(Debug, Default)]
+///
+/// Two things may go earlier, to take the disk off the critical path:
+/// [`Ready::take_early_messages`] (a leader's AppendEntries, which speak
+/// only for entries: Raft thesis §10.2.1 — the leader counts itself
+/// towards a commit only once `advance` confirms its own write) may be
+/// sent before step 1, and the first [`Ready::committed_durable`] of
+/// `committed` are already on disk and may be applied before step 1. If step 1 fails the core hands the same work out again: a
+/// driver applying early must then skip what it already applied.
 pub struct Ready {
     pub hard_state: Option<HardState>,
     pub must_sync: bool,
@@ -130,4 +137,38 @@ pub struct Ready {
     pub entries: Vec<Entry>,
     pub messages: Vec<Message>,
     pub committed: Vec<Entry>,
+    /// This node is a leader whose term and vote are on disk.
+    pub leader_durable: bool,
+}
+
+impl Ready {
+    /// Moves out the messages that may be sent before persisting: a
+    /// durable leader's AppendEntries and snapshots.
+    pub fn take_early_messages(&mut self) -> Vec<Message> {
+        if !self.leader_durable {
+            return Vec::new();
+        }
+        let (early, late) = std::mem::take(&mut self.messages)
+            .into_iter()
+            .partition(|m| {
+                matches!(
+                    m.body,
+                    MessageBody::Append { .. } | MessageBody::Snapshot { .. }
+                )
+            });
+        self.messages = late;
+        early
+    }
+
+    /// How many of `committed` are already on disk (and so may be
+    /// applied before this `Ready` is persisted).
+    pub fn committed_durable(&self) -> usize {
+        if self.snapshot.is_some() {
+            return 0;
+        }
+        match self.entries.first() {
+            Some(first) => self.committed.partition_point(|e| e.index < first.index),
+            None => self.committed.len(),
+        }
+    }
 }

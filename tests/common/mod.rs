@@ -4,6 +4,8 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod ops;
+
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -102,12 +104,37 @@ fn parse_response(raw: &[u8]) -> Option<Response> {
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
         .collect();
-    let body = String::from_utf8_lossy(&raw[split + 4..]).into_owned();
+    let headers: BTreeMap<String, String> = headers;
+    let rest = &raw[split + 4..];
+    let chunked = headers
+        .get("transfer-encoding")
+        .is_some_and(|v| v.eq_ignore_ascii_case("chunked"));
+    let body = if chunked {
+        String::from_utf8_lossy(&dechunk(rest)?).into_owned()
+    } else {
+        String::from_utf8_lossy(rest).into_owned()
+    };
     Some(Response {
         status,
         headers,
         body,
     })
+}
+
+/// Decodes a chunked body (RFC 9112 §7.1); None when malformed.
+fn dechunk(mut raw: &[u8]) -> Option<Vec<u8>> {
+    let mut body = Vec::new();
+    loop {
+        let line_end = raw.windows(2).position(|w| w == b"\r\n")?;
+        let size_text = std::str::from_utf8(&raw[..line_end]).ok()?;
+        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
+        raw = &raw[line_end + 2..];
+        if size == 0 {
+            return Some(body);
+        }
+        body.extend_from_slice(raw.get(..size)?);
+        raw = raw.get(size + 2..)?;
+    }
 }
 
 pub fn post(addr: &str, path: &str) -> Option<Response> {

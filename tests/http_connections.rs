@@ -1,0 +1,70 @@
+//! Many keep-alive clients that connect at once are each served at
+//! once: none waits for another to leave (a lost wake-up in tiny_http's
+//! thread pool, fixed in vendor/tiny_http, made some wait for good).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use common::Cluster;
+
+/// Sends `POST /` on a kept-alive connection and reads one answer.
+fn post_keep_alive(stream: &mut TcpStream, reader: &mut BufReader<TcpStream>) -> u16 {
+    stream
+        .write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+        .unwrap();
+    let mut status_line = String::new();
+    reader.read_line(&mut status_line).unwrap();
+    let mut length = 0usize;
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        if line == "\r\n" {
+            break;
+        }
+        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            length = v.trim().parse().unwrap();
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).unwrap();
+    status_line.split(' ').nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn simultaneous_keep_alive_clients_are_all_served() {
+    let cluster = Cluster::start("keep-alive", 1);
+    let addr = cluster.nodes[0].http();
+    let clients = 48;
+    let barrier = Arc::new(Barrier::new(clients));
+    let threads: Vec<_> = (0..clients)
+        .map(|_| {
+            let addr = addr.clone();
+            let barrier = Arc::clone(&barrier);
+            std::thread::spawn(move || {
+                barrier.wait();
+                let mut stream = TcpStream::connect(&addr).unwrap();
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(10)))
+                    .unwrap();
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let started = Instant::now();
+                for _ in 0..20 {
+                    assert_eq!(post_keep_alive(&mut stream, &mut reader), 200);
+                }
+                // Hold the connection while the others are served.
+                barrier.wait();
+                started.elapsed()
+            })
+        })
+        .collect();
+    for thread in threads {
+        let took = thread.join().expect("a client was never served");
+        assert!(took < Duration::from_secs(8), "a client waited {took:?}");
+    }
+}

@@ -1,0 +1,443 @@
+//! IDs on three-node clusters of the release binary: redirects from
+//! followers, failover after `kill -9` of the leader, a survivor without
+//! a quorum, a whole-cluster crash, concurrent clients across a
+//! failover, and a follower that catches up through a snapshot.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::ops::{json_str, take_ids, take_ids_anywhere};
+use common::{Cluster, post, request, wait_for};
+
+/// Elections take 0.8–1.6 s; on a loaded two-core machine with other
+/// tests running, allow many of them.
+const LEADER_WAIT: Duration = Duration::from_secs(20);
+/// What the spec promises for a failover ("within a few seconds").
+const FAILOVER_MAX: Duration = Duration::from_secs(10);
+
+fn addrs(cluster: &Cluster) -> Vec<String> {
+    cluster.nodes.iter().map(|n| n.http()).collect()
+}
+
+fn strictly_increasing(ids: &[u64]) -> bool {
+    ids.windows(2).all(|w| w[1] > w[0])
+}
+
+#[test]
+fn follower_redirects_to_the_leader_keeping_the_query() {
+    let cluster = Cluster::start("redirect", 3);
+    for follower in 0..3 {
+        // Leadership may move on a loaded machine: accept the redirect
+        // once it names the node that is the leader at that moment.
+        let checked = wait_for(LEADER_WAIT, || {
+            let leader = cluster.nodes.iter().position(|n| n.is_leader())?;
+            if leader == follower {
+                return Some(None);
+            }
+            let response = post(&cluster.nodes[follower].http(), "/?count=5")?;
+            let expected = format!("http://{}/?count=5", cluster.nodes[leader].http());
+            (response.status == 301 && response.header("location") == Some(expected.as_str()))
+                .then_some(Some(response))
+        });
+        let Some(answer) = checked else {
+            panic!(
+                "node {follower} never redirected to the leader; logs:\n{}",
+                cluster.logs()
+            );
+        };
+        let Some(response) = answer else { continue };
+        assert_eq!(response.body.lines().count(), 1, "{}", response.body);
+        let location = response.header("location").unwrap_or_default();
+        assert!(location.ends_with("/?count=5"), "{location}");
+        let plain = post(&cluster.nodes[follower].http(), "/").expect("an answer");
+        if plain.status == 301 {
+            let location = plain.header("location").unwrap_or_default();
+            let to_a_node = cluster
+                .nodes
+                .iter()
+                .any(|n| location == format!("http://{}/", n.http()));
+            assert!(to_a_node, "{location}");
+        }
+        let followed = wait_for(LEADER_WAIT, || {
+            take_ids(&cluster.nodes[follower].http(), 5).ok()
+        });
+        let Some(ids) = followed else {
+            panic!("following the redirect failed\n{}", cluster.logs());
+        };
+        assert_eq!(ids.len(), 5);
+        assert!(ids.windows(2).all(|w| w[1] == w[0] + 1), "{ids:?}");
+    }
+}
+
+/// One request's IDs and when it ran (every request of the client
+/// starts after the previous one completed).
+struct Batch {
+    started: Instant,
+    finished: Instant,
+    ids: Vec<u64>,
+}
+
+/// A sequential client cycling over every node until `stop`.
+fn sequential_client(addrs: Vec<String>, stop: Arc<AtomicBool>) -> Arc<Mutex<Vec<Batch>>> {
+    let batches = Arc::new(Mutex::new(Vec::new()));
+    let out = Arc::clone(&batches);
+    thread::spawn(move || {
+        let mut turn = 0usize;
+        while !stop.load(Ordering::SeqCst) {
+            turn += 1;
+            let started = Instant::now();
+            let count = if turn.is_multiple_of(2) { 1 } else { 7 };
+            match take_ids(&addrs[turn % addrs.len()], count) {
+                Ok(ids) => {
+                    let finished = Instant::now();
+                    out.lock().unwrap().push(Batch {
+                        started,
+                        finished,
+                        ids,
+                    });
+                }
+                Err(_) => thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    });
+    batches
+}
+
+#[test]
+fn failover_after_kill_9_of_the_leader_keeps_ids_increasing() {
+    let mut cluster = Cluster::start("failover", 3);
+    let leader = cluster.wait_leader_status(LEADER_WAIT);
+    let stop = Arc::new(AtomicBool::new(false));
+    let batches = sequential_client(addrs(&cluster), Arc::clone(&stop));
+    let enough = wait_for(LEADER_WAIT, || {
+        (batches.lock().unwrap().len() >= 20).then_some(())
+    });
+    assert!(
+        enough.is_some(),
+        "no IDs before the kill\n{}",
+        cluster.logs()
+    );
+
+    let killed_at = Instant::now();
+    cluster.nodes[leader].kill();
+    let recovered = wait_for(FAILOVER_MAX * 2, || {
+        let batches = batches.lock().unwrap();
+        let after: Vec<&Batch> = batches.iter().filter(|b| b.started > killed_at).collect();
+        (after.len() >= 10).then(|| after[0].finished.duration_since(killed_at))
+    });
+    stop.store(true, Ordering::SeqCst);
+    let Some(first_after) = recovered else {
+        panic!("no IDs after killing the leader\n{}", cluster.logs());
+    };
+    // The first request started after the kill was answered by then.
+    assert!(
+        first_after < FAILOVER_MAX,
+        "IDs served again only {first_after:?} after the kill\n{}",
+        cluster.logs()
+    );
+    let batches = batches.lock().unwrap();
+    let ids: Vec<u64> = batches.iter().flat_map(|b| b.ids.clone()).collect();
+    assert!(ids[0] > 0);
+    assert!(
+        strictly_increasing(&ids),
+        "a sequential client saw IDs go back: {ids:?}\n{}",
+        cluster.logs()
+    );
+}
+
+/// Two of three nodes down: the survivor refuses with 503 once its
+/// view of the leader (or its own lease) lapses, and serves again when
+/// a second node returns.
+fn survivor_refuses_then_serves_again(name: &str, survivor_is_leader: bool) {
+    let mut cluster = Cluster::start(name, 3);
+    let leader = cluster.wait_leader_status(LEADER_WAIT);
+    let survivor = if survivor_is_leader {
+        leader
+    } else {
+        (leader + 1) % 3
+    };
+    let addr = cluster.nodes[survivor].http();
+    let before = take_ids_anywhere(&addrs(&cluster), 3, LEADER_WAIT).expect("IDs before");
+    let others: Vec<usize> = (0..3).filter(|i| *i != survivor).collect();
+    for &other in &others {
+        cluster.nodes[other].kill();
+    }
+
+    let killed_at = Instant::now();
+    let refused = wait_for(FAILOVER_MAX, || {
+        post(&addr, "/?count=2").filter(|r| r.status == 503)
+    });
+    let Some(refused) = refused else {
+        panic!(
+            "the survivor kept answering {:?}\n{}",
+            post(&addr, "/"),
+            cluster.logs()
+        );
+    };
+    assert!(killed_at.elapsed() < FAILOVER_MAX);
+    assert_eq!(refused.header("retry-after"), Some("1"), "{refused:?}");
+    assert_eq!(refused.body.trim_end(), "Leader unavailable", "{refused:?}");
+    // It stays unavailable: no quorum, no IDs, no redirect to the dead.
+    for _ in 0..5 {
+        let again = post(&addr, "/").expect("an answer");
+        assert_eq!(again.status, 503, "{again:?}\n{}", cluster.logs());
+        thread::sleep(Duration::from_millis(50));
+    }
+    let session = post(&addr, "/api/v1/sessions?name=x").expect("an answer");
+    assert_eq!(session.status, 503, "{session:?}");
+    assert_eq!(session.header("retry-after"), Some("1"), "{session:?}");
+    assert_eq!(common::get(&addr, "/healthz").map(|r| r.status), Some(200));
+
+    cluster.nodes[others[0]].start();
+    let pair = vec![addr.clone(), cluster.nodes[others[0]].http()];
+    let after = take_ids_anywhere(&pair, 3, LEADER_WAIT);
+    let Some(after) = after else {
+        panic!("no IDs after a node returned\n{}", cluster.logs());
+    };
+    assert!(
+        after[0] > *before.last().unwrap(),
+        "{after:?} after {before:?}"
+    );
+}
+
+#[test]
+fn a_leader_left_alone_refuses_with_503_then_serves_again() {
+    survivor_refuses_then_serves_again("alone-leader", true);
+}
+
+#[test]
+fn a_follower_left_alone_refuses_with_503_then_serves_again() {
+    survivor_refuses_then_serves_again("alone-follower", false);
+}
+
+#[test]
+fn the_whole_cluster_killed_and_restarted_loses_nothing() {
+    let mut cluster = Cluster::start("restart-all", 3);
+    let addrs = addrs(&cluster);
+    let mut before: Vec<u64> = Vec::new();
+    for round in 0..2 {
+        for i in 0..20 {
+            let count = if i % 5 == 0 { 2000 } else { 1 };
+            let ids = take_ids_anywhere(&addrs, count, LEADER_WAIT);
+            let Some(ids) = ids else {
+                panic!("no IDs in round {round}\n{}", cluster.logs());
+            };
+            if let Some(last) = before.last() {
+                assert!(ids[0] > *last, "round {round}: {} after {last}", ids[0]);
+            }
+            before.extend(ids);
+        }
+        // Right after an acknowledged answer: nothing may be lost.
+        cluster.kill_all();
+        cluster.start_all();
+    }
+    let after = take_ids_anywhere(&addrs, 1, LEADER_WAIT);
+    let Some(after) = after else {
+        panic!("no IDs after restarting everything\n{}", cluster.logs());
+    };
+    let max_before = before.iter().max().copied().unwrap_or(0);
+    assert!(after[0] > max_before, "{} after {max_before}", after[0]);
+}
+
+#[test]
+fn concurrent_clients_across_a_failover_never_get_a_duplicate() {
+    const CLIENTS: usize = 8;
+    let mut cluster = Cluster::start("concurrent", 3);
+    let leader = cluster.wait_leader_status(LEADER_WAIT);
+    let addrs = addrs(&cluster);
+    let stop = Arc::new(AtomicBool::new(false));
+    let killed_at: Arc<Mutex<Option<Instant>>> = Arc::new(Mutex::new(None));
+    let successes_after_kill = Arc::new(Mutex::new(vec![0usize; CLIENTS]));
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|client| {
+            let addrs = addrs.clone();
+            let stop = Arc::clone(&stop);
+            let killed_at = Arc::clone(&killed_at);
+            let after = Arc::clone(&successes_after_kill);
+            thread::spawn(move || {
+                let mut mine: Vec<u64> = Vec::new();
+                let mut turn = client;
+                while !stop.load(Ordering::SeqCst) {
+                    turn += 1;
+                    let started = Instant::now();
+                    let count = 1 + (turn % 4) as u64 * 3;
+                    match take_ids(&addrs[turn % addrs.len()], count) {
+                        Ok(ids) => {
+                            if killed_at.lock().unwrap().is_some_and(|k| started > k) {
+                                after.lock().unwrap()[client] += 1;
+                            }
+                            mine.extend(ids);
+                        }
+                        Err(_) => thread::sleep(Duration::from_millis(10)),
+                    }
+                }
+                mine
+            })
+        })
+        .collect();
+
+    thread::sleep(Duration::from_millis(1500));
+    *killed_at.lock().unwrap() = Some(Instant::now());
+    cluster.nodes[leader].kill();
+    let everyone_served = wait_for(FAILOVER_MAX * 2, || {
+        let after = successes_after_kill.lock().unwrap();
+        after.iter().all(|n| *n >= 5).then_some(())
+    });
+    stop.store(true, Ordering::SeqCst);
+    let per_client: Vec<Vec<u64>> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+    assert!(
+        everyone_served.is_some(),
+        "not every client was served after the kill: {:?}\n{}",
+        successes_after_kill.lock().unwrap(),
+        cluster.logs()
+    );
+    let mut seen = HashSet::new();
+    for (client, ids) in per_client.iter().enumerate() {
+        assert!(
+            strictly_increasing(ids),
+            "client {client} saw IDs go back\n{}",
+            cluster.logs()
+        );
+        for id in ids {
+            assert!(
+                seen.insert(*id),
+                "ID {id} returned twice\n{}",
+                cluster.logs()
+            );
+        }
+    }
+    assert!(seen.len() > 100, "only {} IDs", seen.len());
+}
+
+/// Creates `n` sessions with a long TTL through the cluster, from a few
+/// threads; one log entry each.
+fn create_sessions(addr: &str, n: usize) {
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let addr = addr.to_string();
+            thread::spawn(move || {
+                for i in (t..n).step_by(4) {
+                    let path = format!("/api/v1/sessions?name=s{i}&ttl=600000");
+                    let created = wait_for(Duration::from_secs(20), || {
+                        common::request_following("POST", &addr, &path, b"")
+                            .filter(|r| r.status == 200)
+                    });
+                    assert!(created.is_some(), "session {i} not created");
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+}
+
+#[test]
+fn a_follower_far_behind_catches_up_through_a_snapshot() {
+    let mut cluster = Cluster::new("snapshot", 3);
+    for node in &mut cluster.nodes {
+        node.env
+            .push(("TICKETD_COMPACT_ENTRIES".to_string(), "50".to_string()));
+        node.extra_args
+            .extend(["--snapshot".to_string(), "100".to_string()]);
+    }
+    cluster.start_all();
+    let leader = cluster.wait_leader_status(LEADER_WAIT);
+    let lagger = (leader + 1) % 3;
+    let before = take_ids_anywhere(&addrs(&cluster), 10, LEADER_WAIT).expect("IDs before");
+    let lag_last = cluster.nodes[lagger]
+        .status_u64("LastIndex")
+        .expect("lagger status");
+    cluster.nodes[lagger].kill();
+
+    let leader_addr = cluster.nodes[leader].http();
+    create_sessions(&leader_addr, 300);
+    // The leader compacted past everything the lagger has: only a
+    // snapshot can bring it back.
+    let compacted = wait_for(LEADER_WAIT, || {
+        let first = cluster.nodes[leader].status_u64("FirstIndex")?;
+        (first > lag_last + 100).then_some(first)
+    });
+    assert!(
+        compacted.is_some(),
+        "the leader never compacted its log\n{}",
+        cluster.logs()
+    );
+    // The status page recounts sessions a few times a second.
+    let counted = wait_for(LEADER_WAIT, || {
+        let status = cluster.nodes[leader].status()?;
+        let sessions = common::ops::json_u64(&status, "Sessions")?;
+        let commit = common::ops::json_u64(&status, "CommitIndex")?;
+        (sessions >= 300).then_some((commit, sessions))
+    });
+    let Some((commit, sessions)) = counted else {
+        panic!(
+            "the leader does not count 300 sessions: {:?}\n{}",
+            cluster.nodes[leader].status(),
+            cluster.logs()
+        );
+    };
+
+    cluster.nodes[lagger].start();
+    let caught_up = wait_for(LEADER_WAIT, || {
+        let status = cluster.nodes[lagger].status()?;
+        let applied = common::ops::json_u64(&status, "AppliedIndex")?;
+        let snapshot = common::ops::json_u64(&status, "SnapshotIndex")?;
+        let counted = common::ops::json_u64(&status, "Sessions")?;
+        (applied >= commit && snapshot > lag_last && counted == sessions).then_some(status)
+    });
+    assert!(
+        caught_up.is_some(),
+        "the lagger did not catch up to {commit} with {sessions} sessions: {:?}\n{}",
+        cluster.nodes[lagger].status(),
+        cluster.logs()
+    );
+
+    // The caught-up node carries on: with the old leader gone it and the
+    // third node elect a leader, and it serves larger IDs itself.
+    cluster.nodes[leader].kill();
+    let lagger_addr = cluster.nodes[lagger].http();
+    let lagger_id = cluster.nodes[lagger].status_u64("Id").expect("lagger id");
+    let other = 3 - leader - lagger;
+    let serving = wait_for(LEADER_WAIT, || {
+        if cluster.nodes[lagger].is_leader() {
+            return post(&lagger_addr, "/?count=3").filter(|r| r.status == 200);
+        }
+        if cluster.nodes[other].is_leader() {
+            // The other node won the election: hand leadership over.
+            let path = format!("/api/v1/cluster/transfer?to={lagger_id}");
+            let _ = common::request_following("POST", &lagger_addr, &path, b"");
+        }
+        None
+    });
+    let Some(response) = serving else {
+        panic!(
+            "the caught-up node never served IDs: {:?}\n{}",
+            cluster.nodes[lagger].status(),
+            cluster.logs()
+        );
+    };
+    let after = common::ids_of(&response);
+    assert!(
+        after[0] > *before.last().unwrap(),
+        "{after:?} after {before:?}"
+    );
+    let status = cluster.nodes[lagger].status().unwrap_or_default();
+    assert_eq!(json_str(&status, "Role").as_deref(), Some("leader"));
+    assert_eq!(
+        common::ops::json_u64(&status, "Sessions"),
+        Some(sessions),
+        "{status}"
+    );
+    let ready = wait_for(Duration::from_secs(10), || {
+        request("GET", &lagger_addr, "/readyz", b"").filter(|r| r.status == 200)
+    });
+    assert!(ready.is_some(), "not ready\n{}", cluster.logs());
+}

@@ -1,0 +1,161 @@
+//! Process lifecycle of the release binary: SIGTERM exits 0 promptly on
+//! leaders, followers and a node without a quorum; a data directory of
+//! another cluster is refused with exit 1; a bad flag exits 2; a leader
+//! hands leadership over before it stops.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::ops::{run_ticketd, take_ids_anywhere};
+use common::{Cluster, free_port, wait_for};
+
+const LEADER_WAIT: Duration = Duration::from_secs(20);
+/// "Within a few seconds", with room for a loaded machine.
+const EXIT_WAIT: Duration = Duration::from_secs(10);
+
+fn terminate_expecting_success(cluster: &mut Cluster, node: usize, what: &str) {
+    let started = Instant::now();
+    let status = cluster.nodes[node].terminate(EXIT_WAIT);
+    let Some(status) = status else {
+        panic!(
+            "the {what} did not exit within {EXIT_WAIT:?} of SIGTERM\n{}",
+            cluster.logs()
+        );
+    };
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "the {what} exited with {status}\n{}",
+        cluster.logs()
+    );
+    assert!(started.elapsed() < EXIT_WAIT);
+}
+
+#[test]
+fn sigterm_makes_every_node_exit_0() {
+    let mut cluster = Cluster::start("sigterm", 3);
+    let leader = cluster.wait_leader_status(LEADER_WAIT);
+    let before = take_ids_anywhere(&[cluster.nodes[leader].http()], 1, LEADER_WAIT).expect("IDs");
+    terminate_expecting_success(&mut cluster, leader, "leader");
+
+    // The two left take over (the leader handed over before it left).
+    let left: Vec<String> = cluster
+        .running()
+        .into_iter()
+        .map(|i| cluster.nodes[i].http())
+        .collect();
+    let after = take_ids_anywhere(&left, 1, LEADER_WAIT);
+    let Some(after) = after else {
+        panic!("no IDs after the leader left\n{}", cluster.logs());
+    };
+    assert!(after[0] > before[0]);
+
+    let leader = cluster.wait_leader_status(LEADER_WAIT);
+    let follower = cluster
+        .running()
+        .into_iter()
+        .find(|i| *i != leader)
+        .expect("a follower");
+    terminate_expecting_success(&mut cluster, follower, "follower");
+    // The last node has no quorum (and soon no leader): it still exits.
+    terminate_expecting_success(&mut cluster, leader, "node without a quorum");
+}
+
+#[test]
+fn a_data_directory_of_another_cluster_is_refused() {
+    let mut cluster = Cluster::new("foreign-dir", 3);
+    // Only node 0 runs: it bootstraps its directory for peer list A
+    // without ever electing a leader.
+    cluster.nodes[0].start();
+    let up = wait_for(LEADER_WAIT, || cluster.nodes[0].is_healthy().then_some(()));
+    assert!(up.is_some(), "node did not start\n{}", cluster.logs());
+    assert_eq!(
+        cluster.nodes[0].terminate(EXIT_WAIT).and_then(|s| s.code()),
+        Some(0)
+    );
+
+    let list_a = cluster.nodes[0].peers.clone();
+    let list_b = format!(
+        "{},127.0.0.1:{},127.0.0.1:{}",
+        cluster.nodes[0].peer(),
+        free_port(),
+        free_port()
+    );
+    cluster.nodes[0].peers = list_b;
+    cluster.nodes[0].start();
+    let status = cluster.nodes[0].wait_exit(EXIT_WAIT);
+    let Some(status) = status else {
+        panic!(
+            "a node with a foreign data directory kept running\n{}",
+            cluster.logs()
+        );
+    };
+    assert_eq!(status.code(), Some(1), "{}", cluster.logs());
+    let log = cluster.nodes[0].log();
+    let reason = log.lines().last().unwrap_or_default();
+    assert!(
+        reason.contains("data directory") && reason.contains("cluster"),
+        "unclear refusal: {reason:?}\n{log}"
+    );
+
+    // The right list (or none: membership comes from the directory)
+    // still starts it.
+    for peers in [list_a, String::new()] {
+        cluster.nodes[0].peers = peers.clone();
+        cluster.nodes[0].start();
+        let up = wait_for(LEADER_WAIT, || cluster.nodes[0].is_healthy().then_some(()));
+        assert!(up.is_some(), "refused with {peers:?}\n{}", cluster.logs());
+        cluster.nodes[0].kill();
+    }
+}
+
+#[test]
+fn a_bad_flag_or_value_exits_2_with_the_usage() {
+    let dir = common::TempDir::new("bad-flags");
+    let path = dir.path().display().to_string();
+    let cases: [&[&str]; 4] = [
+        &["--bogus"],
+        &["--peer_port", "notaport", "--path", &path],
+        &["--http_port", "70000", "--path", &path],
+        &["--db_size", "-3", "--path", &path],
+    ];
+    for args in cases {
+        let run = run_ticketd(args, EXIT_WAIT);
+        let Some((status, stderr)) = run else {
+            panic!("{args:?} kept running");
+        };
+        assert_eq!(status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains("Usage"), "{args:?} without usage: {stderr}");
+        let reason = stderr.lines().next().unwrap_or_default();
+        assert!(
+            reason.starts_with("ticketd: ") && reason.len() > "ticketd: ".len(),
+            "{args:?}: no one-line reason first: {stderr}"
+        );
+    }
+    let help = run_ticketd(&["--help"], EXIT_WAIT).expect("--help exits");
+    assert_eq!(help.0.code(), Some(0));
+}
+
+#[test]
+fn sigterm_on_the_leader_hands_leadership_over_first() {
+    let mut cluster = Cluster::start("sigterm-handover", 3);
+    let leader = cluster.wait_leader_status(LEADER_WAIT);
+    terminate_expecting_success(&mut cluster, leader, "leader");
+    // An election would need an election timeout (0.8 s at least) of
+    // silence after the last heartbeat; a handover is done by the time
+    // the old leader exits (seen within 60 ms on a loaded machine).
+    let successor = wait_for(Duration::from_millis(500), || {
+        cluster
+            .running()
+            .into_iter()
+            .find(|i| cluster.nodes[*i].is_leader())
+    });
+    assert!(
+        successor.is_some(),
+        "no leader right after the old one exited\n{}",
+        cluster.logs()
+    );
+}
