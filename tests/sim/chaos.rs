@@ -126,6 +126,9 @@ pub fn run_seed(seed: u64) -> Result<Outcome, String> {
     if rng.chance(300) {
         draw_drift(&mut cluster, &config, &mut rng);
     }
+    if rng.chance(500) {
+        cluster.set_early(true);
+    }
     cluster.log(|| format!("plan {plan:?}\nnet {net:?}\nconfig {config:?}"));
     let result = run(&mut cluster, &plan, &mut rng, &config);
     if result.is_err() {
@@ -166,7 +169,11 @@ fn inject(cluster: &mut Cluster, plan: &Plan, rng: &mut Rng) -> Result<(), Strin
     if rng.chance(plan.crash_per_mille)
         && let Some(id) = rng.pick(&cluster.up_ids())
     {
-        cluster.crash(id);
+        if cluster.early && rng.chance(500) {
+            cluster.crash_in_ready(id);
+        } else {
+            cluster.crash(id);
+        }
     }
     for id in crashed(cluster) {
         if rng.chance(plan.restart_per_mille) {
@@ -364,6 +371,9 @@ fn heal(cluster: &mut Cluster) -> Result<(), String> {
     cluster.net.params.loss_per_mille = 0;
     cluster.net.params.duplicate_per_mille = 0;
     cluster.net.params.long_delay_per_mille = 0;
+    for node in cluster.nodes.values_mut() {
+        node.crash_in_ready = false;
+    }
     for id in crashed(cluster) {
         cluster.restart(id)?;
     }

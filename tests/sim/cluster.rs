@@ -82,6 +82,8 @@ pub struct Cluster {
     pub delivered: u64,
     /// Clocks that do not run at the common rate.
     pub drift: BTreeMap<NodeId, Drift>,
+    /// Nodes added from now on take the Ready shortcuts (`SimNode::early`).
+    pub early: bool,
     pub trace: bool,
 }
 
@@ -129,6 +131,7 @@ impl Cluster {
             next_payload: 0,
             delivered: 0,
             drift: BTreeMap::new(),
+            early: false,
             trace: std::env::var_os("SIM_TRACE").is_some(),
         };
         for (id, disk) in disks {
@@ -141,7 +144,9 @@ impl Cluster {
         let mut config = self.template.clone();
         config.id = id;
         config.seed = splitmix64(self.boot_rng.next_u64());
-        self.nodes.insert(id, SimNode::start(config, disk)?);
+        let mut node = SimNode::start(config, disk)?;
+        node.early = self.early;
+        self.nodes.insert(id, node);
         self.log(|| format!("node {id} started"));
         self.after_event(Vec::new())
     }
@@ -194,6 +199,23 @@ impl Cluster {
         {
             node.crash(survives);
             self.log(|| format!("node {id} crashed (unsynced write kept: {survives})"));
+        }
+    }
+
+    /// The node dies in its next Ready, between the early work and the
+    /// write (only meaningful with `early`).
+    pub fn crash_in_ready(&mut self, id: NodeId) {
+        if let Some(node) = self.nodes.get_mut(&id) {
+            node.crash_in_ready = true;
+            self.log(|| format!("node {id} will crash in its next Ready"));
+        }
+    }
+
+    /// Every node, and those added later, take the Ready shortcuts.
+    pub fn set_early(&mut self, early: bool) {
+        self.early = early;
+        for node in self.nodes.values_mut() {
+            node.early = early;
         }
     }
 

@@ -211,8 +211,11 @@ mod tests {
         Ready {
             hard_state,
             must_sync,
+            snapshot: None,
             entries,
-            ..Ready::default()
+            messages: Vec::new(),
+            committed: Vec::new(),
+            leader_durable: false,
         }
     }
 

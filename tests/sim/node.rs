@@ -3,7 +3,7 @@
 //! exactly the order the core's contract demands. Owns one node's state;
 //! the network and the cross-node checks are handed in.
 
-use ticketd::raft::{Config, Entry, EntryKind, NodeId, Raft};
+use ticketd::raft::{Config, Entry, EntryKind, Message, NodeId, Raft, Term};
 
 use crate::app::App;
 use crate::checks::Checker;
@@ -23,6 +23,11 @@ pub struct SimNode {
     pub app: App,
     /// Removed from the cluster for good.
     pub stopped: bool,
+    /// Takes the Ready shortcuts: a durable leader's appends go out, and
+    /// entries already on disk are applied, before the write.
+    pub early: bool,
+    /// Dies in its next Ready, after the early work and before the write.
+    pub crash_in_ready: bool,
 }
 
 impl SimNode {
@@ -34,6 +39,8 @@ impl SimNode {
             disk,
             app: App::default(),
             stopped: false,
+            early: false,
+            crash_in_ready: false,
         };
         node.boot()?;
         Ok(node)
@@ -83,32 +90,58 @@ impl SimNode {
             if !raft.has_ready() {
                 return Ok(configs);
             }
-            let ready = raft.ready();
+            let mut ready = raft.ready();
             let term = raft.term();
+            let mut done = 0;
+            if self.early {
+                self.send(net, now, ready.take_early_messages())?;
+                done = ready.committed_durable();
+                self.apply(check, term, &ready.committed[..done], &mut configs)?;
+            }
+            if std::mem::take(&mut self.crash_in_ready) {
+                self.crash(false);
+                return Ok(configs);
+            }
             let written = self.disk.persist(&ready).map_err(|e| self.fail(&e))?;
             check.on_written(self.id, &written)?;
             if let Some(snapshot) = &ready.snapshot {
                 self.app = App::decode(&snapshot.data).map_err(|e| self.fail(&e))?;
                 check.on_snapshot(self.id, term, &snapshot.meta, &self.app)?;
             }
-            for message in ready.messages {
-                if message.from != self.id {
-                    return Err(self.fail(&format!("sends a message from {}", message.from)));
-                }
-                net.send(now, message);
-            }
-            for entry in &ready.committed {
-                let applied = self.app.apply(entry).map_err(|e| self.fail(&e))?;
-                check.on_applied(self.id, term, applied)?;
-                if entry.kind == EntryKind::Config {
-                    configs.push(entry.clone());
-                }
-            }
+            self.send(net, now, ready.messages)?;
+            self.apply(check, term, &ready.committed[done..], &mut configs)?;
             if let Some(raft) = self.raft.as_mut() {
                 raft.advance();
             }
         }
         Err(self.fail("has_ready() never turns false"))
+    }
+
+    fn send(&self, net: &mut Network, now: u64, messages: Vec<Message>) -> Result<(), String> {
+        for message in messages {
+            if message.from != self.id {
+                return Err(self.fail(&format!("sends a message from {}", message.from)));
+            }
+            net.send(now, message);
+        }
+        Ok(())
+    }
+
+    fn apply(
+        &mut self,
+        check: &mut Checker,
+        term: Term,
+        entries: &[Entry],
+        configs: &mut Vec<Entry>,
+    ) -> Result<(), String> {
+        for entry in entries {
+            let applied = self.app.apply(entry).map_err(|e| self.fail(&e))?;
+            check.on_applied(self.id, term, applied)?;
+            if entry.kind == EntryKind::Config {
+                configs.push(entry.clone());
+            }
+        }
+        Ok(())
     }
 
     fn fail(&self, what: &str) -> String {
