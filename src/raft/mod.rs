@@ -63,6 +63,8 @@
 //!   have acknowledged one just before it crashed);
 //! * leadership transfer: the `force` flag overrides the refusal, so a
 //!   leader that sent TimeoutNow holds no lease for the rest of its term;
+//! * every node running the same `election_ticks_min` and tick length
+//!   (the driver derives both from constants, not from flags);
 //! * a new leader's lease starting only once its no-op entry is
 //!   committed: by then its log holds every entry any earlier leader
 //!   committed, so what it serves is at least as new.

@@ -30,6 +30,12 @@ pub struct Progress {
     pub lease_ack: u64,
     /// Ticks since the snapshot was sent (in snapshot state).
     pub snapshot_ticks: u64,
+    /// When an append last went out to recover lost ones: at most one
+    /// per heartbeat, or every stale answer would start another chain.
+    pub recovery_tick: u64,
+    /// When the outstanding probe went out: only an answer to it (or a
+    /// later message) unpauses the probe, not a stale or duplicated one.
+    pub probe_tick: u64,
 }
 
 impl Progress {
@@ -42,6 +48,8 @@ impl Progress {
             inflight: VecDeque::new(),
             lease_ack: 0,
             snapshot_ticks: 0,
+            recovery_tick: 0,
+            probe_tick: 0,
         }
     }
 

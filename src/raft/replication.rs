@@ -160,7 +160,10 @@ impl Raft {
                         progress.next_index = last_sent + 1;
                         progress.inflight.push_back(last_sent);
                     }
-                    _ => progress.paused = true,
+                    _ => {
+                        progress.paused = true;
+                        progress.probe_tick = self.now;
+                    }
                 }
             }
             let body = MessageBody::Append {
@@ -399,10 +402,14 @@ impl Raft {
                 self.maybe_commit();
                 self.maybe_finish_transfer(from);
             } else if progress.state == ProgressState::Probe {
-                progress.paused = false;
+                if lease_tick >= progress.probe_tick {
+                    progress.paused = false;
+                }
             } else if progress.state == ProgressState::Replicate
                 && progress.match_index < self.log.last_index()
+                && self.now >= progress.recovery_tick + self.config.heartbeat_ticks
             {
+                progress.recovery_tick = self.now;
                 // Nothing new acknowledged while entries are outstanding:
                 // some may have been lost. An append from `next` either
                 // continues the pipeline or is refused, which restarts it

@@ -542,14 +542,11 @@ fn message_rates(net: NetParams) -> Vec<u64> {
     rates
 }
 
-/// CORE BUG (reported to the lead; fails until fixed): under steady load
-/// the message rate must stay flat, on an in-order network and on one that
-/// reorders and duplicates. The core answers every AppendResponse, stale
-/// or duplicate, with another Append (the "recovery" resend in Replicate
-/// state, the unpause in Probe state), so each heartbeat starts a chain
-/// that lives as long as the follower lags, and duplicates multiply the
-/// chains: the in-order rate grows without bound, the duplicating one
-/// explodes (the simulator's seed 157 reaches 20,000 messages in flight).
+/// Under steady load the message rate must stay flat, on an in-order
+/// network and on one that reorders and duplicates. (A regression test:
+/// the core once answered every stale or duplicated AppendResponse with
+/// another Append, so each heartbeat started a chain that lived as long as
+/// the follower lagged, and duplicates multiplied the chains.)
 #[test]
 fn steady_load_keeps_the_message_rate_flat() {
     let networks = [
