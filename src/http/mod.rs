@@ -191,13 +191,11 @@ fn url_path(url: &str) -> &str {
 /// Where a request that only the leader answers must go instead, when
 /// this node is not the leader: 301/307 to it, or 503 if none is known.
 pub(crate) fn not_here(context: &Context, redirect_status: u16, url: &str) -> Option<Answer> {
-    let status = context.node.shared.status();
-    if status.role == crate::raft::Role::Leader {
+    let (role, leader_http) = context.node.shared.role_and_leader_http();
+    if role == crate::raft::Role::Leader {
         return None;
     }
-    let error = crate::node::NodeError::NotLeader {
-        leader_http: status.leader_http,
-    };
+    let error = crate::node::NodeError::NotLeader { leader_http };
     Some(respond::node_error(&error, redirect_status, url))
 }
 

@@ -119,6 +119,13 @@ impl Shared {
         self.lock().clone()
     }
 
+    /// Only the role and where the leader's clients go: what every
+    /// request checks first, without copying the member list.
+    pub fn role_and_leader_http(&self) -> (Role, Option<String>) {
+        let status = self.lock();
+        (status.role, status.leader_http.clone())
+    }
+
     /// Replaces the status (node thread only).
     pub fn publish(&self, status: Status) {
         *self.lock() = status;
