@@ -77,8 +77,8 @@ pub(super) struct Driver {
     bytes_since_usage_check: u64,
     /// When a shutdown was asked for; a leader first hands over.
     shutdown_at: Option<Instant>,
-    /// The membership the transport was last given.
-    transport_members: BTreeMap<u64, String>,
+    /// The membership the transport and the status were last given.
+    published_membership: crate::raft::Membership,
     last_counted: Instant,
     /// The last entry applied to `state` (a `Ready` handed out again
     /// after a failed write must not apply anything twice).
@@ -119,7 +119,7 @@ impl Driver {
             last_usage_check: now,
             bytes_since_usage_check: 0,
             shutdown_at: None,
-            transport_members: BTreeMap::new(),
+            published_membership: crate::raft::Membership::default(),
             last_counted: now,
             applied_through: 0,
         }
@@ -661,36 +661,27 @@ impl Driver {
     /// and gives the transport a changed membership (it is in force as
     /// soon as it is appended).
     fn publish(&mut self) {
-        let members = self.peer_addresses();
-        if members != self.transport_members {
-            self.transport.set_peers(&members);
-            self.transport_members = members;
+        // Comparing the membership is cheap; copying it is not, so the
+        // transport and the member list are rebuilt only when it changed
+        // (or, for addresses learnt from handshakes, a few times a second).
+        let membership_changed = *self.raft.membership() != self.published_membership;
+        if membership_changed {
+            self.published_membership = self.raft.membership().clone();
+            self.transport.set_peers(&self.peer_addresses());
         }
         let lease = self.lease_until().filter(|_| self.leader_ready);
         self.shared.ids.set_lease(lease);
         let leader = self.raft.leader();
-        let members = self
-            .raft
-            .membership()
-            .members
-            .iter()
-            .map(|(id, m)| {
-                let mut m = m.clone();
-                if m.http_addr.is_empty() {
-                    m.http_addr = self.transport.http_addr_of(*id).unwrap_or_default();
-                }
-                (*id, m)
-            })
-            .collect();
+        // Counting locks walks every resource: a few times a second is
+        // plenty for a status page.
+        let recount = self.last_counted.elapsed() >= Duration::from_millis(250);
+        let members = (membership_changed || recount).then(|| self.members_with_http());
         let leader_http = if leader == 0 || leader == self.raft.id() {
             None
         } else {
             self.http_addr_of(leader)
         };
         let storage_full = self.storage_full;
-        // Counting locks walks every resource: a few times a second is
-        // plenty for a status page.
-        let recount = self.last_counted.elapsed() >= Duration::from_millis(250);
         let counts = if recount {
             self.last_counted = Instant::now();
             Some((
@@ -711,7 +702,9 @@ impl Driver {
             status.first_index = self.raft.first_index();
             status.last_index = self.raft.last_index();
             status.snapshot_index = snapshot_index;
-            status.members = members;
+            if let Some(members) = members {
+                status.members = members;
+            }
             status.lease_until = lease;
             if let Some((sessions, locks)) = counts {
                 status.sessions = sessions;
@@ -719,6 +712,22 @@ impl Driver {
             }
             status.storage_full = storage_full;
         });
+    }
+
+    /// The members, with HTTP addresses learnt from handshakes filled in.
+    fn members_with_http(&self) -> Vec<(u64, crate::raft::Member)> {
+        self.raft
+            .membership()
+            .members
+            .iter()
+            .map(|(id, m)| {
+                let mut m = m.clone();
+                if m.http_addr.is_empty() {
+                    m.http_addr = self.transport.http_addr_of(*id).unwrap_or_default();
+                }
+                (*id, m)
+            })
+            .collect()
     }
 
     /// Checks the replayed state against the record written with it,
