@@ -1,5 +1,5 @@
-//! The client-facing HTTP server: a pool of tiny_http worker threads that
-//! parse and validate requests, check this node's role, hand commands to
+//! The client-facing HTTP server: tiny_http's connection threads parse and
+//! validate requests, check this node's role, hand commands to
 //! the node thread, and map every outcome and error to a status code.
 //!
 //! It may not touch Raft, LMDB or peers: everything goes through
@@ -14,10 +14,9 @@ mod respond;
 
 use std::collections::BTreeMap;
 use std::io::Read;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use log::{debug, warn};
 use tiny_http::{Method, Request, Server};
@@ -30,9 +29,8 @@ pub use ids::render as render_ids;
 pub use listener::bind as bind_listener;
 pub use request::percent_decode;
 
-/// Worker threads. Requests with `?wait=` hold one for their wait, so
-/// there are many more than cores.
-pub const WORKERS: usize = 64;
+/// How long [`HttpServer::shutdown`] waits for requests in progress.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
 /// Requests answered, by route and status, for `/metrics`.
 #[derive(Debug, Default)]
@@ -54,22 +52,31 @@ impl RequestCounts {
     }
 }
 
-/// What every worker shares.
+/// What every request handler shares.
 pub struct Context {
     pub node: NodeHandle,
     pub counts: RequestCounts,
+    /// Set by [`HttpServer::shutdown`]: new requests get 503.
+    stopping: AtomicBool,
+    /// Requests being handled now.
+    in_flight: AtomicUsize,
 }
 
 /// The running HTTP server.
 pub struct HttpServer {
-    server: Arc<Server>,
-    stop: Arc<AtomicBool>,
-    workers: Vec<JoinHandle<()>>,
+    server: Server,
+    context: Arc<Context>,
     pub local_addr: String,
 }
 
 impl HttpServer {
-    /// Binds `listen` (`host:port`) and starts the workers.
+    /// Binds `listen` (`host:port`) and starts serving.
+    ///
+    /// Each request is handled on the thread that read it from its
+    /// connection (tiny_http starts one per connection): no hand-off to a
+    /// worker pool, so a request costs two fewer context switches. A
+    /// request that waits (for a commit, or `?wait=`) holds only its own
+    /// connection, as HTTP/1.1 does anyway.
     ///
     /// # Errors
     /// The bind error, with the address.
@@ -80,68 +87,53 @@ impl HttpServer {
             .local_addr()
             .map(|a| a.to_string())
             .unwrap_or_else(|_| listen.to_string());
-        let server = Server::from_listener(listener, None)
-            .map_err(|e| format!("cannot serve HTTP on {listen}: {e}"))?;
-        let server = Arc::new(server);
-        let stop = Arc::new(AtomicBool::new(false));
         let context = Arc::new(Context {
             node,
             counts: RequestCounts::default(),
+            stopping: AtomicBool::new(false),
+            in_flight: AtomicUsize::new(0),
         });
-        let mut workers = Vec::with_capacity(WORKERS);
-        for n in 0..WORKERS {
-            let server = Arc::clone(&server);
-            let stop = Arc::clone(&stop);
-            let context = Arc::clone(&context);
-            let worker = std::thread::Builder::new()
-                .name(format!("http-{n}"))
-                .spawn(move || work(&server, &stop, &context))
-                .map_err(|e| format!("cannot start HTTP workers: {e}"))?;
-            workers.push(worker);
-        }
+        let handler_context = Arc::clone(&context);
+        let handler: tiny_http::Handler =
+            Arc::new(move |request| handle(request, &handler_context));
+        let server = Server::from_listener_with_handler(listener, handler)
+            .map_err(|e| format!("cannot serve HTTP on {listen}: {e}"))?;
         Ok(HttpServer {
             server,
-            stop,
-            workers,
+            context,
             local_addr,
         })
     }
 
-    /// Stops taking requests, lets the workers finish the ones they hold,
-    /// and joins them.
+    /// Stops taking requests (new ones get 503) and waits a little for
+    /// the ones in progress to be answered.
     pub fn shutdown(self) {
-        self.stop.store(true, Ordering::SeqCst);
-        for _ in 0..self.workers.len() {
-            self.server.unblock();
+        self.context.stopping.store(true, Ordering::SeqCst);
+        let deadline = Instant::now() + SHUTDOWN_GRACE;
+        while self.context.in_flight.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
         }
-        for worker in self.workers {
-            let _ = worker.join();
-        }
-    }
-}
-
-fn work(server: &Server, stop: &AtomicBool, context: &Context) {
-    while !stop.load(Ordering::SeqCst) {
-        match server.recv_timeout(Duration::from_millis(200)) {
-            Ok(Some(request)) => handle(request, context),
-            Ok(None) => {}
-            Err(e) => {
-                debug!("HTTP receive failed: {e}");
-            }
-        }
+        drop(self.server);
     }
 }
 
 fn handle(mut request: Request, context: &Context) {
+    context.in_flight.fetch_add(1, Ordering::SeqCst);
     let target = Target::parse(request.url());
     let url = Target::path_and_query(request.url()).to_string();
     let method = request.method().clone();
-    let (route, answer) = route(&mut request, &method, &target, &url, context);
+    let (route, answer) = if context.stopping.load(Ordering::SeqCst) {
+        let error = crate::node::NodeError::Unavailable("node is shutting down".into());
+        ("stopping", respond::node_error(&error, 307, &url))
+    } else {
+        route(&mut request, &method, &target, &url, context)
+    };
     let status = answer.status_code().0;
     context.counts.add(route, status);
     if let Err(e) = request.respond(answer) {
         debug!("could not answer {url}: {e}");
     }
+    context.in_flight.fetch_sub(1, Ordering::SeqCst);
 }
 
 /// Reads a request body of at most `limit` bytes; `Err` when it is larger.
