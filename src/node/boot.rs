@@ -13,6 +13,7 @@ use log::{info, warn};
 
 use super::driver::Driver;
 use super::status::{Shared, Status};
+use super::writer::Writer;
 use super::{Input, NodeConfig, NodeHandle};
 use crate::raft::{self, Member, Membership, Persisted, Raft, Snapshot, SnapshotMeta};
 use crate::store::{Identity, Loaded, Store};
@@ -129,11 +130,13 @@ pub fn start(config: NodeConfig) -> Result<(NodeHandle, JoinHandle<()>), BootErr
         config.peer_addr,
         config.data_dir.display()
     );
+    let writer = Writer::start(store, inbox.clone())
+        .map_err(|e| BootError(format!("cannot start the writer thread: {e}")))?;
     let handle = NodeHandle {
         inbox,
         shared: Arc::clone(&shared),
     };
-    let driver = Driver::new(config, raft, store, state, transport, shared, loaded.app);
+    let driver = Driver::new(config, raft, writer, state, transport, shared, loaded.app);
     let thread = std::thread::Builder::new()
         .name("node".into())
         .spawn(move || driver.run(receiver))

@@ -11,9 +11,10 @@ use log::{error, info, warn};
 
 use super::status::{Counters, Shared};
 use super::waiters::Waiters;
+use super::writer::{Done, Job, Outcome as WriteOutcome, Writer};
 use super::{Input, NodeConfig, NodeError, PROPOSAL_TIMEOUT, Reply};
 use crate::raft::{LogIndex, ProposeError, Raft, Ready, Role, Term};
-use crate::store::{AppRecord, Store, StoreError, Write};
+use crate::store::{AppRecord, StoreError, Write};
 use crate::ticket::{Command, Deadlines, Outcome, State};
 use crate::transport::Transport;
 
@@ -50,7 +51,7 @@ pub(super) struct Pending {
 pub(super) struct Driver {
     pub config: NodeConfig,
     pub raft: Raft,
-    pub store: Store,
+    pub writer: Writer,
     pub state: State,
     pub transport: Transport,
     pub shared: Arc<Shared>,
@@ -89,7 +90,7 @@ impl Driver {
     pub fn new(
         config: NodeConfig,
         raft: Raft,
-        store: Store,
+        writer: Writer,
         state: State,
         transport: Transport,
         shared: Arc<Shared>,
@@ -100,7 +101,7 @@ impl Driver {
             next_tick: now + config.tick,
             config,
             raft,
-            store,
+            writer,
             state,
             transport,
             shared,
@@ -144,12 +145,17 @@ impl Driver {
                     Err(_) => break,
                 }
             }
+            while let Some(done) = self.writer.try_done() {
+                self.written(done);
+            }
             self.run_ticks();
             self.periodic();
             self.handle_ready();
             self.publish();
         }
         info!("node thread stops");
+        self.finish_writes();
+        self.writer.stop();
         self.fail_all_pending();
         self.transport.shutdown();
     }
@@ -180,7 +186,7 @@ impl Driver {
                         .map_err(|e| self.propose_error(e)),
                 );
             }
-            Input::WakeIds => {}
+            Input::WakeIds | Input::Written => {}
             Input::Shutdown => self.begin_shutdown(),
         }
     }
@@ -507,12 +513,15 @@ impl Driver {
             // write failed: it is not the state at `applied`.
             return;
         }
+        // The disk must hold the entry compacted to.
+        self.finish_writes();
         let data = self.state.encode_snapshot();
         if let Err(e) = self.raft.compact(applied, data) {
             warn!("compaction at {applied} refused: {e}");
             return;
         }
-        match self.store.compact(self.raft.snapshot()) {
+        let compacted = self.writer.store().compact(self.raft.snapshot());
+        match compacted {
             Ok(()) => info!("compacted the log up to {applied}"),
             Err(StoreError::MapFull) => {
                 // The disk keeps the longer log and the older snapshot,
@@ -525,7 +534,8 @@ impl Driver {
     }
 
     fn check_usage(&mut self) {
-        if let Ok(usage) = self.store.usage() {
+        let usage = self.writer.store().usage();
+        if let Ok(usage) = usage {
             let full = usage.available_bytes < STORAGE_RESERVE_BYTES.min(usage.map_size_bytes / 10);
             if full != self.storage_full {
                 warn!(
@@ -551,6 +561,14 @@ impl Driver {
                 // stop serving before another node can be elected.
                 self.shared.ids.set_lease(None);
             }
+            if ready.must_sync && ready.may_write_async() && !self.storage_full {
+                self.queue_write(ready);
+                continue;
+            }
+            if ready.must_sync {
+                // Written in place, after everything queued before it.
+                self.finish_writes();
+            }
             // The disk is the slow part: replicate and answer what is
             // already durable while this batch is written (see `Ready`).
             let early = ready.take_early_messages();
@@ -565,6 +583,71 @@ impl Driver {
             self.send_messages(messages);
             self.apply_entries(later);
             self.raft.advance();
+        }
+    }
+
+    /// A durable leader's batch: replicate and apply now, write on the
+    /// writer thread, and hold the other messages until it is on disk.
+    fn queue_write(&mut self, mut ready: Ready) {
+        let early = ready.take_early_messages();
+        self.send_messages(early);
+        let committed = std::mem::take(&mut ready.committed);
+        self.apply_entries(committed);
+        let job = Job {
+            epoch: self.writer.epoch,
+            entries: std::mem::take(&mut ready.entries),
+            hard_state: ready.hard_state,
+            app: AppRecord {
+                high: self.state.high(),
+                applied: self.applied_through,
+            },
+            messages: std::mem::take(&mut ready.messages),
+        };
+        if !self.raft.advance_async() {
+            error!("the core refused an asynchronous write it offered");
+            std::process::exit(1);
+        }
+        if !self.writer.queue(job) {
+            self.storage_failure("write", StoreError::Io("the writer thread is gone".into()));
+        }
+    }
+
+    /// Waits until every queued write is done.
+    fn finish_writes(&mut self) {
+        while let Some(done) = self.writer.wait_done() {
+            self.written(done);
+        }
+    }
+
+    /// A queued write is done: count it, send what waited for it, and let
+    /// the core count this node's copy.
+    fn written(&mut self, done: Done) {
+        let Done { job, outcome } = done;
+        match outcome {
+            WriteOutcome::Written { micros, synced } => {
+                let counters = &self.shared.counters;
+                if synced {
+                    Counters::add(&counters.fsyncs, 1);
+                    Counters::add(&counters.fsync_micros_total, micros);
+                }
+                Counters::add(&counters.entries_persisted, job.entries.len() as u64);
+                let bytes: usize = job.entries.iter().map(|e| e.data.len() + 32).sum();
+                self.bytes_since_usage_check += bytes as u64;
+                self.send_messages(job.messages);
+                if let Some(last) = job.entries.last() {
+                    self.raft.persisted(last.index, last.term);
+                }
+            }
+            WriteOutcome::Failed(StoreError::MapFull) => {
+                if job.epoch == self.writer.epoch {
+                    error!("LMDB map full; writes are refused until space is freed");
+                    self.storage_full = true;
+                    self.raft.write_failed();
+                    self.writer.epoch += 1;
+                }
+            }
+            WriteOutcome::Failed(e) => self.storage_failure("write", e),
+            WriteOutcome::Dropped => {}
         }
     }
 
@@ -604,7 +687,8 @@ impl Driver {
             }),
         };
         let started = Instant::now();
-        match self.store.persist(&write) {
+        let result = self.writer.store().persist(&write);
+        match result {
             Ok(()) => {
                 let counters = &self.shared.counters;
                 Counters::add(&counters.fsyncs, 1);

@@ -11,6 +11,7 @@ mod boot;
 mod driver;
 mod status;
 mod waiters;
+mod writer;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -111,6 +112,8 @@ pub enum Input {
     Transfer { to: NodeId, reply: Reply<()> },
     /// The ID pool ran low: reserve another range.
     WakeIds,
+    /// The writer thread finished a write.
+    Written,
     /// Stop the node thread.
     Shutdown,
 }

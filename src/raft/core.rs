@@ -62,6 +62,9 @@ pub struct Raft {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct InReady {
     last_entry: LogIndex,
+    /// A durable leader's batch without a snapshot: may be written
+    /// asynchronously (see [`Raft::advance_async`]).
+    may_write_async: bool,
     last_committed: LogIndex,
     hard_state: HardState,
 }
@@ -276,7 +279,7 @@ impl Raft {
     pub fn has_ready(&self) -> bool {
         !self.messages.is_empty()
             || self.log.snapshot_unstable
-            || self.log.stable_index() < self.log.last_index()
+            || self.log.sent_index() < self.log.last_index()
             || self.log.applied < self.log.commit
             || self.hard_state() != self.hard_state_sent
             || (self.role == Role::Leader && self.has_appends_to_send())
@@ -300,14 +303,15 @@ impl Raft {
             || !entries.is_empty()
             || hard_state.term != self.hard_state_sent.term
             || hard_state.vote != self.hard_state_sent.vote;
-        self.in_ready = Some(InReady {
-            last_entry: entries.last().map_or(0, |e| e.index),
-            last_committed: committed.last().map_or(self.log.applied, |e| e.index),
-            hard_state,
-        });
         let leader_durable = self.role == Role::Leader
             && hard_state.term == self.hard_state_sent.term
             && hard_state.vote == self.hard_state_sent.vote;
+        self.in_ready = Some(InReady {
+            last_entry: entries.last().map_or(0, |e| e.index),
+            may_write_async: leader_durable && snapshot.is_none(),
+            last_committed: committed.last().map_or(self.log.applied, |e| e.index),
+            hard_state,
+        });
         Ready {
             hard_state: (hard_state != self.hard_state_sent).then_some(hard_state),
             must_sync,
@@ -331,6 +335,53 @@ impl Raft {
         if self.role == Role::Leader {
             self.maybe_commit();
         }
+    }
+
+    /// Like [`Raft::advance`], for a `Ready` whose write is still in
+    /// progress: only allowed when [`Ready::may_write_async`] (a durable
+    /// leader's batch: its entries and commit index, no term, vote or
+    /// snapshot). The driver has sent `take_early_messages`, applied all
+    /// of `committed` (each of those is on a majority, though maybe not
+    /// yet on this node's disk) and queued the write; it holds the other
+    /// messages until the write is done, then calls
+    /// [`Raft::persisted`]. Until then this node does not count itself
+    /// towards a commit of those entries. Writes must complete in the
+    /// order they were handed out.
+    ///
+    /// Returns false (and does nothing) if the `Ready` may not be written
+    /// asynchronously; the driver must then finish it as usual and call
+    /// `advance`.
+    pub fn advance_async(&mut self) -> bool {
+        match self.in_ready {
+            Some(done) if done.may_write_async => {
+                self.in_ready = None;
+                self.log.sent_to(done.last_entry);
+                self.log.applied = self.log.applied.max(done.last_committed);
+                self.hard_state_sent = done.hard_state;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// An asynchronous write (see [`Raft::advance_async`]) is on disk:
+    /// the entries up to `index`, whose entry has `term`. Ignored if the
+    /// log no longer has that entry (it was truncated since).
+    pub fn persisted(&mut self, index: LogIndex, term: Term) {
+        if index <= self.log.stable_index() || self.log.term_at(index) != Some(term) {
+            return;
+        }
+        self.log.stable_to(index.min(self.log.sent_index()));
+        if self.role == Role::Leader {
+            self.maybe_commit();
+        }
+    }
+
+    /// An asynchronous write failed (and the driver dropped every write
+    /// queued after it): hand out again every entry not known to be on
+    /// disk.
+    pub fn write_failed(&mut self) {
+        self.log.rewind_sent();
     }
 
     /// Compacts the log up to `index` (which must be applied), keeping

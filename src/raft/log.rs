@@ -9,13 +9,17 @@
 use super::types::{Entry, LogIndex, Snapshot, Term};
 
 /// Invariants: `entries[i].index == snapshot.meta.index + 1 + i`;
-/// `snapshot.meta.index <= applied <= commit`; `stable <= last_index()`.
+/// `snapshot.meta.index <= applied <= commit`;
+/// `stable <= sent <= last_index()`.
 #[derive(Debug)]
 pub struct RaftLog {
     snapshot: Snapshot,
     entries: Vec<Entry>,
     /// The last index known to be on disk.
     stable: LogIndex,
+    /// The last index handed to the driver for writing (on disk, or in a
+    /// write still in progress: see `Raft::advance_async`).
+    sent: LogIndex,
     pub(crate) commit: LogIndex,
     /// The last index handed to the driver for applying.
     pub(crate) applied: LogIndex,
@@ -32,6 +36,7 @@ impl RaftLog {
             snapshot,
             entries,
             stable: last,
+            sent: last,
             commit: commit.clamp(base, last),
             applied: base,
             snapshot_unstable: false,
@@ -58,6 +63,10 @@ impl RaftLog {
 
     pub fn stable_index(&self) -> LogIndex {
         self.stable
+    }
+
+    pub fn sent_index(&self) -> LogIndex {
+        self.sent
     }
 
     /// The term of the entry at `index`, if the log still knows it.
@@ -115,7 +124,7 @@ impl RaftLog {
 
     /// The entries not yet on disk.
     pub fn unstable(&self) -> Vec<Entry> {
-        self.range(self.stable, self.last_index())
+        self.range(self.sent, self.last_index())
     }
 
     /// Appends one entry at `last_index() + 1`.
@@ -131,12 +140,24 @@ impl RaftLog {
         let keep = (index - base - 1) as usize;
         self.entries.truncate(keep);
         self.stable = self.stable.min(index - 1);
+        self.sent = self.sent.min(index - 1);
     }
 
     /// Marks entries up to `index` as on disk (if they still are the
     /// entries that were persisted: `index` is clamped to the log).
     pub fn stable_to(&mut self, index: LogIndex) {
         self.stable = self.stable.max(index.min(self.last_index()));
+        self.sent = self.sent.max(self.stable);
+    }
+
+    /// Marks entries up to `index` as handed out for writing.
+    pub fn sent_to(&mut self, index: LogIndex) {
+        self.sent = self.sent.max(index.min(self.last_index()));
+    }
+
+    /// A write failed: hand out again everything not known to be on disk.
+    pub fn rewind_sent(&mut self) {
+        self.sent = self.stable;
     }
 
     pub fn commit_to(&mut self, index: LogIndex) -> bool {
@@ -154,6 +175,7 @@ impl RaftLog {
         self.entries.clear();
         self.snapshot = snapshot;
         self.stable = index;
+        self.sent = index;
         self.commit = index;
         self.applied = index;
         self.snapshot_unstable = true;

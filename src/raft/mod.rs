@@ -25,6 +25,23 @@
 //! `advance` has confirmed is on disk (Raft thesis §10.2.1 in reverse:
 //! it may send before it syncs, never count before it syncs).
 //!
+//! # Asynchronous leader writes
+//!
+//! A durable leader's batch ([`Ready::may_write_async`]: no term, vote or
+//! snapshot in it, only its own new entries and the commit index) need
+//! not hold the node up while it is written: the driver sends the
+//! AppendEntries, applies the committed entries, queues the write and
+//! calls [`Raft::advance_async`] at once, then keeps stepping messages
+//! and handing out `Ready`s. When a write is on disk the driver sends that
+//! batch's remaining messages and calls [`Raft::persisted`]; only then
+//! does the leader count itself for those entries, so a commit still
+//! needs a majority of disks. Writes complete in the order handed out. A
+//! `Ready` that may not be written asynchronously (a follower's, or one
+//! with a new term or vote) waits for every queued write first and then
+//! follows the contract above. A failed write rewinds the log to what is
+//! on disk ([`Raft::write_failed`]). Committed entries applied before this
+//! node's own copy is on disk are on a majority of disks already.
+//!
 //! # Choices
 //!
 //! * **Pre-vote and check-quorum** (thesis §9.6, §6.2). A node whose
@@ -160,6 +177,12 @@ impl Ready {
             });
         self.messages = late;
         early
+    }
+
+    /// Whether this batch may be written while the node goes on (see
+    /// [`Raft::advance_async`]): a durable leader's, without a snapshot.
+    pub fn may_write_async(&self) -> bool {
+        self.leader_durable && self.snapshot.is_none()
     }
 
     /// How many of `committed` are already on disk (and so may be

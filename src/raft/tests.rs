@@ -237,3 +237,56 @@ fn a_follower_cut_off_while_the_log_was_compacted_comes_back_by_snapshot() {
     assert_eq!(back.snapshot().data, b"state".to_vec());
     assert_eq!(back.commit_index(), cluster.nodes[&leader].commit_index());
 }
+
+#[test]
+fn a_leader_writing_asynchronously_counts_itself_only_once_persisted() {
+    let mut cluster = Cluster::new(3);
+    cluster.run(50);
+    let leader = cluster.leader().unwrap();
+    let others: Vec<NodeId> = (1..=3).filter(|id| *id != leader).collect();
+    let node = cluster.nodes.get_mut(&leader).unwrap();
+    let (term, index) = node.propose(b"x".to_vec()).unwrap();
+    let mut ready = node.ready();
+    assert!(ready.may_write_async());
+    let appends = ready.take_early_messages();
+    assert_eq!(appends.len(), 2);
+    assert!(node.advance_async());
+    // The write is in progress: nothing more to hand out for it.
+    assert!(node.ready().entries.is_empty());
+    node.advance();
+    // One follower acknowledges: with the leader's own write still in
+    // progress that is one disk of three, no commit.
+    let first = appends.iter().find(|m| m.to == others[0]).unwrap().clone();
+    let follower = cluster.nodes.get_mut(&others[0]).unwrap();
+    follower.step(first);
+    let reply = follower.ready();
+    follower.advance();
+    let node = cluster.nodes.get_mut(&leader).unwrap();
+    for message in reply.messages {
+        node.step(message);
+    }
+    assert_eq!(node.commit_index(), index - 1);
+    // Its own write lands: two disks of three, committed.
+    node.persisted(index, term);
+    assert_eq!(node.commit_index(), index);
+    // A persisted() for an entry the log no longer has is ignored.
+    node.persisted(index + 5, term);
+    assert_eq!(node.commit_index(), index);
+}
+
+#[test]
+fn a_failed_asynchronous_write_is_handed_out_again() {
+    let mut cluster = Cluster::new(1);
+    cluster.run(30);
+    let node = cluster.nodes.get_mut(&1).unwrap();
+    let (_, index) = node.propose(b"x".to_vec()).unwrap();
+    let ready = node.ready();
+    assert_eq!(ready.entries.last().map(|e| e.index), Some(index));
+    assert!(node.advance_async());
+    assert!(!node.has_ready());
+    node.write_failed();
+    let again = node.ready();
+    assert_eq!(again.entries.last().map(|e| e.index), Some(index));
+    node.advance();
+    assert_eq!(node.commit_index(), index);
+}

@@ -228,9 +228,26 @@ impl Store {
     /// a gap, an older snapshot, a commit past the last entry, a term below
     /// the log's, or an unbootstrapped store.
     pub fn persist(&mut self, write: &Write) -> Result<(), StoreError> {
-        check_batch(write.entries).map_err(StoreError::Invalid)?;
+        self.persist_all(std::slice::from_ref(write))
+    }
+
+    /// Writes several batches, in order, in one transaction (one fsync):
+    /// what `persist` does for each, all or nothing.
+    ///
+    /// # Errors
+    /// As [`Store::persist`], for the first batch that fails.
+    pub fn persist_all(&mut self, writes: &[Write]) -> Result<(), StoreError> {
         let mut txn = self.env.begin_rw_txn()?;
-        let mut snapshot_at = self.snapshot_position(&txn)?;
+        for write in writes {
+            self.persist_in(&mut txn, write)?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    fn persist_in(&self, txn: &mut RwTransaction, write: &Write) -> Result<(), StoreError> {
+        check_batch(write.entries).map_err(StoreError::Invalid)?;
+        let mut snapshot_at = self.snapshot_position(txn)?;
         if let Some(snapshot) = write.snapshot {
             if snapshot.meta.index < snapshot_at.index {
                 return Err(StoreError::Invalid(format!(
@@ -238,7 +255,7 @@ impl Store {
                     snapshot.meta.index, snapshot_at.index
                 )));
             }
-            self.put_snapshot(&mut txn, snapshot)?;
+            self.put_snapshot(txn, snapshot)?;
             txn.clear_db(self.log)?;
             snapshot_at = Position {
                 index: snapshot.meta.index,
@@ -247,31 +264,30 @@ impl Store {
         }
         let last = match (write.entries.first(), write.entries.last()) {
             (Some(first), Some(last)) => {
-                self.check_attach(&txn, snapshot_at, first)?;
-                self.delete_from(&mut txn, first.index)?;
+                self.check_attach(txn, snapshot_at, first)?;
+                self.delete_from(txn, first.index)?;
                 for entry in write.entries {
-                    put_entry(&mut txn, self.log, entry, WriteFlags::APPEND)?;
+                    put_entry(txn, self.log, entry, WriteFlags::APPEND)?;
                 }
                 Position {
                     index: last.index,
                     term: last.term,
                 }
             }
-            _ => self.last_position(&txn, snapshot_at)?,
+            _ => self.last_position(txn, snapshot_at)?,
         };
         let hard_state = match write.hard_state {
             Some(hard_state) => *hard_state,
-            None => self.read_hard_state(&txn)?,
+            None => self.read_hard_state(txn)?,
         };
         check_hard_state(&hard_state, last).map_err(StoreError::Invalid)?;
         if let Some(hard_state) = write.hard_state {
-            self.put_hard_state(&mut txn, hard_state)?;
+            self.put_hard_state(txn, hard_state)?;
         }
         if let Some(app) = &write.app {
             check_app(app, last).map_err(StoreError::Invalid)?;
-            self.put_app(&mut txn, app)?;
+            self.put_app(txn, app)?;
         }
-        txn.commit()?;
         Ok(())
     }
 

@@ -129,6 +129,9 @@ pub fn run_seed(seed: u64) -> Result<Outcome, String> {
     if rng.chance(500) {
         cluster.set_early(true);
     }
+    if rng.chance(500) {
+        cluster.set_async_writes(true);
+    }
     cluster.log(|| format!("plan {plan:?}\nnet {net:?}\nconfig {config:?}"));
     let result = run(&mut cluster, &plan, &mut rng, &config);
     if result.is_err() {
@@ -169,7 +172,7 @@ fn inject(cluster: &mut Cluster, plan: &Plan, rng: &mut Rng) -> Result<(), Strin
     if rng.chance(plan.crash_per_mille)
         && let Some(id) = rng.pick(&cluster.up_ids())
     {
-        if cluster.early && rng.chance(500) {
+        if (cluster.early || cluster.async_writes) && rng.chance(500) {
             cluster.crash_in_ready(id);
         } else {
             cluster.crash(id);

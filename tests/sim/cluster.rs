@@ -84,6 +84,9 @@ pub struct Cluster {
     pub drift: BTreeMap<NodeId, Drift>,
     /// Nodes added from now on take the Ready shortcuts (`SimNode::early`).
     pub early: bool,
+    /// Nodes added from now on write a leader's batches asynchronously
+    /// (`SimNode::async_writes`).
+    pub async_writes: bool,
     pub trace: bool,
 }
 
@@ -132,6 +135,7 @@ impl Cluster {
             delivered: 0,
             drift: BTreeMap::new(),
             early: false,
+            async_writes: false,
             trace: std::env::var_os("SIM_TRACE").is_some(),
         };
         for (id, disk) in disks {
@@ -146,6 +150,7 @@ impl Cluster {
         config.seed = splitmix64(self.boot_rng.next_u64());
         let mut node = SimNode::start(config, disk)?;
         node.early = self.early;
+        node.async_writes = self.async_writes;
         self.nodes.insert(id, node);
         self.log(|| format!("node {id} started"));
         self.after_event(Vec::new())
@@ -217,6 +222,45 @@ impl Cluster {
         for node in self.nodes.values_mut() {
             node.early = early;
         }
+    }
+
+    /// Every node, and those added later, write a leader's batches
+    /// asynchronously.
+    pub fn set_async_writes(&mut self, on: bool) {
+        self.async_writes = on;
+        for node in self.nodes.values_mut() {
+            node.async_writes = on;
+        }
+    }
+
+    /// Asynchronous writes finish: on each node, in random order, the
+    /// oldest queued write completes with probability `per_mille`, and
+    /// then maybe the next.
+    pub fn complete_writes(&mut self, per_mille: u64) -> Result<(), String> {
+        let mut ids: Vec<NodeId> = self
+            .nodes
+            .iter()
+            .filter(|(_, n)| !n.pending.is_empty())
+            .map(|(id, _)| *id)
+            .collect();
+        self.rng.shuffle(&mut ids);
+        for id in ids {
+            while self.rng.chance(per_mille) {
+                let now = self.now;
+                let Some(node) = self.nodes.get_mut(&id) else {
+                    break;
+                };
+                if !node
+                    .complete_write(&mut self.net, &mut self.check, now)
+                    .map_err(|e| format!("tick {now}: {e}"))?
+                {
+                    break;
+                }
+                self.log(|| format!("node {id} finished a write"));
+                self.with_node(id, |_| ())?;
+            }
+        }
+        Ok(())
     }
 
     pub fn restart(&mut self, id: NodeId) -> Result<(), String> {
@@ -307,6 +351,9 @@ impl Cluster {
         self.now += 1;
         self.tick_all()?;
         self.deliver_due()?;
+        if self.async_writes {
+            self.complete_writes(600)?;
+        }
         if self.net.in_flight() > IN_FLIGHT_MAX {
             return Err(format!(
                 "tick {}: message storm: {} messages in flight",
@@ -356,13 +403,19 @@ impl Cluster {
             return Ok(false);
         };
         let data = node.app.encode_up_to(index);
+        let now = self.now;
+        // The driver's compaction waits for the queued writes: the disk
+        // must hold the entry it compacts to.
+        while node
+            .complete_write(&mut self.net, &mut self.check, now)
+            .map_err(|e| format!("tick {now}: {e}"))?
+        {}
         let Some(raft) = node.raft.as_mut() else {
             return Ok(false);
         };
         if raft.compact(index, data.clone()).is_err() {
             return Ok(false);
         }
-        let now = self.now;
         node.disk
             .compact(index, data)
             .map_err(|e| format!("tick {now}: node {id}: {e}"))?;

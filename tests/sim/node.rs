@@ -3,7 +3,9 @@
 //! exactly the order the core's contract demands. Owns one node's state;
 //! the network and the cross-node checks are handed in.
 
-use ticketd::raft::{Config, Entry, EntryKind, Message, NodeId, Raft, Term};
+use std::collections::VecDeque;
+
+use ticketd::raft::{Config, Entry, EntryKind, Message, NodeId, Raft, Ready, Term};
 
 use crate::app::App;
 use crate::checks::Checker;
@@ -28,6 +30,13 @@ pub struct SimNode {
     pub early: bool,
     /// Dies in its next Ready, after the early work and before the write.
     pub crash_in_ready: bool,
+    /// Writes a durable leader's batches asynchronously
+    /// (`Raft::advance_async`): they complete later, in order, when the
+    /// cluster says so, and a crash loses those not complete.
+    pub async_writes: bool,
+    /// Asynchronous writes not on disk yet, oldest first, each with the
+    /// messages that wait for it.
+    pub pending: VecDeque<(Ready, Vec<Message>)>,
 }
 
 impl SimNode {
@@ -41,6 +50,8 @@ impl SimNode {
             stopped: false,
             early: false,
             crash_in_ready: false,
+            async_writes: false,
+            pending: VecDeque::new(),
         };
         node.boot()?;
         Ok(node)
@@ -62,6 +73,7 @@ impl SimNode {
     pub fn crash(&mut self, unsynced_survives: bool) {
         self.raft = None;
         self.app = App::default();
+        self.pending.clear();
         self.disk.crash(unsynced_survives);
     }
 
@@ -92,6 +104,26 @@ impl SimNode {
             }
             let mut ready = raft.ready();
             let term = raft.term();
+            if self.async_writes && ready.may_write_async() {
+                self.send(net, now, ready.take_early_messages())?;
+                let committed = std::mem::take(&mut ready.committed);
+                self.apply(check, term, &committed, &mut configs)?;
+                let messages = std::mem::take(&mut ready.messages);
+                let Some(raft) = self.raft.as_mut() else {
+                    return Ok(configs);
+                };
+                if !raft.advance_async() {
+                    return Err(self.fail("advance_async refused a Ready that may_write_async"));
+                }
+                self.pending.push_back((ready, messages));
+                if std::mem::take(&mut self.crash_in_ready) {
+                    self.crash(false);
+                    return Ok(configs);
+                }
+                continue;
+            }
+            // A batch written in place waits for every queued write.
+            while self.complete_write(net, check, now)? {}
             let mut done = 0;
             if self.early {
                 self.send(net, now, ready.take_early_messages())?;
@@ -115,6 +147,40 @@ impl SimNode {
             }
         }
         Err(self.fail("has_ready() never turns false"))
+    }
+
+    /// The entry at `index` as it will be once the queued writes are on
+    /// disk.
+    pub fn log_entry(&self, index: u64) -> Option<&Entry> {
+        for (ready, _) in self.pending.iter().rev() {
+            if let Some(first) = ready.entries.first()
+                && index >= first.index
+                && let Some(entry) = ready.entries.get((index - first.index) as usize)
+            {
+                return Some(entry);
+            }
+        }
+        self.disk.entry(index)
+    }
+
+    /// Puts the oldest asynchronous write on disk, sends what waited for
+    /// it and tells the core. False when none was queued.
+    pub fn complete_write(
+        &mut self,
+        net: &mut Network,
+        check: &mut Checker,
+        now: u64,
+    ) -> Result<bool, String> {
+        let Some((ready, messages)) = self.pending.pop_front() else {
+            return Ok(false);
+        };
+        let written = self.disk.persist(&ready).map_err(|e| self.fail(&e))?;
+        check.on_written(self.id, &written)?;
+        self.send(net, now, messages)?;
+        if let (Some(raft), Some(last)) = (self.raft.as_mut(), ready.entries.last()) {
+            raft.persisted(last.index, last.term);
+        }
+        Ok(true)
     }
 
     fn send(&self, net: &mut Network, now: u64, messages: Vec<Message>) -> Result<(), String> {

@@ -1,0 +1,206 @@
+//! The writer thread: puts a leader's batches on disk while the node
+//! thread goes on stepping messages and answering what commits (see
+//! "Asynchronous leader writes" in [`crate::raft`]).
+//!
+//! It owns the store behind a mutex. Everything queued while a write runs
+//! goes into the next LMDB transaction (one fsync), strictly in the order
+//! queued; each job comes
+//! back to the node thread as a [`Done`], and the node thread is woken
+//! through its inbox. Anything else that touches the store (a follower's
+//! write, a snapshot, compaction) first waits until no job is queued
+//! ([`Writer::finish`]) and then uses [`Writer::store`] on the node
+//! thread, so the order on disk is always the order handed out.
+//!
+//! After a failed write every job already queued with the same epoch is
+//! dropped unwritten: they would follow a gap. The node thread rewinds
+//! the core and starts a new epoch.
+
+use std::sync::mpsc::{Receiver, Sender, SyncSender, channel};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use super::Input;
+use crate::raft::{Entry, HardState, Message};
+use crate::store::{AppRecord, Store, StoreError, Write};
+
+/// One batch to write.
+pub(super) struct Job {
+    pub epoch: u64,
+    pub entries: Vec<Entry>,
+    pub hard_state: Option<HardState>,
+    pub app: AppRecord,
+    /// Sent by the node thread once the batch is on disk.
+    pub messages: Vec<Message>,
+}
+
+/// What became of a job.
+pub(super) enum Outcome {
+    /// On disk, after this many microseconds in the store; `synced` for
+    /// the first job of a transaction (which counts its fsync).
+    Written {
+        micros: u64,
+        synced: bool,
+    },
+    Failed(StoreError),
+    /// Not attempted: an earlier job of its epoch failed.
+    Dropped,
+}
+
+pub(super) struct Done {
+    pub job: Job,
+    pub outcome: Outcome,
+}
+
+pub(super) struct Writer {
+    store: Arc<Mutex<Store>>,
+    jobs: Option<Sender<Job>>,
+    done: Receiver<Done>,
+    thread: Option<JoinHandle<()>>,
+    /// Jobs queued whose `Done` the node thread has not taken yet.
+    queued: usize,
+    /// Jobs are tagged with this; a failure starts the next.
+    pub epoch: u64,
+}
+
+impl Writer {
+    /// Starts the thread; `wake` is the node thread's inbox.
+    ///
+    /// # Errors
+    /// When the thread cannot be started.
+    pub fn start(store: Store, wake: SyncSender<Input>) -> std::io::Result<Writer> {
+        let store = Arc::new(Mutex::new(store));
+        let (jobs, job_rx) = channel::<Job>();
+        let (done_tx, done) = channel::<Done>();
+        let thread_store = Arc::clone(&store);
+        let thread = std::thread::Builder::new()
+            .name("writer".into())
+            .spawn(move || write_jobs(&thread_store, &job_rx, &done_tx, &wake))?;
+        Ok(Writer {
+            store,
+            jobs: Some(jobs),
+            done,
+            thread: Some(thread),
+            queued: 0,
+            epoch: 0,
+        })
+    }
+
+    /// The store, for the node thread's own use. Call [`Writer::finish`]
+    /// first for anything that must follow the queued writes.
+    pub fn store(&self) -> MutexGuard<'_, Store> {
+        self.store.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn queue(&mut self, job: Job) -> bool {
+        match &self.jobs {
+            Some(jobs) if jobs.send(job).is_ok() => {
+                self.queued += 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// A finished job, if one is waiting.
+    pub fn try_done(&mut self) -> Option<Done> {
+        let done = self.done.try_recv().ok()?;
+        self.queued -= 1;
+        Some(done)
+    }
+
+    /// Waits for the next finished job; `None` when nothing is queued (or
+    /// the thread is gone).
+    pub fn wait_done(&mut self) -> Option<Done> {
+        if self.queued == 0 {
+            return None;
+        }
+        let done = self.done.recv().ok()?;
+        self.queued -= 1;
+        Some(done)
+    }
+
+    /// Stops the thread after the queued jobs.
+    pub fn stop(&mut self) {
+        self.jobs = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Jobs written in one transaction at most.
+const BATCH_MAX: usize = 1024;
+
+fn write_jobs(
+    store: &Mutex<Store>,
+    jobs: &Receiver<Job>,
+    done: &Sender<Done>,
+    wake: &SyncSender<Input>,
+) {
+    let mut failed_epoch = None;
+    while let Ok(first) = jobs.recv() {
+        // Group commit: everything queued meanwhile goes in the same
+        // transaction, behind one fsync.
+        let mut batch = vec![first];
+        while batch.len() < BATCH_MAX {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let (dropped, batch): (Vec<Job>, Vec<Job>) = batch
+            .into_iter()
+            .partition(|job| failed_epoch == Some(job.epoch));
+        let mut finished: Vec<Done> = dropped
+            .into_iter()
+            .map(|job| Done {
+                job,
+                outcome: Outcome::Dropped,
+            })
+            .collect();
+        if !batch.is_empty() {
+            let started = Instant::now();
+            let writes: Vec<Write> = batch
+                .iter()
+                .map(|job| Write {
+                    snapshot: None,
+                    entries: &job.entries,
+                    hard_state: job.hard_state.as_ref(),
+                    app: Some(job.app),
+                })
+                .collect();
+            let result = store
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .persist_all(&writes);
+            drop(writes);
+            let micros = started.elapsed().as_micros() as u64;
+            let mut error = match result {
+                Ok(()) => None,
+                Err(e) => {
+                    failed_epoch = batch.first().map(|job| job.epoch);
+                    Some(e)
+                }
+            };
+            for (n, job) in batch.into_iter().enumerate() {
+                let outcome = match error.take() {
+                    Some(e) => Outcome::Failed(e),
+                    None if failed_epoch == Some(job.epoch) => Outcome::Dropped,
+                    None => Outcome::Written {
+                        micros,
+                        synced: n == 0,
+                    },
+                };
+                finished.push(Done { job, outcome });
+            }
+        }
+        for one in finished {
+            if done.send(one).is_err() {
+                return;
+            }
+        }
+        // A full inbox means the node thread is busy and will look.
+        let _ = wake.try_send(Input::Written);
+    }
+}
