@@ -8,6 +8,11 @@
 //! It owns nothing of ticketd and links none of it: a benchmark baseline
 //! must not share the code it is the baseline for.
 //!
+//! Like ticketd, it answers each request on the thread that read it from
+//! its connection (tiny_http's handler mode); `--workers N` instead hands
+//! requests to N worker threads (tiny_http's usual `recv()` loop), to
+//! measure what that hand-off costs.
+//!
 //! Usage: `bare_server [--addr HOST:PORT] [--workers N]`. It prints
 //! `LISTENING <addr>` once bound and serves until killed.
 
@@ -18,18 +23,17 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use tiny_http::{Header, Method, Response, Server, StatusCode};
+use tiny_http::{Header, Method, Request, Response, Server, StatusCode};
 
 /// ticketd's `COUNT_MAX`: the same cap on one answer's size.
 const COUNT_MAX: u64 = 100_000;
-/// ticketd's HTTP worker count.
-const WORKERS_DEFAULT: usize = 64;
 /// Far more threads than this is a typo, not a benchmark.
 const WORKERS_MAX: usize = 4096;
 
 struct Options {
     addr: String,
-    workers: usize,
+    /// `None`: answer on the connection's thread, as ticketd does.
+    workers: Option<usize>,
 }
 
 fn main() -> ExitCode {
@@ -67,7 +71,12 @@ fn parse(args: &[String]) -> Result<Option<Options>, String> {
         "listen address (default 127.0.0.1:0)",
         "HOST:PORT",
     );
-    spec.optopt("", "workers", "worker threads (default 64)", "N");
+    spec.optopt(
+        "",
+        "workers",
+        "hand requests to N worker threads (default: none, answer on the connection's thread)",
+        "N",
+    );
     spec.optflag("h", "help", "print this help");
     let matches = spec.parse(args).map_err(|e| e.to_string())?;
     if matches.opt_present("help") {
@@ -80,9 +89,9 @@ fn parse(args: &[String]) -> Result<Option<Options>, String> {
         .opt_str("addr")
         .unwrap_or_else(|| "127.0.0.1:0".to_string());
     let workers = match matches.opt_str("workers") {
-        None => WORKERS_DEFAULT,
+        None => None,
         Some(raw) => match raw.parse::<usize>() {
-            Ok(n) if (1..=WORKERS_MAX).contains(&n) => n,
+            Ok(n) if (1..=WORKERS_MAX).contains(&n) => Some(n),
             _ => return Err(format!("--workers must be 1 to {WORKERS_MAX}, not {raw:?}")),
         },
     };
@@ -95,13 +104,25 @@ fn serve(options: &Options) -> Result<(), String> {
     let local = listener
         .local_addr()
         .map_err(|e| format!("no local address: {e}"))?;
+    let counter = Arc::new(AtomicU64::new(1));
+    let Some(worker_count) = options.workers else {
+        let handler_counter = Arc::clone(&counter);
+        let handler: tiny_http::Handler =
+            Arc::new(move |request| respond(request, &handler_counter));
+        let _server = Server::from_listener_with_handler(listener, handler)
+            .map_err(|e| format!("tiny_http: {e}"))?;
+        println!("LISTENING {local}");
+        let _ = std::io::stdout().flush();
+        loop {
+            std::thread::park();
+        }
+    };
     let server = Server::from_listener(listener, None).map_err(|e| format!("tiny_http: {e}"))?;
     let server = Arc::new(server);
-    let counter = Arc::new(AtomicU64::new(1));
     println!("LISTENING {local}");
     let _ = std::io::stdout().flush();
-    let mut workers = Vec::with_capacity(options.workers);
-    for n in 0..options.workers {
+    let mut workers = Vec::with_capacity(worker_count);
+    for n in 0..worker_count {
         let server = Arc::clone(&server);
         let counter = Arc::clone(&counter);
         let worker = std::thread::Builder::new()
@@ -118,16 +139,20 @@ fn serve(options: &Options) -> Result<(), String> {
 
 fn work(server: &Server, counter: &AtomicU64) {
     while let Ok(request) = server.recv() {
-        let (status, body) = answer(request.method(), request.url(), counter);
-        let response = Response::from_data(body.into_bytes()).with_status_code(StatusCode(status));
-        // ticketd sends this header too: keep the bytes on the wire equal.
-        let response = match Header::from_bytes("Content-Type", "text/plain; charset=utf-8") {
-            Ok(header) => response.with_header(header),
-            Err(()) => response,
-        };
-        // A client that went away is its own problem, not the server's.
-        let _ = request.respond(response);
+        respond(request, counter);
     }
+}
+
+fn respond(request: Request, counter: &AtomicU64) {
+    let (status, body) = answer(request.method(), request.url(), counter);
+    let response = Response::from_data(body.into_bytes()).with_status_code(StatusCode(status));
+    // ticketd sends this header too: keep the bytes on the wire equal.
+    let response = match Header::from_bytes("Content-Type", "text/plain; charset=utf-8") {
+        Ok(header) => response.with_header(header),
+        Err(()) => response,
+    };
+    // A client that went away is its own problem, not the server's.
+    let _ = request.respond(response);
 }
 
 /// The status and body for a request: IDs on `POST /`, errors otherwise.

@@ -32,23 +32,38 @@ pub use request::percent_decode;
 /// How long [`HttpServer::shutdown`] waits for requests in progress.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
+/// Shards of [`RequestCounts`]: one lock per request would have every
+/// connection's thread queue on it.
+const COUNT_SHARDS: usize = 16;
+
 /// Requests answered, by route and status, for `/metrics`.
 #[derive(Debug, Default)]
 pub struct RequestCounts {
-    counts: Mutex<BTreeMap<(&'static str, u16), u64>>,
+    shards: [Mutex<BTreeMap<(&'static str, u16), u64>>; COUNT_SHARDS],
 }
 
 impl RequestCounts {
     fn add(&self, route: &'static str, status: u16) {
-        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        thread_local! {
+            static SHARD: usize = {
+                static NEXT: AtomicUsize = AtomicUsize::new(0);
+                NEXT.fetch_add(1, Ordering::Relaxed) % COUNT_SHARDS
+            };
+        }
+        let shard = SHARD.with(|s| *s);
+        let mut counts = self.shards[shard].lock().unwrap_or_else(|p| p.into_inner());
         *counts.entry((route, status)).or_insert(0) += 1;
     }
 
     pub fn snapshot(&self) -> BTreeMap<(&'static str, u16), u64> {
-        self.counts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        let mut total = BTreeMap::new();
+        for shard in &self.shards {
+            let counts = shard.lock().unwrap_or_else(|p| p.into_inner());
+            for (key, count) in counts.iter() {
+                *total.entry(*key).or_insert(0) += count;
+            }
+        }
+        total
     }
 }
 
@@ -183,6 +198,9 @@ fn url_path(url: &str) -> &str {
 /// Where a request that only the leader answers must go instead, when
 /// this node is not the leader: 301/307 to it, or 503 if none is known.
 pub(crate) fn not_here(context: &Context, redirect_status: u16, url: &str) -> Option<Answer> {
+    if context.node.shared.is_leader() {
+        return None;
+    }
     let (role, leader_http) = context.node.shared.role_and_leader_http();
     if role == crate::raft::Role::Leader {
         return None;

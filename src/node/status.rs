@@ -2,7 +2,7 @@
 //! (role, term, leader and where to redirect), the lease, and counters
 //! for `/metrics`. Written only by the node thread, read by anyone.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -88,6 +88,9 @@ impl Counters {
 #[derive(Debug)]
 pub struct Shared {
     status: Mutex<Status>,
+    /// `status.role == Leader`, readable without the lock: every request
+    /// checks it first.
+    leading: AtomicBool,
     pub ids: IdPool,
     pub counters: Counters,
     pub started: Instant,
@@ -100,6 +103,7 @@ impl Shared {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         Arc::new(Shared {
+            leading: AtomicBool::new(status.role == Role::Leader),
             status: Mutex::new(status),
             ids: IdPool::new(),
             counters: Counters::default(),
@@ -126,13 +130,24 @@ impl Shared {
         (status.role, status.leader_http.clone())
     }
 
+    /// Whether this node leads, as last published (no lock taken).
+    pub fn is_leader(&self) -> bool {
+        self.leading.load(Ordering::Acquire)
+    }
+
     /// Replaces the status (node thread only).
     pub fn publish(&self, status: Status) {
-        *self.lock() = status;
+        let mut current = self.lock();
+        *current = status;
+        self.leading
+            .store(current.role == Role::Leader, Ordering::Release);
     }
 
     /// Updates the status in place (node thread only).
     pub fn update(&self, change: impl FnOnce(&mut Status)) {
-        change(&mut self.lock());
+        let mut current = self.lock();
+        change(&mut current);
+        self.leading
+            .store(current.role == Role::Leader, Ordering::Release);
     }
 }

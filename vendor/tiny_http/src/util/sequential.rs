@@ -1,9 +1,10 @@
 use std::io::Result as IoResult;
 use std::io::{Read, Write};
 
-use std::sync::mpsc::channel;
-use std::sync::mpsc::{Receiver, Sender};
+use std::io::{Error as IoError, ErrorKind};
 use std::sync::{Arc, Mutex};
+
+use super::baton::{baton as channel, BatonReceiver as Receiver, BatonSender as Sender};
 
 use std::mem;
 
@@ -114,7 +115,18 @@ impl<R: Read + Send> Read for SequentialReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> IoResult<usize> {
         let mut reader = match self.inner {
             SequentialReaderInner::MyTurn(ref mut reader) => return reader.read(buf),
-            SequentialReaderInner::Waiting(ref mut recv) => recv.recv().unwrap(),
+            // ticketd: this unwrapped; the previous reader always passes
+            // the stream on when dropped, but a panic there must not
+            // become a panic here.
+            SequentialReaderInner::Waiting(ref mut recv) => match recv.recv() {
+                Some(reader) => reader,
+                None => {
+                    return Err(IoError::new(
+                        ErrorKind::BrokenPipe,
+                        "the previous request dropped the connection",
+                    ))
+                }
+            },
             SequentialReaderInner::Empty => unreachable!(),
         };
 
@@ -126,21 +138,26 @@ impl<R: Read + Send> Read for SequentialReader<R> {
 
 impl<W: Write + Send> Write for SequentialWriter<W> {
     fn write(&mut self, buf: &[u8]) -> IoResult<usize> {
-        if let Some(v) = self.trigger.as_mut() {
-            v.recv().unwrap()
+        // The previous response is written (or abandoned): our turn.
+        if let Some(v) = self.trigger.take() {
+            let _ = v.recv();
         }
-        self.trigger = None;
 
-        self.writer.lock().unwrap().write(buf)
+        self.writer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .write(buf)
     }
 
     fn flush(&mut self) -> IoResult<()> {
-        if let Some(v) = self.trigger.as_mut() {
-            v.recv().unwrap()
+        if let Some(v) = self.trigger.take() {
+            let _ = v.recv();
         }
-        self.trigger = None;
 
-        self.writer.lock().unwrap().flush()
+        self.writer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .flush()
     }
 }
 
@@ -153,11 +170,12 @@ where
 
         match inner {
             SequentialReaderInner::MyTurn(reader) => {
-                self.next.send(reader).ok();
+                self.next.send(reader);
             }
             SequentialReaderInner::Waiting(recv) => {
-                let reader = recv.recv().unwrap();
-                self.next.send(reader).ok();
+                if let Some(reader) = recv.recv() {
+                    self.next.send(reader);
+                }
             }
             SequentialReaderInner::Empty => (),
         }
@@ -169,6 +187,6 @@ where
     W: Write + Send,
 {
     fn drop(&mut self) {
-        self.on_finish.send(()).ok();
+        self.on_finish.send(());
     }
 }
