@@ -9,6 +9,7 @@
 mod apply;
 mod boot;
 mod driver;
+mod oneshot;
 mod status;
 mod waiters;
 mod writer;
@@ -16,7 +17,7 @@ mod writer;
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, Sender, SyncSender, TrySendError};
+use std::sync::mpsc::{SyncSender, TrySendError};
 use std::time::Duration;
 
 pub use boot::{BootError, start};
@@ -80,7 +81,7 @@ impl fmt::Display for NodeError {
 }
 
 /// Where an answer goes.
-pub type Reply<T> = Sender<Result<T, NodeError>>;
+pub type Reply<T> = oneshot::Sender<Result<T, NodeError>>;
 
 /// A read of the applied state, run on the node thread under the lease.
 pub type ReadFn = Box<dyn FnOnce(Result<&State, NodeError>) + Send>;
@@ -149,12 +150,11 @@ impl NodeHandle {
         make: impl FnOnce(Reply<T>) -> Input,
         timeout: Duration,
     ) -> Result<T, NodeError> {
-        let (reply, answer): (Reply<T>, Receiver<Result<T, NodeError>>) =
-            std::sync::mpsc::channel();
+        let (reply, answer) = oneshot::channel();
         self.send(make(reply))?;
         answer
             .recv_timeout(timeout)
-            .unwrap_or_else(|_| Err(NodeError::Unavailable("request timed out; retry".into())))
+            .unwrap_or_else(|| Err(NodeError::Unavailable("request timed out; retry".into())))
     }
 
     /// Asks the node thread to stop.

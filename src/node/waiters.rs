@@ -73,13 +73,17 @@ impl Waiters {
     /// Answers the waiters whose time is up.
     pub fn expire(&mut self, now: Instant) {
         for queue in self.queues.values_mut() {
-            queue.retain(|w| {
-                if w.deadline <= now {
-                    let _ = w.reply.send(Ok(not_granted(&w.command)));
-                    return false;
-                }
-                true
-            });
+            if queue.iter().all(|w| w.deadline > now) {
+                continue;
+            }
+            let (due, keep): (VecDeque<Waiter>, VecDeque<Waiter>) = std::mem::take(queue)
+                .into_iter()
+                .partition(|w| w.deadline <= now);
+            *queue = keep;
+            for w in due {
+                let outcome = not_granted(&w.command);
+                let _ = w.reply.send(Ok(outcome));
+            }
         }
         self.queues.retain(|_, q| !q.is_empty());
     }
