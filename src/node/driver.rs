@@ -72,6 +72,9 @@ pub(super) struct Driver {
     /// The app record found on disk, checked once replay reaches it.
     recorded: Option<AppRecord>,
     storage_full: bool,
+    /// Free map space at the last look, and a tenth of the map.
+    room_left: u64,
+    room_floor: u64,
     last_expiry: Instant,
     last_compaction: Instant,
     last_usage_check: Instant,
@@ -115,6 +118,8 @@ impl Driver {
             id_generation: 0,
             recorded: Some(recorded),
             storage_full: false,
+            room_left: 0,
+            room_floor: u64::MAX,
             last_expiry: now,
             last_compaction: now,
             last_usage_check: now,
@@ -408,12 +413,12 @@ impl Driver {
         }
         // Check often enough that writes stop before the map is full: by
         // time, and after every few dozen KiB written.
-        if now.duration_since(self.last_usage_check) >= Duration::from_millis(200)
-            || self.bytes_since_usage_check >= USAGE_CHECK_BYTES
+        if (now.duration_since(self.last_usage_check) >= Duration::from_millis(200)
+            || self.bytes_since_usage_check >= USAGE_CHECK_BYTES)
+            && self.check_usage()
         {
             self.last_usage_check = now;
             self.bytes_since_usage_check = 0;
-            self.check_usage();
         }
         self.refill_ids();
         self.run_waiters();
@@ -515,6 +520,12 @@ impl Driver {
         }
         // The disk must hold the entry compacted to.
         self.finish_writes();
+        if applied > self.raft.stable_index() {
+            // A leader's write failed (map full) after the followers had
+            // committed and this node applied its entries: the state is
+            // ahead of this node's own log until they are written again.
+            return;
+        }
         let data = self.state.encode_snapshot();
         if let Err(e) = self.raft.compact(applied, data) {
             warn!("compaction at {applied} refused: {e}");
@@ -533,9 +544,16 @@ impl Driver {
         }
     }
 
-    fn check_usage(&mut self) {
-        let usage = self.writer.store().usage();
+    /// False when the store was busy (a write is syncing): the next
+    /// round looks again rather than wait for it.
+    fn check_usage(&mut self) -> bool {
+        let usage = self.writer.try_store().map(|store| store.usage());
+        let Some(usage) = usage else {
+            return false;
+        };
         if let Ok(usage) = usage {
+            self.room_left = usage.available_bytes;
+            self.room_floor = usage.map_size_bytes / 10;
             let full = usage.available_bytes < STORAGE_RESERVE_BYTES.min(usage.map_size_bytes / 10);
             if full != self.storage_full {
                 warn!(
@@ -547,6 +565,7 @@ impl Driver {
             }
             self.storage_full = full;
         }
+        true
     }
 
     /// Handles `Ready`s until the core has nothing more.
@@ -561,13 +580,21 @@ impl Driver {
                 // stop serving before another node can be elected.
                 self.shared.ids.set_lease(None);
             }
-            if ready.must_sync && ready.may_write_async() && !self.storage_full {
+            if ready.must_sync && ready.may_write_async() && self.room_to_write_async() {
                 self.queue_write(ready);
                 continue;
             }
             if ready.must_sync {
                 // Written in place, after everything queued before it.
+                let epoch = self.writer.epoch;
                 self.finish_writes();
+                if self.writer.epoch != epoch {
+                    // A queued write failed and the core rewound: this
+                    // Ready assumed it would land. Drop it (its messages
+                    // are lost, which Raft tolerates); the core hands the
+                    // work out again.
+                    return;
+                }
             }
             // The disk is the slow part: replicate and answer what is
             // already durable while this batch is written (see `Ready`).
@@ -614,9 +641,23 @@ impl Driver {
 
     /// Waits until every queued write is done.
     fn finish_writes(&mut self) {
-        while let Some(done) = self.writer.wait_done() {
-            self.written(done);
+        while self.writer.queued() > 0 {
+            match self.writer.wait_done() {
+                Some(done) => self.written(done),
+                None => self.storage_failure(
+                    "write",
+                    StoreError::Io("the writer thread stopped with writes queued".into()),
+                ),
+            }
         }
+    }
+
+    /// Writes go to the writer thread only with room to spare: a failed
+    /// one (map full) leaves a leader that applied entries its own disk
+    /// lacks, unable to compact until they are written again.
+    fn room_to_write_async(&self) -> bool {
+        let left = self.room_left.saturating_sub(self.bytes_since_usage_check);
+        !self.storage_full && left >= 2 * STORAGE_RESERVE_BYTES.min(self.room_floor)
     }
 
     /// A queued write is done: count it, send what waited for it, and let
@@ -741,7 +782,7 @@ impl Driver {
             .collect()
     }
 
-    /// Publishes the status for HTTP workers and the lease for the pool,
+    /// Publishes the status for HTTP handlers and the lease for the pool,
     /// and gives the transport a changed membership (it is in force as
     /// soon as it is appended).
     fn publish(&mut self) {

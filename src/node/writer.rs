@@ -92,6 +92,20 @@ impl Writer {
         self.store.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The store if no write holds it now.
+    pub fn try_store(&self) -> Option<MutexGuard<'_, Store>> {
+        match self.store.try_lock() {
+            Ok(store) => Some(store),
+            Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        }
+    }
+
+    /// Jobs queued whose outcome the node thread has not seen.
+    pub fn queued(&self) -> usize {
+        self.queued
+    }
+
     pub fn queue(&mut self, job: Job) -> bool {
         match &self.jobs {
             Some(jobs) if jobs.send(job).is_ok() => {

@@ -477,6 +477,11 @@ impl Raft {
         self.log.commit
     }
 
+    /// The last index known to be on this node's disk.
+    pub fn stable_index(&self) -> LogIndex {
+        self.log.stable_index()
+    }
+
     /// The last index handed out for applying (and acknowledged by `advance`).
     pub fn applied_index(&self) -> LogIndex {
         self.log.applied

@@ -186,7 +186,9 @@ impl Ready {
     }
 
     /// How many of `committed` are already on disk (and so may be
-    /// applied before this `Ready` is persisted).
+    /// applied before this `Ready` is persisted). With asynchronous leader
+    /// writes still queued, "on disk" means on a majority's: those entries
+    /// are committed, which is what applying needs.
     pub fn committed_durable(&self) -> usize {
         if self.snapshot.is_some() {
             return 0;

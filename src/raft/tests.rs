@@ -290,3 +290,40 @@ fn a_failed_asynchronous_write_is_handed_out_again() {
     node.advance();
     assert_eq!(node.commit_index(), index);
 }
+
+#[test]
+fn after_a_failed_write_a_leader_may_have_applied_past_its_disk() {
+    // The driver must not compact to `applied` then (the disk lacks the
+    // entry): it compares with `stable_index`.
+    let mut cluster = Cluster::new(3);
+    cluster.run(50);
+    let leader = cluster.leader().unwrap();
+    let node = cluster.nodes.get_mut(&leader).unwrap();
+    let on_disk = node.stable_index();
+    let (_, index) = node.propose(b"x".to_vec()).unwrap();
+    let mut ready = node.ready();
+    let appends = ready.take_early_messages();
+    assert!(node.advance_async());
+    let mut replies = Vec::new();
+    for message in appends {
+        let follower = cluster.nodes.get_mut(&message.to).unwrap();
+        follower.step(message);
+        replies.extend(follower.ready().messages);
+        follower.advance();
+    }
+    let node = cluster.nodes.get_mut(&leader).unwrap();
+    for message in replies {
+        node.step(message);
+    }
+    // Committed by the followers alone; the driver applies it.
+    assert_eq!(node.commit_index(), index);
+    let ready = node.ready();
+    assert_eq!(ready.committed.last().map(|e| e.index), Some(index));
+    assert!(node.advance_async());
+    node.write_failed();
+    assert_eq!(node.applied_index(), index);
+    assert_eq!(node.stable_index(), on_disk);
+    // The entry is handed out again for writing.
+    let again = node.ready();
+    assert_eq!(again.entries.first().map(|e| e.index), Some(on_disk + 1));
+}

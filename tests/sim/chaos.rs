@@ -131,6 +131,9 @@ pub fn run_seed(seed: u64) -> Result<Outcome, String> {
     }
     if rng.chance(500) {
         cluster.set_async_writes(true);
+        if rng.chance(500) {
+            cluster.write_failures_per_mille = 1 + rng.below(20);
+        }
     }
     cluster.log(|| format!("plan {plan:?}\nnet {net:?}\nconfig {config:?}"));
     let result = run(&mut cluster, &plan, &mut rng, &config);
@@ -374,8 +377,11 @@ fn heal(cluster: &mut Cluster) -> Result<(), String> {
     cluster.net.params.loss_per_mille = 0;
     cluster.net.params.duplicate_per_mille = 0;
     cluster.net.params.long_delay_per_mille = 0;
+    cluster.write_failures_per_mille = 0;
     for node in cluster.nodes.values_mut() {
         node.crash_in_ready = false;
+        node.fail_next_write = false;
+        node.storage_full = false;
     }
     for id in crashed(cluster) {
         cluster.restart(id)?;

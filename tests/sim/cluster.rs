@@ -87,6 +87,9 @@ pub struct Cluster {
     /// Nodes added from now on write a leader's batches asynchronously
     /// (`SimNode::async_writes`).
     pub async_writes: bool,
+    /// Per mille of steps in which a node's next queued write fails (the
+    /// map is full).
+    pub write_failures_per_mille: u64,
     pub trace: bool,
 }
 
@@ -136,6 +139,7 @@ impl Cluster {
             drift: BTreeMap::new(),
             early: false,
             async_writes: false,
+            write_failures_per_mille: 0,
             trace: std::env::var_os("SIM_TRACE").is_some(),
         };
         for (id, disk) in disks {
@@ -244,7 +248,22 @@ impl Cluster {
             .map(|(id, _)| *id)
             .collect();
         self.rng.shuffle(&mut ids);
+        if self.write_failures_per_mille > 0 {
+            for node in self.nodes.values_mut() {
+                // The driver's look at the free space: full, or not.
+                if node.storage_full && self.rng.chance(100) {
+                    node.storage_full = false;
+                } else if !node.storage_full && self.rng.chance(5) {
+                    node.storage_full = true;
+                }
+            }
+        }
         for id in ids {
+            if self.rng.chance(self.write_failures_per_mille)
+                && let Some(node) = self.nodes.get_mut(&id)
+            {
+                node.fail_next_write = true;
+            }
             while self.rng.chance(per_mille) {
                 let now = self.now;
                 let Some(node) = self.nodes.get_mut(&id) else {
@@ -405,11 +424,19 @@ impl Cluster {
         let data = node.app.encode_up_to(index);
         let now = self.now;
         // The driver's compaction waits for the queued writes: the disk
-        // must hold the entry it compacts to.
+        // must hold the entry it compacts to. After a failed write a
+        // leader may have applied entries its disk lacks: no compaction.
         while node
             .complete_write(&mut self.net, &mut self.check, now)
             .map_err(|e| format!("tick {now}: {e}"))?
         {}
+        if node.raft().is_some_and(|raft| raft.stable_index() < index) {
+            let configs = node
+                .drain_ready(&mut self.net, &mut self.check, now)
+                .map_err(|e| format!("tick {now}: {e}"))?;
+            self.after_event(configs)?;
+            return Ok(false);
+        }
         let Some(raft) = node.raft.as_mut() else {
             return Ok(false);
         };

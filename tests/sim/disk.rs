@@ -110,6 +110,14 @@ impl Disk {
         }
         let written = self.append(&ready.entries)?;
         if let Some(hard_state) = ready.hard_state {
+            // The store refuses this too (`check_hard_state`).
+            if hard_state.commit > self.last_index() {
+                return Err(format!(
+                    "hard state commit {} past the last log index {}",
+                    hard_state.commit,
+                    self.last_index()
+                ));
+            }
             self.hard_state = hard_state;
         }
         Ok(written)

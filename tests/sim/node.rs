@@ -37,6 +37,15 @@ pub struct SimNode {
     /// Asynchronous writes not on disk yet, oldest first, each with the
     /// messages that wait for it.
     pub pending: VecDeque<(Ready, Vec<Message>)>,
+    /// The next queued write fails (the map is full): it and every write
+    /// queued after it are dropped and the core rewinds, as the driver's
+    /// writer does.
+    pub fail_next_write: bool,
+    /// The driver's `storage_full`: set by a failed write (or a look at
+    /// the free space); writes are then made in place.
+    pub storage_full: bool,
+    /// Failed writes so far.
+    pub failures: u64,
 }
 
 impl SimNode {
@@ -52,6 +61,9 @@ impl SimNode {
             crash_in_ready: false,
             async_writes: false,
             pending: VecDeque::new(),
+            fail_next_write: false,
+            storage_full: false,
+            failures: 0,
         };
         node.boot()?;
         Ok(node)
@@ -104,7 +116,9 @@ impl SimNode {
             }
             let mut ready = raft.ready();
             let term = raft.term();
-            if self.async_writes && ready.may_write_async() {
+            // The driver's conditions: a batch with entries, and room.
+            if self.async_writes && ready.may_write_async() && ready.must_sync && !self.storage_full
+            {
                 self.send(net, now, ready.take_early_messages())?;
                 let committed = std::mem::take(&mut ready.committed);
                 self.apply(check, term, &committed, &mut configs)?;
@@ -122,8 +136,16 @@ impl SimNode {
                 }
                 continue;
             }
-            // A batch written in place waits for every queued write.
-            while self.complete_write(net, check, now)? {}
+            // A batch written in place waits for every queued write; if
+            // one failed, the core rewound and this Ready is stale: the
+            // driver drops it and the core hands the work out again.
+            if ready.must_sync {
+                let failures = self.failures;
+                while self.complete_write(net, check, now)? {}
+                if self.failures != failures {
+                    continue;
+                }
+            }
             let mut done = 0;
             if self.early {
                 self.send(net, now, ready.take_early_messages())?;
@@ -134,8 +156,13 @@ impl SimNode {
                 self.crash(false);
                 return Ok(configs);
             }
-            let written = self.disk.persist(&ready).map_err(|e| self.fail(&e))?;
-            check.on_written(self.id, &written)?;
+            // The driver writes nothing for a commit-only batch; this disk
+            // models it as a write a crash may lose, which must not get
+            // ahead of the queued writes.
+            if ready.must_sync || self.pending.is_empty() {
+                let written = self.disk.persist(&ready).map_err(|e| self.fail(&e))?;
+                check.on_written(self.id, &written)?;
+            }
             if let Some(snapshot) = &ready.snapshot {
                 self.app = App::decode(&snapshot.data).map_err(|e| self.fail(&e))?;
                 check.on_snapshot(self.id, term, &snapshot.meta, &self.app)?;
@@ -171,6 +198,18 @@ impl SimNode {
         check: &mut Checker,
         now: u64,
     ) -> Result<bool, String> {
+        if self.pending.is_empty() {
+            return Ok(false);
+        }
+        if std::mem::take(&mut self.fail_next_write) {
+            self.pending.clear();
+            self.storage_full = true;
+            self.failures += 1;
+            if let Some(raft) = self.raft.as_mut() {
+                raft.write_failed();
+            }
+            return Ok(true);
+        }
         let Some((ready, messages)) = self.pending.pop_front() else {
             return Ok(false);
         };
