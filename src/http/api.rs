@@ -45,10 +45,7 @@ pub fn handle(
         context,
         target,
         url,
-        src: request
-            .remote_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_default(),
+        remote: request.remote_addr().copied(),
     };
     let answer = match (rest, method) {
         (["sessions"], Method::Post) => call.open_session(),
@@ -106,7 +103,8 @@ struct Call<'a> {
     context: &'a Context,
     target: &'a Target,
     url: &'a str,
-    src: String,
+    /// The client's address (turbosquid's session `Src`).
+    remote: Option<std::net::SocketAddr>,
 }
 
 impl Call<'_> {
@@ -196,7 +194,7 @@ impl Call<'_> {
         };
         let command = Command::OpenSession {
             name,
-            src: self.src.clone(),
+            src: self.remote.map(|a| a.to_string()).unwrap_or_default(),
             ttl_ms,
         };
         match self.propose(command, None) {

@@ -1,7 +1,7 @@
 //! Serving IDs from memory: the leader's pool of reserved ranges.
 //!
 //! The node thread reserves ranges through Raft (`ReserveIds` entries)
-//! and hands them to the pool once applied; HTTP workers take IDs from
+//! and hands them to the pool once applied; HTTP handlers take IDs from
 //! the pool under its mutex, without waiting for the disk, as long as
 //! the leader's lease — published here by the node thread — holds. When
 //! the pool runs low the node thread reserves the next range ahead of
@@ -85,7 +85,7 @@ impl IdPool {
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        // A poisoned pool only means a worker panicked mid-take; the data
+        // A poisoned pool only means a handler panicked mid-take; the data
         // is still consistent (every update is a single assignment).
         self.inner
             .lock()

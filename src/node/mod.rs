@@ -1,7 +1,7 @@
 //! The node: the one thread that owns the Raft core and the replicated
 //! state machine, and runs each `Ready` in order (persist → send → apply
 //! → answer). Everything reaches it through one bounded inbox; it shares
-//! only [`Shared`] (status, ID pool, counters) with the HTTP workers.
+//! only [`Shared`] (status, ID pool, counters) with the HTTP handlers.
 //!
 //! It may not parse HTTP or touch sockets itself: LMDB is behind
 //! `crate::store`, peers behind `crate::transport`.

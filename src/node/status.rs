@@ -1,4 +1,4 @@
-//! What the node thread publishes for the HTTP workers: its Raft view
+//! What the node thread publishes for the HTTP handlers: its Raft view
 //! (role, term, leader and where to redirect), the lease, and counters
 //! for `/metrics`. Written only by the node thread, read by anyone.
 
