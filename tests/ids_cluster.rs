@@ -184,6 +184,7 @@ fn survivor_refuses_then_serves_again(name: &str, survivor_is_leader: bool) {
     assert!(killed_at.elapsed() < FAILOVER_MAX);
     assert_eq!(refused.header("retry-after"), Some("1"), "{refused:?}");
     assert_eq!(refused.body.trim_end(), "Leader unavailable", "{refused:?}");
+    assert_eq!(refused.reason, "Leader unavailable", "{refused:?}");
     // It stays unavailable: no quorum, no IDs, no redirect to the dead.
     for _ in 0..5 {
         let again = post(&addr, "/").expect("an answer");

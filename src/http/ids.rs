@@ -34,7 +34,7 @@ pub fn handle(method: &Method, target: &Target, url: &str, context: &Context) ->
         .take(count, Duration::from_secs(5), &wake)
     {
         Ok((first, last)) => respond::text(200, render(first, last)),
-        Err(TakeError::NotServing) => respond::unavailable("Leader unavailable"),
+        Err(TakeError::NotServing) => respond::leader_unavailable(),
         Err(TakeError::TimedOut) => respond::unavailable("no IDs reserved in time; retry"),
     }
 }

@@ -47,6 +47,13 @@ pub fn unavailable(why: &str) -> Answer {
     with_header(response, "Retry-After", "1")
 }
 
+/// 503 while no leader is known (or this leader has no lease yet): the
+/// reason phrase and the body both say `Leader unavailable`, as willemt's
+/// ticketd did.
+pub fn leader_unavailable() -> Answer {
+    unavailable("Leader unavailable").with_reason_phrase("Leader unavailable")
+}
+
 /// A redirect to the same path on `host` (the leader's HTTP address).
 pub fn redirect(status: u16, host: &str, path_and_query: &str) -> Answer {
     let location = format!("http://{host}{path_and_query}");
@@ -69,9 +76,7 @@ pub fn node_error(error_value: &NodeError, redirect_status: u16, path_and_query:
         NodeError::NotLeader {
             leader_http: Some(host),
         } => redirect(redirect_status, host, path_and_query),
-        NodeError::NotLeader { leader_http: None } | NodeError::NoLeader => {
-            unavailable("Leader unavailable")
-        }
+        NodeError::NotLeader { leader_http: None } | NodeError::NoLeader => leader_unavailable(),
         NodeError::Unavailable(why) => unavailable(why),
         NodeError::StorageFull => error(507, "Insufficient Storage: the data store is full"),
         NodeError::NotFound(why) => error(404, why),

@@ -852,7 +852,9 @@ pub fn keep_alive_exchange(addr: &str, requests: &[Vec<u8>]) -> Option<Vec<Respo
             buffer.extend_from_slice(&chunk[..n]);
         }
         let mut lines = head.split("\r\n");
-        let status = lines.next()?.split(' ').nth(1)?.parse().ok()?;
+        let mut status_line = lines.next()?.splitn(3, ' ');
+        let status = status_line.nth(1)?.parse().ok()?;
+        let reason = status_line.next().unwrap_or("").to_string();
         let headers = lines
             .filter_map(|l| l.split_once(':'))
             .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
@@ -861,6 +863,7 @@ pub fn keep_alive_exchange(addr: &str, requests: &[Vec<u8>]) -> Option<Vec<Respo
         buffer.drain(..head_end + length);
         answers.push(Response {
             status,
+            reason,
             headers,
             body,
         });

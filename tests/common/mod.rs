@@ -61,6 +61,8 @@ impl Drop for TempDir {
 #[derive(Debug, Clone)]
 pub struct Response {
     pub status: u16,
+    /// The status line's reason phrase.
+    pub reason: String,
     pub headers: BTreeMap<String, String>,
     pub body: String,
 }
@@ -99,7 +101,9 @@ fn parse_response(raw: &[u8]) -> Option<Response> {
     let split = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
     let head = std::str::from_utf8(&raw[..split]).ok()?;
     let mut lines = head.split("\r\n");
-    let status = lines.next()?.split(' ').nth(1)?.parse().ok()?;
+    let mut status_line = lines.next()?.splitn(3, ' ');
+    let status = status_line.nth(1)?.parse().ok()?;
+    let reason = status_line.next().unwrap_or("").to_string();
     let headers = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
@@ -116,6 +120,7 @@ fn parse_response(raw: &[u8]) -> Option<Response> {
     };
     Some(Response {
         status,
+        reason,
         headers,
         body,
     })

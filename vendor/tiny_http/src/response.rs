@@ -43,6 +43,8 @@ pub struct Response<R> {
     headers: Vec<Header>,
     data_length: Option<usize>,
     chunked_threshold: Option<usize>,
+    /// ticketd: the status line's reason phrase, if not the standard one.
+    reason_phrase: Option<String>,
 }
 
 /// A `Response` without a template parameter.
@@ -80,6 +82,7 @@ fn write_message_header<W>(
     mut writer: W,
     http_version: &HTTPVersion,
     status_code: &StatusCode,
+    reason_phrase: Option<&str>,
     headers: &[Header],
 ) -> IoResult<()>
 where
@@ -92,7 +95,7 @@ where
         http_version.0,
         http_version.1,
         status_code.0,
-        status_code.default_reason_phrase()
+        reason_phrase.unwrap_or(status_code.default_reason_phrase())
     )?;
 
     // writing headers
@@ -206,6 +209,7 @@ where
             headers: Vec::with_capacity(16),
             data_length,
             chunked_threshold: None,
+            reason_phrase: None,
         };
 
         for h in headers {
@@ -308,6 +312,16 @@ where
         self
     }
 
+    /// ticketd: the same response with `phrase` as the status line's
+    /// reason phrase (e.g. `503 Leader unavailable`). Ignored unless it
+    /// is printable ASCII without control characters.
+    pub fn with_reason_phrase(mut self, phrase: &str) -> Response<R> {
+        if !phrase.is_empty() && phrase.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+            self.reason_phrase = Some(phrase.to_owned());
+        }
+        self
+    }
+
     /// Returns the same request, but with different data.
     pub fn with_data<S>(self, reader: S, data_length: Option<usize>) -> Response<S>
     where
@@ -319,6 +333,7 @@ where
             status_code: self.status_code,
             data_length,
             chunked_threshold: self.chunked_threshold,
+            reason_phrase: self.reason_phrase,
         }
     }
 
@@ -424,6 +439,7 @@ where
             writer.by_ref(),
             &http_version,
             &self.status_code,
+            self.reason_phrase.as_deref(),
             &self.headers,
         )?;
 
@@ -481,6 +497,7 @@ where
             headers: self.headers,
             data_length: self.data_length,
             chunked_threshold: self.chunked_threshold,
+            reason_phrase: self.reason_phrase,
         }
     }
 }
@@ -569,6 +586,7 @@ impl Clone for Response<io::Empty> {
             headers: self.headers.clone(),
             data_length: self.data_length,
             chunked_threshold: self.chunked_threshold,
+            reason_phrase: self.reason_phrase.clone(),
         }
     }
 }
