@@ -14,7 +14,9 @@ enum State<T> {
 }
 
 struct Slot<T> {
-    state: Mutex<State<T>>,
+    /// The value, and whether the receiver is waiting on the condvar: a
+    /// notify is a system call, needed only then.
+    state: Mutex<(State<T>, bool)>,
     ready: Condvar,
 }
 
@@ -30,7 +32,7 @@ pub struct Receiver<T> {
 
 pub fn channel<T>() -> (Sender<T>, Receiver<T>) {
     let slot = Arc::new(Slot {
-        state: Mutex::new(State::Empty),
+        state: Mutex::new((State::Empty, false)),
         ready: Condvar::new(),
     });
     (
@@ -42,7 +44,7 @@ pub fn channel<T>() -> (Sender<T>, Receiver<T>) {
 }
 
 impl<T> Slot<T> {
-    fn lock(&self) -> std::sync::MutexGuard<'_, State<T>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, (State<T>, bool)> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -56,8 +58,13 @@ impl<T> Sender<T> {
         if Arc::strong_count(&self.slot) < 2 {
             return Err(value);
         }
-        *self.slot.lock() = State::Full(value);
-        self.slot.ready.notify_one();
+        let mut state = self.slot.lock();
+        state.0 = State::Full(value);
+        let waiting = state.1;
+        drop(state);
+        if waiting {
+            self.slot.ready.notify_one();
+        }
         Ok(())
     }
 }
@@ -65,10 +72,13 @@ impl<T> Sender<T> {
 impl<T> Drop for Sender<T> {
     fn drop(&mut self) {
         let mut state = self.slot.lock();
-        if matches!(*state, State::Empty) {
-            *state = State::Closed;
+        if matches!(state.0, State::Empty) {
+            state.0 = State::Closed;
+            let waiting = state.1;
             drop(state);
-            self.slot.ready.notify_one();
+            if waiting {
+                self.slot.ready.notify_one();
+            }
         }
     }
 }
@@ -80,15 +90,16 @@ impl<T> Receiver<T> {
         let deadline = Instant::now() + timeout;
         let mut state = self.slot.lock();
         loop {
-            match std::mem::replace(&mut *state, State::Closed) {
+            match std::mem::replace(&mut state.0, State::Closed) {
                 State::Full(value) => return Some(value),
                 State::Closed => return None,
-                State::Empty => *state = State::Empty,
+                State::Empty => state.0 = State::Empty,
             }
             let now = Instant::now();
             if now >= deadline {
                 return None;
             }
+            state.1 = true;
             state = self
                 .slot
                 .ready

@@ -15,7 +15,7 @@ enum State<T> {
 }
 
 struct Slot<T> {
-    state: Mutex<State<T>>,
+    state: Mutex<(State<T>, bool)>,
     ready: Condvar,
 }
 
@@ -29,7 +29,9 @@ pub struct BatonReceiver<T> {
 
 pub fn baton<T>() -> (BatonSender<T>, BatonReceiver<T>) {
     let slot = Arc::new(Slot {
-        state: Mutex::new(State::Empty),
+        // The flag: the receiver waits on the condvar. Most hand-overs
+        // find nobody waiting, and a notify is a system call.
+        state: Mutex::new((State::Empty, false)),
         ready: Condvar::new(),
     });
     (
@@ -43,9 +45,12 @@ pub fn baton<T>() -> (BatonSender<T>, BatonReceiver<T>) {
 impl<T> Slot<T> {
     fn put(&self, state: State<T>) {
         let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        *guard = state;
+        guard.0 = state;
+        let waiting = guard.1;
         drop(guard);
-        self.ready.notify_all();
+        if waiting {
+            self.ready.notify_all();
+        }
     }
 }
 
@@ -73,11 +78,12 @@ impl<T> BatonReceiver<T> {
     pub fn recv(&self) -> Option<T> {
         let mut guard = self.slot.state.lock().unwrap_or_else(|p| p.into_inner());
         loop {
-            match std::mem::replace(&mut *guard, State::Closed) {
+            match std::mem::replace(&mut guard.0, State::Closed) {
                 State::Full(value) => return Some(value),
                 State::Closed => return None,
                 State::Empty => {
-                    *guard = State::Empty;
+                    guard.0 = State::Empty;
+                    guard.1 = true;
                     guard = self
                         .slot
                         .ready
