@@ -510,7 +510,11 @@ impl Driver {
 
     fn maybe_compact(&mut self) {
         let applied = self.raft.applied_index();
-        if applied < self.raft.snapshot().meta.index + self.config.compact_entries {
+        // Staggered by node id (up to 3/8 more), so that the members do
+        // not all compact, and stall, at the same moment.
+        let every =
+            self.config.compact_entries + self.config.compact_entries * (self.raft.id() % 4) / 8;
+        if applied < self.raft.snapshot().meta.index + every {
             return;
         }
         if self.applied_through != applied {
@@ -531,16 +535,42 @@ impl Driver {
             warn!("compaction at {applied} refused: {e}");
             return;
         }
-        let compacted = self.writer.store().compact(self.raft.snapshot());
-        match compacted {
-            Ok(()) => info!("compacted the log up to {applied}"),
-            Err(StoreError::MapFull) => {
+        // Written on the writer thread, after the writes queued before
+        // it: a snapshot of megabytes takes tens of milliseconds to store,
+        // which a leader's replication and commits need not wait for.
+        let job = Job {
+            epoch: self.writer.epoch,
+            entries: Vec::new(),
+            hard_state: None,
+            app: AppRecord {
+                high: self.state.high(),
+                applied,
+            },
+            messages: Vec::new(),
+            compact: Some(self.raft.snapshot().clone()),
+        };
+        if !self.writer.queue(job) {
+            self.storage_failure(
+                "compaction",
+                StoreError::Io("the writer thread is gone".into()),
+            );
+        }
+    }
+
+    /// A compaction queued on the writer thread is done.
+    fn compacted(&mut self, index: LogIndex, outcome: WriteOutcome) {
+        match outcome {
+            WriteOutcome::Written { micros, .. } => {
+                info!("compacted the log up to {index} ({} ms)", micros / 1000);
+            }
+            WriteOutcome::Failed(StoreError::MapFull) => {
                 // The disk keeps the longer log and the older snapshot,
                 // which is as good; the next round tries again.
-                warn!("no room to store a snapshot at {applied}; the map is full");
+                warn!("no room to store a snapshot at {index}; the map is full");
                 self.storage_full = true;
             }
-            Err(e) => self.storage_failure("compaction", e),
+            WriteOutcome::Failed(e) => self.storage_failure("compaction", e),
+            WriteOutcome::Dropped => {}
         }
     }
 
@@ -629,6 +659,7 @@ impl Driver {
                 applied: self.applied_through,
             },
             messages: std::mem::take(&mut ready.messages),
+            compact: None,
         };
         if !self.raft.advance_async() {
             error!("the core refused an asynchronous write it offered");
@@ -664,6 +695,10 @@ impl Driver {
     /// the core count this node's copy.
     fn written(&mut self, done: Done) {
         let Done { job, outcome } = done;
+        if let Some(snapshot) = &job.compact {
+            self.compacted(snapshot.meta.index, outcome);
+            return;
+        }
         match outcome {
             WriteOutcome::Written { micros, synced } => {
                 let counters = &self.shared.counters;

@@ -21,7 +21,7 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use super::Input;
-use crate::raft::{Entry, HardState, Message};
+use crate::raft::{Entry, HardState, Message, Snapshot};
 use crate::store::{AppRecord, Store, StoreError, Write};
 
 /// One batch to write.
@@ -32,6 +32,11 @@ pub(super) struct Job {
     pub app: AppRecord,
     /// Sent by the node thread once the batch is on disk.
     pub messages: Vec<Message>,
+    /// Instead of a batch: store this snapshot and drop the log up to it
+    /// (compaction, which the core has done already). Its failure leaves
+    /// the longer log and older snapshot on disk, which is as good, and
+    /// drops nothing queued after it.
+    pub compact: Option<Snapshot>,
 }
 
 /// What became of a job.
@@ -155,14 +160,18 @@ fn write_jobs(
     let mut failed_epoch = None;
     while let Ok(first) = jobs.recv() {
         // Group commit: everything queued meanwhile goes in the same
-        // transaction, behind one fsync.
+        // transaction, behind one fsync, up to a compaction.
         let mut batch = vec![first];
-        while batch.len() < BATCH_MAX {
+        while batch.len() < BATCH_MAX && batch.last().is_some_and(|j| j.compact.is_none()) {
             match jobs.try_recv() {
                 Ok(job) => batch.push(job),
                 Err(_) => break,
             }
         }
+        let compaction = match batch.last() {
+            Some(job) if job.compact.is_some() => batch.pop(),
+            _ => None,
+        };
         let (dropped, batch): (Vec<Job>, Vec<Job>) = batch
             .into_iter()
             .partition(|job| failed_epoch == Some(job.epoch));
@@ -209,6 +218,9 @@ fn write_jobs(
                 finished.push(Done { job, outcome });
             }
         }
+        if let Some(job) = compaction {
+            finished.push(compact(store, job, failed_epoch));
+        }
         for one in finished {
             if done.send(one).is_err() {
                 return;
@@ -217,4 +229,26 @@ fn write_jobs(
         // A full inbox means the node thread is busy and will look.
         let _ = wake.try_send(Input::Written);
     }
+}
+
+fn compact(store: &Mutex<Store>, job: Job, failed_epoch: Option<u64>) -> Done {
+    let outcome = match &job.compact {
+        Some(_) if failed_epoch == Some(job.epoch) => Outcome::Dropped,
+        Some(snapshot) => {
+            let started = Instant::now();
+            let result = store
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .compact(snapshot);
+            match result {
+                Ok(()) => Outcome::Written {
+                    micros: started.elapsed().as_micros() as u64,
+                    synced: false,
+                },
+                Err(e) => Outcome::Failed(e),
+            }
+        }
+        None => Outcome::Dropped,
+    };
+    Done { job, outcome }
 }

@@ -65,6 +65,12 @@ impl Writer {
         Writer { bytes: Vec::new() }
     }
 
+    pub(super) fn with_capacity(capacity: usize) -> Writer {
+        Writer {
+            bytes: Vec::with_capacity(capacity),
+        }
+    }
+
     pub(super) fn u8(&mut self, value: u8) {
         self.bytes.push(value);
     }

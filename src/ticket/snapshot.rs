@@ -34,7 +34,10 @@ const TICKET_BYTES_MIN: usize = 4 + 4 + 8 + 1;
 impl State {
     /// The whole state, in the snapshot format above.
     pub fn encode_snapshot(&self) -> Vec<u8> {
-        let mut w = Writer::new();
+        // A guess at the size (a session is its id, two short strings and
+        // a TTL): growing a multi-megabyte buffer by doubling copies it.
+        let mut w =
+            Writer::with_capacity(64 + 48 * self.sessions.len() + 64 * self.resources.len());
         w.u32(MAGIC);
         w.u8(VERSION);
         w.u64(self.high);
