@@ -1,19 +1,21 @@
 //! The writer thread: puts a leader's batches on disk while the node
 //! thread goes on stepping messages and answering what commits (see
-//! "Asynchronous leader writes" in [`crate::raft`]).
+//! "Asynchronous leader writes" in [`crate::raft`]), and stores the
+//! snapshots of compactions.
 //!
 //! It owns the store behind a mutex. Everything queued while a write runs
 //! goes into the next LMDB transaction (one fsync), strictly in the order
-//! queued; each job comes
-//! back to the node thread as a [`Done`], and the node thread is woken
-//! through its inbox. Anything else that touches the store (a follower's
-//! write, a snapshot, compaction) first waits until no job is queued
-//! ([`Writer::finish`]) and then uses [`Writer::store`] on the node
-//! thread, so the order on disk is always the order handed out.
+//! queued; a compaction is a transaction of its own, in its place in the
+//! queue. Each job comes back to the node thread as a [`Done`], and the
+//! node thread is woken through its inbox. Anything else that writes to
+//! the store (a follower's batch, a snapshot from the leader) first waits
+//! until no job is queued (the driver's `finish_writes`) and then uses
+//! [`Writer::store`] on the node thread, so the order on disk is always
+//! the order handed out.
 //!
 //! After a failed write every job already queued with the same epoch is
 //! dropped unwritten: they would follow a gap. The node thread rewinds
-//! the core and starts a new epoch.
+//! the core and starts a new epoch. A failed compaction drops nothing.
 
 use std::sync::mpsc::{Receiver, Sender, SyncSender, channel};
 use std::sync::{Arc, Mutex, MutexGuard};
