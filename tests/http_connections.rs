@@ -18,22 +18,7 @@ fn post_keep_alive(stream: &mut TcpStream, reader: &mut BufReader<TcpStream>) ->
     stream
         .write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
         .unwrap();
-    let mut status_line = String::new();
-    reader.read_line(&mut status_line).unwrap();
-    let mut length = 0usize;
-    loop {
-        let mut line = String::new();
-        reader.read_line(&mut line).unwrap();
-        if line == "\r\n" {
-            break;
-        }
-        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-            length = v.trim().parse().unwrap();
-        }
-    }
-    let mut body = vec![0; length];
-    reader.read_exact(&mut body).unwrap();
-    status_line.split(' ').nth(1).unwrap().parse().unwrap()
+    read_response(reader).0
 }
 
 #[test]

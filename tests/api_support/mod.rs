@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::common::{Cluster, Response, request, request_following, wait_for};
+use crate::common::{Cluster, Response, parse_response, request, request_following, wait_for};
 
 // ---------------------------------------------------------------- JSON
 
@@ -851,22 +851,8 @@ pub fn keep_alive_exchange(addr: &str, requests: &[Vec<u8>]) -> Option<Vec<Respo
             }
             buffer.extend_from_slice(&chunk[..n]);
         }
-        let mut lines = head.split("\r\n");
-        let mut status_line = lines.next()?.splitn(3, ' ');
-        let status = status_line.nth(1)?.parse().ok()?;
-        let reason = status_line.next().unwrap_or("").to_string();
-        let headers = lines
-            .filter_map(|l| l.split_once(':'))
-            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-            .collect();
-        let body = String::from_utf8_lossy(&buffer[head_end..head_end + length]).into_owned();
+        answers.push(parse_response(&buffer[..head_end + length])?);
         buffer.drain(..head_end + length);
-        answers.push(Response {
-            status,
-            reason,
-            headers,
-            body,
-        });
     }
     Some(answers)
 }

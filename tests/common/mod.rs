@@ -97,7 +97,8 @@ pub fn request(method: &str, addr: &str, path: &str, body: &[u8]) -> Option<Resp
     parse_response(&raw)
 }
 
-fn parse_response(raw: &[u8]) -> Option<Response> {
+/// One whole response (head and body, nothing after it).
+pub fn parse_response(raw: &[u8]) -> Option<Response> {
     let split = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
     let head = std::str::from_utf8(&raw[..split]).ok()?;
     let mut lines = head.split("\r\n");
