@@ -11,7 +11,7 @@ use log::{error, info, warn};
 
 use super::status::{Counters, Shared};
 use super::waiters::Waiters;
-use super::writer::{Done, Job, Outcome as WriteOutcome, Writer};
+use super::writer::{Batch, Done, Job, Outcome as WriteOutcome, Work, Writer};
 use super::{Input, NodeConfig, NodeError, PROPOSAL_TIMEOUT, Reply};
 use crate::raft::{LogIndex, ProposeError, Raft, Ready, Role, Term};
 use crate::store::{AppRecord, StoreError, Write};
@@ -540,14 +540,7 @@ impl Driver {
         // which a leader's replication and commits need not wait for.
         let job = Job {
             epoch: self.writer.epoch,
-            entries: Vec::new(),
-            hard_state: None,
-            app: AppRecord {
-                high: self.state.high(),
-                applied,
-            },
-            messages: Vec::new(),
-            compact: Some(self.raft.snapshot().clone()),
+            work: Work::Compact(self.raft.snapshot().clone()),
         };
         if !self.writer.queue(job) {
             self.storage_failure(
@@ -652,14 +645,15 @@ impl Driver {
         self.apply_entries(committed);
         let job = Job {
             epoch: self.writer.epoch,
-            entries: std::mem::take(&mut ready.entries),
-            hard_state: ready.hard_state,
-            app: AppRecord {
-                high: self.state.high(),
-                applied: self.applied_through,
-            },
-            messages: std::mem::take(&mut ready.messages),
-            compact: None,
+            work: Work::Write(Batch {
+                entries: std::mem::take(&mut ready.entries),
+                hard_state: ready.hard_state,
+                app: AppRecord {
+                    high: self.state.high(),
+                    applied: self.applied_through,
+                },
+                messages: std::mem::take(&mut ready.messages),
+            }),
         };
         if !self.raft.advance_async() {
             error!("the core refused an asynchronous write it offered");
@@ -695,10 +689,10 @@ impl Driver {
     /// the core count this node's copy.
     fn written(&mut self, done: Done) {
         let Done { job, outcome } = done;
-        if let Some(snapshot) = &job.compact {
-            self.compacted(snapshot.meta.index, outcome);
-            return;
-        }
+        let batch = match job.work {
+            Work::Write(batch) => batch,
+            Work::Compact(snapshot) => return self.compacted(snapshot.meta.index, outcome),
+        };
         match outcome {
             WriteOutcome::Written { micros, synced } => {
                 let counters = &self.shared.counters;
@@ -706,11 +700,11 @@ impl Driver {
                     Counters::add(&counters.fsyncs, 1);
                     Counters::add(&counters.fsync_micros_total, micros);
                 }
-                Counters::add(&counters.entries_persisted, job.entries.len() as u64);
-                let bytes: usize = job.entries.iter().map(|e| e.data.len() + 32).sum();
+                Counters::add(&counters.entries_persisted, batch.entries.len() as u64);
+                let bytes: usize = batch.entries.iter().map(|e| e.data.len() + 32).sum();
                 self.bytes_since_usage_check += bytes as u64;
-                self.send_messages(job.messages);
-                if let Some(last) = job.entries.last() {
+                self.send_messages(batch.messages);
+                if let Some(last) = batch.entries.last() {
                     self.raft.persisted(last.index, last.term);
                 }
             }

@@ -26,19 +26,35 @@ use super::Input;
 use crate::raft::{Entry, HardState, Message, Snapshot};
 use crate::store::{AppRecord, Store, StoreError, Write};
 
-/// One batch to write.
+/// One piece of work for the writer, tagged with the epoch it was
+/// queued in.
 pub(super) struct Job {
     pub epoch: u64,
+    pub work: Work,
+}
+
+pub(super) enum Work {
+    /// A leader's batch.
+    Write(Batch),
+    /// Store this snapshot and drop the log up to it (a compaction the
+    /// core has done already). Its failure leaves the longer log and the
+    /// older snapshot on disk, which is as good, and drops nothing queued
+    /// after it.
+    Compact(Snapshot),
+}
+
+pub(super) struct Batch {
     pub entries: Vec<Entry>,
     pub hard_state: Option<HardState>,
     pub app: AppRecord,
     /// Sent by the node thread once the batch is on disk.
     pub messages: Vec<Message>,
-    /// Instead of a batch: store this snapshot and drop the log up to it
-    /// (compaction, which the core has done already). Its failure leaves
-    /// the longer log and older snapshot on disk, which is as good, and
-    /// drops nothing queued after it.
-    pub compact: Option<Snapshot>,
+}
+
+impl Job {
+    fn is_compaction(&self) -> bool {
+        matches!(self.work, Work::Compact(_))
+    }
 }
 
 /// What became of a job.
@@ -164,14 +180,14 @@ fn write_jobs(
         // Group commit: everything queued meanwhile goes in the same
         // transaction, behind one fsync, up to a compaction.
         let mut batch = vec![first];
-        while batch.len() < BATCH_MAX && batch.last().is_some_and(|j| j.compact.is_none()) {
+        while batch.len() < BATCH_MAX && !batch.last().is_some_and(Job::is_compaction) {
             match jobs.try_recv() {
                 Ok(job) => batch.push(job),
                 Err(_) => break,
             }
         }
         let compaction = match batch.last() {
-            Some(job) if job.compact.is_some() => batch.pop(),
+            Some(job) if job.is_compaction() => batch.pop(),
             _ => None,
         };
         let (dropped, batch): (Vec<Job>, Vec<Job>) = batch
@@ -188,11 +204,14 @@ fn write_jobs(
             let started = Instant::now();
             let writes: Vec<Write> = batch
                 .iter()
-                .map(|job| Write {
-                    snapshot: None,
-                    entries: &job.entries,
-                    hard_state: job.hard_state.as_ref(),
-                    app: Some(job.app),
+                .filter_map(|job| match &job.work {
+                    Work::Write(batch) => Some(Write {
+                        snapshot: None,
+                        entries: &batch.entries,
+                        hard_state: batch.hard_state.as_ref(),
+                        app: Some(batch.app),
+                    }),
+                    Work::Compact(_) => None,
                 })
                 .collect();
             let result = store
@@ -234,9 +253,9 @@ fn write_jobs(
 }
 
 fn compact(store: &Mutex<Store>, job: Job, failed_epoch: Option<u64>) -> Done {
-    let outcome = match &job.compact {
-        Some(_) if failed_epoch == Some(job.epoch) => Outcome::Dropped,
-        Some(snapshot) => {
+    let outcome = match &job.work {
+        _ if failed_epoch == Some(job.epoch) => Outcome::Dropped,
+        Work::Compact(snapshot) => {
             let started = Instant::now();
             let result = store
                 .lock()
@@ -250,7 +269,7 @@ fn compact(store: &Mutex<Store>, job: Job, failed_epoch: Option<u64>) -> Done {
                 Err(e) => Outcome::Failed(e),
             }
         }
-        None => Outcome::Dropped,
+        Work::Write(_) => Outcome::Dropped,
     };
     Done { job, outcome }
 }
