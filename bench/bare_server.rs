@@ -13,15 +13,25 @@
 //! requests to N worker threads (tiny_http's usual `recv()` loop), to
 //! measure what that hand-off costs.
 //!
-//! Usage: `bare_server [--addr HOST:PORT] [--workers N]`. It prints
+//! `--handoff` gives the shape of a ticketd write without Raft or a disk:
+//! the connection's thread hands each request to one "committer" thread
+//! and waits for its go-ahead, and the committer answers everything
+//! queued at each wake-up, as ticketd's node thread answers a committed
+//! batch. It is the ceiling for writes on the machine it runs on.
+//! `--wait-us N` has the committer pause N µs before each batch's
+//! answers, a stand-in for the one fsync a commit needs at the least.
+//!
+//! Usage: `bare_server [--addr HOST:PORT] [--workers N | --handoff [--wait-us N]]`. It prints
 //! `LISTENING <addr>` once bound and serves until killed.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::Write;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{SyncSender, sync_channel};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
 use tiny_http::{Header, Method, Request, Response, Server, StatusCode};
 
@@ -29,11 +39,26 @@ use tiny_http::{Header, Method, Request, Response, Server, StatusCode};
 const COUNT_MAX: u64 = 100_000;
 /// Far more threads than this is a typo, not a benchmark.
 const WORKERS_MAX: usize = 4096;
+/// Turns queued for the committer at most (ticketd's inbox is bounded too).
+const QUEUE_MAX: usize = 65_536;
+/// A pause per batch longer than this (a second) is a typo.
+const WAIT_US_MAX: u64 = 1_000_000;
 
 struct Options {
     addr: String,
-    /// `None`: answer on the connection's thread, as ticketd does.
-    workers: Option<usize>,
+    mode: Mode,
+}
+
+/// Where a request is answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    /// On the connection's thread, as ticketd answers IDs.
+    Direct,
+    /// By one of N worker threads.
+    Workers(usize),
+    /// On the connection's thread, after a go-ahead from one committer
+    /// that pauses this long per batch.
+    Handoff(Duration),
 }
 
 fn main() -> ExitCode {
@@ -60,7 +85,7 @@ fn main() -> ExitCode {
 }
 
 fn usage() -> String {
-    "Usage: bare_server [--addr HOST:PORT] [--workers N]\n".to_string()
+    "Usage: bare_server [--addr HOST:PORT] [--workers N | --handoff [--wait-us N]]\n".to_string()
 }
 
 fn parse(args: &[String]) -> Result<Option<Options>, String> {
@@ -77,6 +102,17 @@ fn parse(args: &[String]) -> Result<Option<Options>, String> {
         "hand requests to N worker threads (default: none, answer on the connection's thread)",
         "N",
     );
+    spec.optflag(
+        "",
+        "handoff",
+        "wait for a go-ahead from one committer thread before answering (a write's shape)",
+    );
+    spec.optopt(
+        "",
+        "wait-us",
+        "with --handoff: the committer pauses N microseconds per batch (default 0)",
+        "N",
+    );
     spec.optflag("h", "help", "print this help");
     let matches = spec.parse(args).map_err(|e| e.to_string())?;
     if matches.opt_present("help") {
@@ -88,14 +124,25 @@ fn parse(args: &[String]) -> Result<Option<Options>, String> {
     let addr = matches
         .opt_str("addr")
         .unwrap_or_else(|| "127.0.0.1:0".to_string());
-    let workers = match matches.opt_str("workers") {
+    let wait = match matches.opt_str("wait-us") {
         None => None,
-        Some(raw) => match raw.parse::<usize>() {
-            Ok(n) if (1..=WORKERS_MAX).contains(&n) => Some(n),
+        Some(raw) => match raw.parse::<u64>() {
+            Ok(n) if n <= WAIT_US_MAX => Some(Duration::from_micros(n)),
+            _ => return Err(format!("--wait-us must be 0 to {WAIT_US_MAX}, not {raw:?}")),
+        },
+    };
+    let mode = match (matches.opt_str("workers"), matches.opt_present("handoff")) {
+        (None, false) if wait.is_some() => return Err("--wait-us needs --handoff".into()),
+        (None, false) => Mode::Direct,
+        (None, true) => Mode::Handoff(wait.unwrap_or(Duration::ZERO)),
+        (Some(_), true) => return Err("--workers and --handoff exclude each other".into()),
+        (Some(_), false) if wait.is_some() => return Err("--wait-us needs --handoff".into()),
+        (Some(raw), false) => match raw.parse::<usize>() {
+            Ok(n) if (1..=WORKERS_MAX).contains(&n) => Mode::Workers(n),
             _ => return Err(format!("--workers must be 1 to {WORKERS_MAX}, not {raw:?}")),
         },
     };
-    Ok(Some(Options { addr, workers }))
+    Ok(Some(Options { addr, mode }))
 }
 
 fn serve(options: &Options) -> Result<(), String> {
@@ -105,16 +152,21 @@ fn serve(options: &Options) -> Result<(), String> {
         .local_addr()
         .map_err(|e| format!("no local address: {e}"))?;
     let counter = Arc::new(AtomicU64::new(1));
-    let Some(worker_count) = options.workers else {
-        let handler_counter = Arc::clone(&counter);
-        let handler: tiny_http::Handler =
-            Arc::new(move |request| respond(request, &handler_counter));
-        let _server = Server::from_listener_with_handler(listener, handler)
-            .map_err(|e| format!("tiny_http: {e}"))?;
-        println!("LISTENING {local}");
-        let _ = std::io::stdout().flush();
-        loop {
-            std::thread::park();
+    let worker_count = match options.mode {
+        Mode::Workers(n) => n,
+        Mode::Direct | Mode::Handoff(_) => {
+            let handler_counter = Arc::clone(&counter);
+            let handler: tiny_http::Handler = if let Mode::Handoff(pause) = options.mode {
+                let committer = Committer::start(pause)?;
+                Arc::new(move |request| {
+                    committer.wait_turn();
+                    respond(request, &handler_counter);
+                })
+            } else {
+                Arc::new(move |request| respond(request, &handler_counter))
+            };
+            serve_on_connections(listener, local, handler)?;
+            return Ok(());
         }
     };
     let server = Server::from_listener(listener, None).map_err(|e| format!("tiny_http: {e}"))?;
@@ -135,6 +187,66 @@ fn serve(options: &Options) -> Result<(), String> {
         let _ = worker.join();
     }
     Ok(())
+}
+
+/// Serves in tiny_http's handler mode until the process is killed.
+fn serve_on_connections(
+    listener: std::net::TcpListener,
+    local: std::net::SocketAddr,
+    handler: tiny_http::Handler,
+) -> Result<(), String> {
+    let _server = Server::from_listener_with_handler(listener, handler)
+        .map_err(|e| format!("tiny_http: {e}"))?;
+    println!("LISTENING {local}");
+    let _ = std::io::stdout().flush();
+    loop {
+        std::thread::park();
+    }
+}
+
+/// A go-ahead for one waiting request.
+type Turn = Arc<(Mutex<bool>, Condvar)>;
+
+/// One thread that answers, at each wake-up, every turn queued since
+/// the last: the hand-offs of a ticketd write (connection thread → node
+/// thread → connection thread) without the Raft work in between.
+struct Committer {
+    queue: SyncSender<Turn>,
+}
+
+impl Committer {
+    fn start(pause: Duration) -> Result<Committer, String> {
+        let (queue, turns) = sync_channel::<Turn>(QUEUE_MAX);
+        std::thread::Builder::new()
+            .name("committer".into())
+            .spawn(move || {
+                while let Ok(first) = turns.recv() {
+                    if !pause.is_zero() {
+                        std::thread::sleep(pause);
+                    }
+                    let mut batch = vec![first];
+                    batch.extend(turns.try_iter());
+                    for turn in batch {
+                        *turn.0.lock().unwrap_or_else(|p| p.into_inner()) = true;
+                        turn.1.notify_one();
+                    }
+                }
+            })
+            .map_err(|e| format!("cannot start the committer: {e}"))?;
+        Ok(Committer { queue })
+    }
+
+    /// Queues a turn and waits until the committer has answered it.
+    fn wait_turn(&self) {
+        let turn: Turn = Arc::new((Mutex::new(false), Condvar::new()));
+        if self.queue.send(Arc::clone(&turn)).is_err() {
+            return;
+        }
+        let mut done = turn.0.lock().unwrap_or_else(|p| p.into_inner());
+        while !*done {
+            done = turn.1.wait(done).unwrap_or_else(|p| p.into_inner());
+        }
+    }
 }
 
 fn work(server: &Server, counter: &AtomicU64) {
@@ -189,6 +301,27 @@ fn parse_count(query: &str) -> Result<u64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn mode_of(args: &[&str]) -> Result<Mode, String> {
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        parse(&args).map(|options| options.map_or(Mode::Direct, |o| o.mode))
+    }
+
+    #[test]
+    fn modes_are_parsed() {
+        assert_eq!(mode_of(&[]), Ok(Mode::Direct));
+        assert_eq!(mode_of(&["--handoff"]), Ok(Mode::Handoff(Duration::ZERO)));
+        assert_eq!(
+            mode_of(&["--handoff", "--wait-us", "600"]),
+            Ok(Mode::Handoff(Duration::from_micros(600)))
+        );
+        assert!(mode_of(&["--wait-us", "600"]).is_err());
+        assert!(mode_of(&["--workers", "2", "--wait-us", "600"]).is_err());
+        assert!(mode_of(&["--handoff", "--wait-us", "2000000"]).is_err());
+        assert_eq!(mode_of(&["--workers", "8"]), Ok(Mode::Workers(8)));
+        assert!(mode_of(&["--workers", "8", "--handoff"]).is_err());
+        assert!(mode_of(&["--workers", "0"]).is_err());
+    }
 
     #[test]
     fn counts_are_parsed_and_bounded() {

@@ -14,7 +14,8 @@
 #   BENCH_SKIP_BUILD 1: use the binaries already in target/release
 #   BENCH_TICKETD  the ticketd binary to measure (default target/release/ticketd),
 #                  e.g. a build of another branch for an A/B comparison
-#   BENCH_RUN      which setups to run (default "bare 1node 3node")
+#   BENCH_RUN      which setups to run (default "bare 1node 3node ceiling";
+#                  ceiling pauses as long as 3node's persist, or 0.6 ms)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -62,9 +63,9 @@ build() {
     (cd "$ROOT" && cargo build --release --bins --examples)
 }
 
-# Starts the bare server; sets BARE_ADDR.
+# start_bare [FLAGS...]: starts the bare server; sets BARE_ADDR.
 start_bare() {
-    "$BARE" --addr 127.0.0.1:0 >"$WORK/bare.out" 2>"$WORK/bare.err" &
+    "$BARE" --addr 127.0.0.1:0 "$@" >"$WORK/bare.out" 2>"$WORK/bare.err" &
     PIDS+=($!)
     for _ in $(seq 100); do
         BARE_ADDR=$(awk '/^LISTENING/ {print $2}' "$WORK/bare.out")
@@ -95,16 +96,18 @@ start_cluster() {
     done
 }
 
-# wait_leader: sets LEADER (host:port) once a node says it leads and
-# serves an ID.
+# wait_leader: sets LEADER (host:port) and LEADER_PID once a node says
+# it leads and serves an ID.
 wait_leader() {
-    local port status
+    local i port status
     for _ in $(seq 300); do
-        for port in "${HTTP_PORTS[@]}"; do
+        for i in "${!HTTP_PORTS[@]}"; do
+            port=${HTTP_PORTS[i]}
             status=$(curl -s --max-time 1 "http://127.0.0.1:$port/api/v1/status" || true)
             if [[ $status == *'"Role":"leader"'* ]] &&
                 [[ $(curl -s -o /dev/null -w '%{http_code}' --max-time 2 -X POST "http://127.0.0.1:$port/") == 200 ]]; then
                 LEADER=127.0.0.1:$port
+                LEADER_PID=${NODE_PIDS[i]}
                 return
             fi
         done
@@ -149,6 +152,45 @@ fsync_window() {
         'BEGIN {printf "%.1f", f ? e / f : 0}')
 }
 
+# cpu_ticks PID: user + system clock ticks the process has used.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+
+# machine_ticks: "busy idle" clock ticks of the whole machine.
+machine_ticks() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8, $5 + $6}' /proc/stat; }
+
+# cpu_window LABEL SC CONNS CMD...: runs CMD (a scenario SC at CONNS) and
+# records the CPU each process used per request: the leader, the other
+# nodes, and the rest of the machine (mostly the load generator). The
+# warmup is in the window too, at about the measured rate.
+cpu_window() {
+    local label=$1 sc=$2 conns=$3 pid leader0 others0=0 leader1 others1=0 busy0 idle0 busy1 idle1
+    shift 3
+    leader0=$(cpu_ticks "$LEADER_PID")
+    for pid in "${NODE_PIDS[@]}"; do
+        [[ $pid == "$LEADER_PID" ]] || others0=$((others0 + $(cpu_ticks "$pid")))
+    done
+    read -r busy0 idle0 <<<"$(machine_ticks)"
+    "$@"
+    leader1=$(cpu_ticks "$LEADER_PID")
+    for pid in "${NODE_PIDS[@]}"; do
+        [[ $pid == "$LEADER_PID" ]] || others1=$((others1 + $(cpu_ticks "$pid")))
+    done
+    read -r busy1 idle1 <<<"$(machine_ticks)"
+    local reqs hz followers=$((${#NODE_PIDS[@]} - 1))
+    reqs=$(awk -v r="${R[${label%%.*}.$sc.$conns.reqs_per_sec]:-0}" -v s="$SECS" -v w="$WARMUP" \
+        'BEGIN {printf "%.0f", r * (s + w)}')
+    hz=$(getconf CLK_TCK)
+    # per_request TICKS: microseconds of CPU per request.
+    per_request() { awk -v t="$1" -v n="$reqs" -v hz="$hz" 'BEGIN {if (n > 0) printf "%.0f", 1e6 * t / hz / n; else print "-"}'; }
+    R[$label.cpu_leader_us]=$(per_request $((leader1 - leader0)))
+    if ((followers)); then
+        R[$label.cpu_follower_us]=$(per_request $(((others1 - others0) / followers)))
+    fi
+    R[$label.cpu_rest_us]=$(per_request $((busy1 - busy0 - (leader1 - leader0) - (others1 - others0))))
+    R[$label.idle_pct]=$(awk -v b=$((busy1 - busy0)) -v i=$((idle1 - idle0)) \
+        'BEGIN {if (b + i > 0) printf "%.0f%%", 100 * i / (b + i); else print "-"}')
+}
+
 stop_cluster() {
     stop_pids "${NODE_PIDS[@]}"
     local keep=() pid dead
@@ -168,6 +210,27 @@ run_bare() {
     stop_pids "${PIDS[@]}"; PIDS=()
 }
 
+# The ceiling for writes on this machine: every request waits for one
+# hand-off to another thread and back, as a commit does, with no Raft
+# and no disk; then with a pause per batch as long as the 3-node
+# leader's measured persist (one fsync, where a commit needs two in
+# parallel plus a network round trip).
+run_ceiling() {
+    local wait_us
+    wait_us=$(awk -v ms="${R[3node.lock32.persist_ms]:-0.6}" 'BEGIN {printf "%.0f", 1000 * ms}')
+    R[pause.wait_us]=$wait_us
+    start_bare --handoff
+    log "bare server (--handoff) at $BARE_ADDR"
+    scenario handoff "$BARE_ADDR" ids 32
+    scenario handoff "$BARE_ADDR" ids 64
+    stop_pids "${PIDS[@]}"; PIDS=()
+    start_bare --handoff --wait-us "$wait_us"
+    log "bare server (--handoff --wait-us $wait_us) at $BARE_ADDR"
+    scenario pause "$BARE_ADDR" ids 32
+    scenario pause "$BARE_ADDR" ids 64
+    stop_pids "${PIDS[@]}"; PIDS=()
+}
+
 run_ticketd() {
     local label=$1 n=$2
     start_cluster "$label" "$n"
@@ -175,9 +238,11 @@ run_ticketd() {
     log "$label: leader at $LEADER"
     scenario "$label" "$LEADER" ids "$CONNS"
     scenario "$label" "$LEADER" ids-count=1000 "$CONNS"
-    fsync_window "$label.lock32" scenario "$label" "$LEADER" lock-unlock 32
+    cpu_window "$label.lock32" lock-unlock 32 \
+        fsync_window "$label.lock32" scenario "$label" "$LEADER" lock-unlock 32
     if [[ $n -gt 1 ]]; then
-        fsync_window "$label.lock64" scenario "$label" "$LEADER" lock-unlock 64
+        cpu_window "$label.lock64" lock-unlock 64 \
+            fsync_window "$label.lock64" scenario "$label" "$LEADER" lock-unlock 64
         R[$label.status]=$(curl -s --max-time 2 "http://$LEADER/api/v1/status")
         R[$label.status_epf]=$(sed -n 's/.*"EntriesPerFsync":\([0-9.]*\).*/\1/p' <<<"${R[$label.status]}")
         fsync_window "$label.session" scenario "$label" "$LEADER" session-open "$CONNS"
@@ -227,6 +292,23 @@ table() {
         "$(si "$(get 3node.lock-unlock.64.ops_per_sec)")" "3n >= 20k"
     printf '%-34s %12s %16s %16s   %s\n' "lock+unlock p99 ms (64 conns)" - - \
         "$(get 3node.lock-unlock.64.p99_ms)" "3n <= 20 ms"
+    printf '%-34s %12s %16s %16s   %s\n' "write ceiling req/s (32/64 conns)" \
+        "$(si "$(get handoff.ids.32.ops_per_sec)")/$(si "$(get handoff.ids.64.ops_per_sec)")" - - \
+        "bare --handoff: no Raft, no disk"
+    printf '%-34s %12s %16s %16s   %s\n' "  with a persist-long pause" \
+        "$(si "$(get pause.ids.32.ops_per_sec)")/$(si "$(get pause.ids.64.ops_per_sec)")" - - \
+        "--wait-us $(get pause.wait_us) per batch (20k pairs = 40k req/s)"
+    printf '%-34s %12s %16s %16s   %s\n' "lock mean ms, 32 conns (Little)" - \
+        "$(little 1node.lock-unlock.32 32)" "$(little 3node.lock-unlock.32 32)" "(conns / req/s)"
+    printf '%-34s %12s %16s %16s   %s\n' "lock mean ms, 64 conns (Little)" - - \
+        "$(little 3node.lock-unlock.64 64)" ""
+    printf '%-34s %12s %16s %16s   %s\n' "CPU us/req lock 32: leader/follower" - \
+        "$(get 1node.lock32.cpu_leader_us)" \
+        "$(get 3node.lock32.cpu_leader_us)/$(get 3node.lock32.cpu_follower_us)" \
+        "rest (load): $(get 1node.lock32.cpu_rest_us) / $(get 3node.lock32.cpu_rest_us)"
+    printf '%-34s %12s %16s %16s   %s\n' "CPU us/req lock 64: leader/follower" - - \
+        "$(get 3node.lock64.cpu_leader_us)/$(get 3node.lock64.cpu_follower_us)" \
+        "rest (load): $(get 3node.lock64.cpu_rest_us), idle $(get 3node.lock64.idle_pct)"
     printf '%-34s %12s %16s %16s   %s\n' "session opens/s" - - \
         "$(si "$(get 3node.session-open.$c.ops_per_sec)")" ">= 19k (5x etcd 3.8k)"
     printf '%-34s %12s %16s %16s   %s\n' "entries/fsync, leader, lock 32" - \
@@ -240,7 +322,14 @@ table() {
     printf '%-34s %12s %16s %16s   %s\n' "status EntriesPerFsync after locks" - - \
         "$(get 3node.status_epf)" "(cumulative since start)"
     printf '%-34s %12s %16s %16s   %s\n' "errors (all scenarios)" \
-        "$(errors bare)" "$(errors 1node)" "$(errors 3node)" "0"
+        "$(($(errors bare) + $(errors handoff) + $(errors pause)))" "$(errors 1node)" "$(errors 3node)" "0"
+}
+
+# little KEY CONNS: the mean latency in ms that CONNS closed-loop
+# connections imply at KEY's request rate (Little's law).
+little() {
+    awk -v r="$(get "$1.reqs_per_sec")" -v c="$2" \
+        'BEGIN {if (r == "-" || r == 0) print "-"; else printf "%.2f", 1000 * c / r}'
 }
 
 # errors LABEL: the sum of error counts of a label's scenarios.
@@ -259,12 +348,13 @@ main() {
     done
     log "$(nproc) cores, load average: $(cut -d' ' -f1-3 /proc/loadavg); ${SECS}s per scenario after ${WARMUP}s warmup"
     local setup
-    for setup in ${BENCH_RUN:-bare 1node 3node}; do
+    for setup in ${BENCH_RUN:-bare 1node 3node ceiling}; do
         case $setup in
             bare) run_bare ;;
+            ceiling) run_ceiling ;;
             1node) run_ticketd 1node 1 ;;
             3node) run_ticketd 3node 3 ;;
-            *) log "unknown setup $setup (use bare, 1node, 3node)"; exit 2 ;;
+            *) log "unknown setup $setup (use bare, 1node, 3node, ceiling)"; exit 2 ;;
         esac
     done
     table
