@@ -174,11 +174,11 @@ impl State {
         if data.len() > TICKET_DATA_BYTES_MAX {
             return Err(ApplyError::DataTooLarge(data.len()));
         }
-        let entry = self
-            .resources
-            .entry(resource.to_owned())
-            .or_insert_with(|| Resource::Tickets(BTreeMap::new()));
-        let Resource::Tickets(tickets) = entry else {
+        if !self.resources.contains_key(resource) {
+            self.resources
+                .insert(resource.to_owned(), Resource::Tickets(BTreeMap::new()));
+        }
+        let Some(Resource::Tickets(tickets)) = self.resources.get_mut(resource) else {
             return Err(ApplyError::NotTicketResource(resource.to_owned()));
         };
         let key = (resource.to_owned(), name.to_owned());

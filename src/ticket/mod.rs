@@ -63,6 +63,7 @@ mod apply;
 mod base64;
 mod codec;
 mod command;
+mod cowmap;
 mod deadlines;
 mod error;
 mod json;

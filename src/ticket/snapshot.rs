@@ -15,6 +15,7 @@
 //! not stored: they are rebuilt, so they cannot disagree with the tickets.
 
 use super::codec::{DecodeError, Reader, Writer};
+use super::cowmap::CowMap;
 use super::state::{Claim, Resource, Session, State, Ticket};
 use super::{NAME_BYTES_MAX, SessionId, TICKET_DATA_BYTES_MAX};
 use crate::crc32;
@@ -42,14 +43,14 @@ impl State {
         w.u8(VERSION);
         w.u64(self.high);
         w.len(self.sessions.len());
-        for (id, session) in &self.sessions {
+        for (id, session) in self.sessions.iter() {
             w.u64(*id);
             w.str(&session.name);
             w.str(&session.src);
             w.u64(session.ttl_ms);
         }
         w.len(self.resources.len());
-        for (name, resource) in &self.resources {
+        for (name, resource) in self.resources.iter() {
             w.str(name);
             encode_resource(&mut w, resource);
         }
@@ -249,7 +250,7 @@ fn link(state: &mut State) -> Result<(), DecodeError> {
 }
 
 fn session_mut(
-    sessions: &mut BTreeMap<SessionId, Session>,
+    sessions: &mut CowMap<SessionId, Session>,
     id: SessionId,
 ) -> Result<&mut Session, DecodeError> {
     sessions.get_mut(&id).ok_or(DecodeError::Inconsistent(

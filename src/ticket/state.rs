@@ -2,7 +2,8 @@
 //! and the ID counter, with the read-only queries the HTTP layer needs.
 //!
 //! Owns: the data model and its invariants. May not touch: I/O, clocks,
-//! threads or randomness; every collection is a `BTreeMap`/`BTreeSet` so
+//! threads or randomness; every collection is sorted (`BTreeMap`,
+//! `BTreeSet`, and `CowMap`, a `BTreeMap` in shareable chunks) so
 //! iteration order, and therefore every answer, is the same on every node.
 //!
 //! Invariants (checked by `snapshot.rs` on decode, kept by `apply.rs`):
@@ -16,6 +17,8 @@ use super::SessionId;
 use super::error::ApplyError;
 use super::view::{SessionView, TicketView};
 use std::collections::{BTreeMap, BTreeSet};
+
+use super::cowmap::CowMap;
 
 /// Identifies a ticket: (resource name, ticket name).
 pub(super) type TicketKey = (String, String);
@@ -72,8 +75,9 @@ pub(super) enum Resource {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct State {
     pub(super) high: u64,
-    pub(super) sessions: BTreeMap<SessionId, Session>,
-    pub(super) resources: BTreeMap<String, Resource>,
+    /// Both copy-on-write, so that a clone for a snapshot is cheap.
+    pub(super) sessions: CowMap<SessionId, Session>,
+    pub(super) resources: CowMap<String, Resource>,
 }
 
 impl State {
