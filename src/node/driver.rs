@@ -11,9 +11,9 @@ use log::{error, info, warn};
 
 use super::status::{Counters, Shared};
 use super::waiters::Waiters;
-use super::writer::{Batch, Done, Job, Outcome as WriteOutcome, Work, Writer};
+use super::writer::{Batch, Compaction, Done, Job, Outcome as WriteOutcome, Work, Writer};
 use super::{Input, NodeConfig, NodeError, PROPOSAL_TIMEOUT, Reply};
-use crate::raft::{LogIndex, ProposeError, Raft, Ready, Role, Term};
+use crate::raft::{CompactError, LogIndex, ProposeError, Raft, Ready, Role, Term};
 use crate::store::{AppRecord, StoreError, Write};
 use crate::ticket::{Command, Deadlines, Outcome, State};
 use crate::transport::Transport;
@@ -77,6 +77,8 @@ pub(super) struct Driver {
     room_floor: u64,
     last_expiry: Instant,
     last_compaction: Instant,
+    /// A compaction is queued on the writer thread.
+    compacting: bool,
     last_usage_check: Instant,
     bytes_since_usage_check: u64,
     /// When a shutdown was asked for; a leader first hands over.
@@ -122,6 +124,7 @@ impl Driver {
             room_floor: u64::MAX,
             last_expiry: now,
             last_compaction: now,
+            compacting: false,
             last_usage_check: now,
             bytes_since_usage_check: 0,
             shutdown_at: None,
@@ -509,6 +512,9 @@ impl Driver {
     }
 
     fn maybe_compact(&mut self) {
+        if self.compacting {
+            return;
+        }
         let applied = self.raft.applied_index();
         // Staggered by node id (up to 3/8 more), so that the members do
         // not all compact, and stall, at the same moment.
@@ -530,18 +536,27 @@ impl Driver {
             // ahead of this node's own log until they are written again.
             return;
         }
-        let data = self.state.encode_snapshot();
-        if let Err(e) = self.raft.compact(applied, data) {
-            warn!("compaction at {applied} refused: {e}");
-            return;
-        }
-        // Written on the writer thread, after the writes queued before
-        // it: a snapshot of megabytes takes tens of milliseconds to store,
-        // which a leader's replication and commits need not wait for.
+        let meta = match self.raft.snapshot_meta(applied) {
+            Ok(meta) => meta,
+            Err(e) => {
+                warn!("compaction at {applied} refused: {e}");
+                return;
+            }
+        };
+        // Encoded and stored on the writer thread, after the writes
+        // queued before it: with 100,000 sessions that is tens of
+        // milliseconds, which a leader's replication and commits need not
+        // wait for. The state clone shares its chunks (copy on write), so
+        // it costs next to nothing here. The core compacts once it is on
+        // disk (`compacted`).
         let job = Job {
             epoch: self.writer.epoch,
-            work: Work::Compact(self.raft.snapshot().clone()),
+            work: Work::Compact(Compaction::State {
+                meta,
+                state: self.state.clone(),
+            }),
         };
+        self.compacting = true;
         if !self.writer.queue(job) {
             self.storage_failure(
                 "compaction",
@@ -550,11 +565,23 @@ impl Driver {
         }
     }
 
-    /// A compaction queued on the writer thread is done.
-    fn compacted(&mut self, index: LogIndex, outcome: WriteOutcome) {
+    /// A compaction queued on the writer thread is done: on disk, the
+    /// core may let go of the log up to it too.
+    fn compacted(&mut self, compaction: Compaction, outcome: WriteOutcome) {
+        self.compacting = false;
+        let (index, snapshot) = match compaction {
+            Compaction::Snapshot(snapshot) => (snapshot.meta.index, Some(snapshot)),
+            Compaction::State { meta, .. } => (meta.index, None),
+        };
         match outcome {
             WriteOutcome::Written { micros, .. } => {
-                info!("compacted the log up to {index} ({} ms)", micros / 1000);
+                let Some(snapshot) = snapshot else { return };
+                match self.raft.compact_to(snapshot) {
+                    Ok(()) => info!("compacted the log up to {index} ({} ms)", micros / 1000),
+                    // A newer snapshot came from the leader meanwhile.
+                    Err(CompactError::AlreadyCompacted) => {}
+                    Err(e) => warn!("the core refused the compaction at {index}: {e}"),
+                }
             }
             WriteOutcome::Failed(StoreError::MapFull) => {
                 // The disk keeps the longer log and the older snapshot,
@@ -691,7 +718,7 @@ impl Driver {
         let Done { job, outcome } = done;
         let batch = match job.work {
             Work::Write(batch) => batch,
-            Work::Compact(snapshot) => return self.compacted(snapshot.meta.index, outcome),
+            Work::Compact(compaction) => return self.compacted(compaction, outcome),
         };
         match outcome {
             WriteOutcome::Written { micros, synced } => {

@@ -1,7 +1,7 @@
 //! The writer thread: puts a leader's batches on disk while the node
 //! thread goes on stepping messages and answering what commits (see
-//! "Asynchronous leader writes" in [`crate::raft`]), and stores the
-//! snapshots of compactions.
+//! "Asynchronous leader writes" in [`crate::raft`]), and encodes and
+//! stores the snapshots of compactions.
 //!
 //! It owns the store behind a mutex. Everything queued while a write runs
 //! goes into the next LMDB transaction (one fsync), strictly in the order
@@ -23,8 +23,9 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use super::Input;
-use crate::raft::{Entry, HardState, Message, Snapshot};
+use crate::raft::{Entry, HardState, Message, Snapshot, SnapshotMeta};
 use crate::store::{AppRecord, Store, StoreError, Write};
+use crate::ticket::State;
 
 /// One piece of work for the writer, tagged with the epoch it was
 /// queued in.
@@ -36,11 +37,19 @@ pub(super) struct Job {
 pub(super) enum Work {
     /// A leader's batch.
     Write(Batch),
-    /// Store this snapshot and drop the log up to it (a compaction the
-    /// core has done already). Its failure leaves the longer log and the
-    /// older snapshot on disk, which is as good, and drops nothing queued
-    /// after it.
-    Compact(Snapshot),
+    /// A compaction: encode the state into a snapshot, store it and drop
+    /// the log up to it; the snapshot comes back for the core. Its failure
+    /// leaves the longer log and the older snapshot on disk, which is as
+    /// good, and drops nothing queued after it.
+    Compact(Compaction),
+}
+
+pub(super) enum Compaction {
+    /// As queued: the state at `meta.index`, a copy-on-write clone that
+    /// cost the node thread next to nothing.
+    State { meta: SnapshotMeta, state: State },
+    /// As done: the encoded snapshot (stored if the outcome says so).
+    Snapshot(Snapshot),
 }
 
 pub(super) struct Batch {
@@ -253,23 +262,42 @@ fn write_jobs(
 }
 
 fn compact(store: &Mutex<Store>, job: Job, failed_epoch: Option<u64>) -> Done {
-    let outcome = match &job.work {
-        _ if failed_epoch == Some(job.epoch) => Outcome::Dropped,
-        Work::Compact(snapshot) => {
-            let started = Instant::now();
-            let result = store
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .compact(snapshot);
-            match result {
-                Ok(()) => Outcome::Written {
-                    micros: started.elapsed().as_micros() as u64,
-                    synced: false,
-                },
-                Err(e) => Outcome::Failed(e),
-            }
+    let Job { epoch, work } = job;
+    let compaction = match work {
+        Work::Compact(compaction) if failed_epoch != Some(epoch) => compaction,
+        work => {
+            return Done {
+                job: Job { epoch, work },
+                outcome: Outcome::Dropped,
+            };
         }
-        Work::Write(_) => Outcome::Dropped,
     };
-    Done { job, outcome }
+    let started = Instant::now();
+    let snapshot = match compaction {
+        // The node thread goes on applying meanwhile; its writes copy
+        // the chunks this clone shares.
+        Compaction::State { meta, state } => Snapshot {
+            meta,
+            data: state.encode_snapshot(),
+        },
+        Compaction::Snapshot(snapshot) => snapshot,
+    };
+    let result = store
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .compact(&snapshot);
+    let outcome = match result {
+        Ok(()) => Outcome::Written {
+            micros: started.elapsed().as_micros() as u64,
+            synced: false,
+        },
+        Err(e) => Outcome::Failed(e),
+    };
+    Done {
+        job: Job {
+            epoch,
+            work: Work::Compact(Compaction::Snapshot(snapshot)),
+        },
+        outcome,
+    }
 }

@@ -391,6 +391,19 @@ impl Raft {
     /// # Errors
     /// `CompactError` when `index` is already compacted or not applied.
     pub fn compact(&mut self, index: LogIndex, data: Vec<u8>) -> Result<(), CompactError> {
+        let meta = self.snapshot_meta(index)?;
+        self.log.compact(Snapshot { meta, data });
+        Ok(())
+    }
+
+    /// What a snapshot of the applied state at `index` records of the
+    /// log: the term there and the membership then. For a driver that
+    /// encodes its state elsewhere and comes back with
+    /// [`Raft::compact_to`].
+    ///
+    /// # Errors
+    /// `CompactError` when `index` is already compacted or not applied.
+    pub fn snapshot_meta(&self, index: LogIndex) -> Result<SnapshotMeta, CompactError> {
         if index <= self.log.snapshot().meta.index {
             return Err(CompactError::AlreadyCompacted);
         }
@@ -398,15 +411,25 @@ impl Raft {
             return Err(CompactError::NotApplied);
         }
         let term = self.log.term_at(index).ok_or(CompactError::NotApplied)?;
-        let membership = self.membership_at(index);
-        self.log.compact(Snapshot {
-            meta: SnapshotMeta {
-                index,
-                term,
-                membership,
-            },
-            data,
-        });
+        Ok(SnapshotMeta {
+            index,
+            term,
+            membership: self.membership_at(index),
+        })
+    }
+
+    /// Compacts the log up to a snapshot built from
+    /// [`Raft::snapshot_meta`], which may have been asked for a while ago.
+    ///
+    /// # Errors
+    /// `AlreadyCompacted` when a newer snapshot came meanwhile (from the
+    /// leader, or another compaction); `Mismatch` when the log no longer
+    /// says what the snapshot's meta does.
+    pub fn compact_to(&mut self, snapshot: Snapshot) -> Result<(), CompactError> {
+        if self.snapshot_meta(snapshot.meta.index)? != snapshot.meta {
+            return Err(CompactError::Mismatch);
+        }
+        self.log.compact(snapshot);
         Ok(())
     }
 

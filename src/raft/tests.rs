@@ -327,3 +327,49 @@ fn after_a_failed_write_a_leader_may_have_applied_past_its_disk() {
     let again = node.ready();
     assert_eq!(again.entries.first().map(|e| e.index), Some(on_disk + 1));
 }
+
+#[test]
+fn a_snapshot_built_elsewhere_compacts_unless_a_newer_one_came_first() {
+    let mut cluster = Cluster::new(3);
+    cluster.run(50);
+    let leader = cluster.leader().unwrap();
+    for i in 0..10u8 {
+        cluster
+            .nodes
+            .get_mut(&leader)
+            .unwrap()
+            .propose(vec![i])
+            .unwrap();
+    }
+    cluster.run(3);
+    let node = cluster.nodes.get_mut(&leader).unwrap();
+    let applied = node.applied_index();
+    let early = node.snapshot_meta(applied - 2).unwrap();
+    let late = node.snapshot_meta(applied).unwrap();
+    assert_eq!(late.membership, node.membership().clone());
+    assert_eq!(
+        node.snapshot_meta(applied + 1),
+        Err(CompactError::NotApplied)
+    );
+    // A meta that no longer says what the log does is refused.
+    let mut wrong = late.clone();
+    wrong.term += 1;
+    let refused = node.compact_to(Snapshot {
+        meta: wrong,
+        data: b"x".to_vec(),
+    });
+    assert_eq!(refused, Err(CompactError::Mismatch));
+    node.compact_to(Snapshot {
+        meta: late,
+        data: b"late".to_vec(),
+    })
+    .unwrap();
+    assert_eq!(node.snapshot().meta.index, applied);
+    // The earlier one, finished after, must not move the snapshot back.
+    let stale = node.compact_to(Snapshot {
+        meta: early,
+        data: b"early".to_vec(),
+    });
+    assert_eq!(stale, Err(CompactError::AlreadyCompacted));
+    assert_eq!(node.snapshot().data, b"late".to_vec());
+}

@@ -357,6 +357,8 @@ pub enum CompactError {
     AlreadyCompacted,
     /// The index has not been applied yet.
     NotApplied,
+    /// The snapshot's term or membership is not the log's at its index.
+    Mismatch,
 }
 
 impl fmt::Display for CompactError {
@@ -364,6 +366,7 @@ impl fmt::Display for CompactError {
         match self {
             CompactError::AlreadyCompacted => write!(f, "index already compacted"),
             CompactError::NotApplied => write!(f, "index not applied yet"),
+            CompactError::Mismatch => write!(f, "the snapshot does not match the log"),
         }
     }
 }

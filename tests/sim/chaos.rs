@@ -364,7 +364,11 @@ fn compact(cluster: &mut Cluster, rng: &mut Rng) -> Result<(), String> {
     let applied = cluster.raft(id).applied_index();
     let index = applied.saturating_sub(rng.below(8));
     if index > cluster.node(id).disk.snapshot.meta.index {
-        cluster.compact(id, index)?;
+        if rng.chance(500) {
+            cluster.compact_later(id, index)?;
+        } else {
+            cluster.compact(id, index)?;
+        }
     }
     Ok(())
 }

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use ticketd::raft::{Config, Member, Membership, Message, NodeId, Raft, Role, Term};
+use ticketd::raft::{Config, Member, Membership, Message, NodeId, Raft, Role, Snapshot, Term};
 
 use crate::checks::Checker;
 use crate::disk::Disk;
@@ -244,7 +244,7 @@ impl Cluster {
         let mut ids: Vec<NodeId> = self
             .nodes
             .iter()
-            .filter(|(_, n)| !n.pending.is_empty())
+            .filter(|(_, n)| n.has_queued())
             .map(|(id, _)| *id)
             .collect();
         self.rng.shuffle(&mut ids);
@@ -418,6 +418,16 @@ impl Cluster {
     /// Compacts a running node's log up to `index` (driver side: the core
     /// first, then the disk). False when the core refused.
     pub fn compact(&mut self, id: NodeId, index: u64) -> Result<bool, String> {
+        self.compact_at(id, index, false)
+    }
+
+    /// Queues a compaction up to `index` on the node's writer: the disk,
+    /// then the core, take it when the writer gets to it.
+    pub fn compact_later(&mut self, id: NodeId, index: u64) -> Result<bool, String> {
+        self.compact_at(id, index, true)
+    }
+
+    fn compact_at(&mut self, id: NodeId, index: u64, later: bool) -> Result<bool, String> {
         let Some(node) = self.nodes.get_mut(&id) else {
             return Ok(false);
         };
@@ -440,6 +450,23 @@ impl Cluster {
         let Some(raft) = node.raft.as_mut() else {
             return Ok(false);
         };
+        if later {
+            // As the driver does: the state goes to the writer, which
+            // stores it while the node goes on; the core compacts after.
+            if node.compaction.is_some() {
+                return Ok(false);
+            }
+            let Ok(meta) = raft.snapshot_meta(index) else {
+                return Ok(false);
+            };
+            node.compaction = Some(Snapshot { meta, data });
+            let configs = node
+                .drain_ready(&mut self.net, &mut self.check, now)
+                .map_err(|e| format!("tick {now}: {e}"))?;
+            self.log(|| format!("node {id} queued a compaction up to {index}"));
+            self.after_event(configs)?;
+            return Ok(true);
+        }
         if raft.compact(index, data.clone()).is_err() {
             return Ok(false);
         }

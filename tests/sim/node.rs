@@ -5,7 +5,9 @@
 
 use std::collections::VecDeque;
 
-use ticketd::raft::{Config, Entry, EntryKind, Message, NodeId, Raft, Ready, Term};
+use ticketd::raft::{
+    CompactError, Config, Entry, EntryKind, Message, NodeId, Raft, Ready, Snapshot, Term,
+};
 
 use crate::app::App;
 use crate::checks::Checker;
@@ -41,6 +43,10 @@ pub struct SimNode {
     /// queued after it are dropped and the core rewinds, as the driver's
     /// writer does.
     pub fail_next_write: bool,
+    /// A compaction queued on the writer, as the driver queues it: the
+    /// disk stores it, and then the core takes it (`Raft::compact_to`),
+    /// when it completes, before any write queued after it.
+    pub compaction: Option<Snapshot>,
     /// The driver's `storage_full`: set by a failed write (or a look at
     /// the free space); writes are then made in place.
     pub storage_full: bool,
@@ -62,6 +68,7 @@ impl SimNode {
             async_writes: false,
             pending: VecDeque::new(),
             fail_next_write: false,
+            compaction: None,
             storage_full: false,
             failures: 0,
         };
@@ -86,6 +93,7 @@ impl SimNode {
         self.raft = None;
         self.app = App::default();
         self.pending.clear();
+        self.compaction = None;
         self.disk.crash(unsynced_survives);
     }
 
@@ -159,7 +167,7 @@ impl SimNode {
             // The driver writes nothing for a commit-only batch; this disk
             // models it as a write a crash may lose, which must not get
             // ahead of the queued writes.
-            if ready.must_sync || self.pending.is_empty() {
+            if ready.must_sync || !self.has_queued() {
                 let written = self.disk.persist(&ready).map_err(|e| self.fail(&e))?;
                 check.on_written(self.id, &written)?;
             }
@@ -198,6 +206,10 @@ impl SimNode {
         check: &mut Checker,
         now: u64,
     ) -> Result<bool, String> {
+        if let Some(snapshot) = self.compaction.take() {
+            self.finish_compaction(snapshot)?;
+            return Ok(true);
+        }
         if self.pending.is_empty() {
             return Ok(false);
         }
@@ -220,6 +232,33 @@ impl SimNode {
             raft.persisted(last.index, last.term);
         }
         Ok(true)
+    }
+
+    /// Writes or a compaction wait on the writer.
+    pub fn has_queued(&self) -> bool {
+        !self.pending.is_empty() || self.compaction.is_some()
+    }
+
+    /// The queued compaction reaches the disk, then the core, which may
+    /// have installed a newer snapshot from the leader meanwhile.
+    fn finish_compaction(&mut self, snapshot: Snapshot) -> Result<(), String> {
+        let index = snapshot.meta.index;
+        self.disk
+            .compact(index, snapshot.data.clone())
+            .map_err(|e| self.fail(&e))?;
+        if self.disk.snapshot.meta != snapshot.meta {
+            return Err(self.fail(&format!(
+                "a compaction at {index} was queued as {:?} but the disk has {:?}",
+                snapshot.meta, self.disk.snapshot.meta
+            )));
+        }
+        let Some(raft) = self.raft.as_mut() else {
+            return Ok(());
+        };
+        match raft.compact_to(snapshot) {
+            Ok(()) | Err(CompactError::AlreadyCompacted) => Ok(()),
+            Err(e) => Err(self.fail(&format!("compact_to({index}): {e}"))),
+        }
     }
 
     fn send(&self, net: &mut Network, now: u64, messages: Vec<Message>) -> Result<(), String> {
