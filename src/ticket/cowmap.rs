@@ -44,18 +44,6 @@ impl<K: Ord + Clone, V: Clone> CowMap<K, V> {
         self.len
     }
 
-    /// The key of the chunk that holds `key` if anything does.
-    fn chunk_key<Q>(&self, key: &Q) -> Option<&K>
-    where
-        K: Borrow<Q>,
-        Q: Ord + ?Sized,
-    {
-        self.chunks
-            .range::<Q, _>((Unbounded, Included(key)))
-            .next_back()
-            .map(|(first, _)| first)
-    }
-
     pub(super) fn get<Q>(&self, key: &Q) -> Option<&V>
     where
         K: Borrow<Q>,
@@ -92,21 +80,34 @@ impl<K: Ord + Clone, V: Clone> CowMap<K, V> {
     }
 
     pub(super) fn insert(&mut self, key: K, value: V) -> Option<V> {
-        let first = match self.chunk_key(&key) {
-            Some(first) => first.clone(),
-            None => match self.chunks.first_key_value() {
-                // Smaller than every key: the first chunk takes it, and
-                // is filed under it.
-                Some((first, _)) => first.clone(),
-                None => {
-                    let chunk = BTreeMap::from([(key.clone(), value)]);
-                    self.chunks.insert(key, Arc::new(chunk));
-                    self.len = 1;
-                    return None;
-                }
-            },
+        if let Some((first, chunk)) = self
+            .chunks
+            .range_mut::<K, _>((Unbounded, Included(&key)))
+            .next_back()
+        {
+            // The common case: the chunk stays filed where it is, unless
+            // it grew too big and splits.
+            let chunk = Arc::make_mut(chunk);
+            let old = chunk.insert(key, value);
+            let split = (old.is_none() && chunk.len() > CHUNK_MAX).then(|| first.clone());
+            if old.is_none() {
+                self.len += 1;
+            }
+            if let Some(first) = split
+                && let Some(chunk) = self.chunks.remove(&first)
+            {
+                self.file(chunk);
+            }
+            return old;
+        }
+        // Smaller than every key: the first chunk takes it, and is filed
+        // under it.
+        let Some((_, mut chunk)) = self.chunks.pop_first() else {
+            let chunk = BTreeMap::from([(key.clone(), value)]);
+            self.chunks.insert(key, Arc::new(chunk));
+            self.len = 1;
+            return None;
         };
-        let mut chunk = self.chunks.remove(&first)?;
         let old = Arc::make_mut(&mut chunk).insert(key, value);
         if old.is_none() {
             self.len += 1;
@@ -120,16 +121,24 @@ impl<K: Ord + Clone, V: Clone> CowMap<K, V> {
         K: Borrow<Q>,
         Q: Ord + ?Sized,
     {
-        let first = self.chunk_key(key)?.clone();
-        if !self.chunks.get::<K>(&first)?.contains_key(key) {
+        let (first, chunk) = self
+            .chunks
+            .range_mut::<Q, _>((Unbounded, Included(key)))
+            .next_back()?;
+        if !chunk.contains_key(key) {
             return None;
         }
-        let mut chunk = self.chunks.remove::<K>(&first)?;
-        let old = Arc::make_mut(&mut chunk).remove(key);
-        if old.is_some() {
-            self.len -= 1;
+        let refile = first.borrow() == key || chunk.len() <= CHUNK_MIN;
+        let first = refile.then(|| first.clone());
+        let old = Arc::make_mut(chunk).remove(key);
+        self.len -= 1;
+        // A chunk filed under the key just removed, or now small, is
+        // filed again (under its new smallest key, or merged, or dropped).
+        if let Some(first) = first
+            && let Some(chunk) = self.chunks.remove::<K>(&first)
+        {
+            self.file(chunk);
         }
-        self.file(chunk);
         old
     }
 
