@@ -440,45 +440,41 @@ impl Cluster {
             .complete_write(&mut self.net, &mut self.check, now)
             .map_err(|e| format!("tick {now}: {e}"))?
         {}
-        if node.raft().is_some_and(|raft| raft.stable_index() < index) {
-            let configs = node
-                .drain_ready(&mut self.net, &mut self.check, now)
-                .map_err(|e| format!("tick {now}: {e}"))?;
-            self.after_event(configs)?;
-            return Ok(false);
-        }
-        let Some(raft) = node.raft.as_mut() else {
-            return Ok(false);
-        };
-        if later {
+        let done = if node.raft().is_some_and(|raft| raft.stable_index() < index) {
+            None
+        } else if later {
             // As the driver does: the state goes to the writer, which
             // stores it while the node goes on; the core compacts after.
-            if node.compaction.is_some() {
-                return Ok(false);
-            }
-            let Ok(meta) = raft.snapshot_meta(index) else {
-                return Ok(false);
+            let meta = match node.raft.as_ref() {
+                Some(raft) if node.compaction.is_none() => raft.snapshot_meta(index).ok(),
+                _ => None,
             };
-            node.compaction = Some(Snapshot { meta, data });
-            let configs = node
-                .drain_ready(&mut self.net, &mut self.check, now)
-                .map_err(|e| format!("tick {now}: {e}"))?;
-            self.log(|| format!("node {id} queued a compaction up to {index}"));
-            self.after_event(configs)?;
-            return Ok(true);
-        }
-        if raft.compact(index, data.clone()).is_err() {
-            return Ok(false);
-        }
-        node.disk
-            .compact(index, data)
-            .map_err(|e| format!("tick {now}: node {id}: {e}"))?;
+            meta.map(|meta| {
+                node.compaction = Some(Snapshot { meta, data });
+                "queued a compaction"
+            })
+        } else {
+            let compacted = node
+                .raft
+                .as_mut()
+                .is_some_and(|raft| raft.compact(index, data.clone()).is_ok());
+            if compacted {
+                node.disk
+                    .compact(index, data)
+                    .map_err(|e| format!("tick {now}: node {id}: {e}"))?;
+            }
+            compacted.then_some("compacted")
+        };
+        // Whatever happened, the queued writes completed above (one may
+        // have failed and rewound the core): hand out what that left.
         let configs = node
             .drain_ready(&mut self.net, &mut self.check, now)
             .map_err(|e| format!("tick {now}: {e}"))?;
-        self.log(|| format!("node {id} compacted up to {index}"));
+        if let Some(what) = done {
+            self.log(|| format!("node {id} {what} up to {index}"));
+        }
         self.after_event(configs)?;
-        Ok(true)
+        Ok(done.is_some())
     }
 
     /// After every event: act on newly committed memberships (stop removed
