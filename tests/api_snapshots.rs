@@ -176,3 +176,52 @@ fn next_grant_is_larger(api: &Api, written: &Written, when: &str) {
     );
     assert_eq!(api.unlock(&written.claimant, "after-lock").status, 200);
 }
+
+/// With a large state, the log is compacted only once it is as large as
+/// the last snapshot: small writes after a big snapshot do not each
+/// rewrite the whole state.
+#[test]
+fn a_large_state_is_compacted_in_proportion_to_the_log() {
+    let mut cluster = Cluster::new("api-snapshot-size", 1);
+    let node = &mut cluster.nodes[0];
+    node.extra_args = ["--snapshot", "50"].map(String::from).to_vec();
+    node.env = vec![("TICKETD_COMPACT_ENTRIES".into(), "4".into())];
+    node.start();
+    let _logs = LogsOnPanic::new(&cluster);
+    cluster.wait_leader(Duration::from_secs(20));
+    let node = &cluster.nodes[0];
+    let api = Api::new(&node.http());
+    // 40 sessions with 900-byte names: a snapshot of some 36 KB.
+    let name = "n".repeat(900);
+    let sessions: Vec<String> = (0..40).map(|_| api.open_session(&name, 60_000)).collect();
+    // Compacted as the sessions came, each snapshot about twice the last.
+    let mut last = 0;
+    let snapshot = wait_for(Duration::from_secs(10), || {
+        std::thread::sleep(Duration::from_millis(200));
+        let index = index_of(node, "SnapshotIndex");
+        let settled = index > 0 && index == last;
+        last = index;
+        settled.then_some(index)
+    })
+    .expect("the sessions' log is compacted");
+    // Lock entries are some 30 bytes: these 100 are a fraction of it.
+    for n in 0..50 {
+        assert!(lock_grant(&api.lock(&sessions[0], &format!("l{n}"))).granted);
+        assert_eq!(api.unlock(&sessions[0], &format!("l{n}")).status, 200);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        index_of(node, "SnapshotIndex"),
+        snapshot,
+        "compacted again after a fraction of the snapshot's size in log"
+    );
+    // As many bytes of log as the snapshot holds: compacted again.
+    for _ in 0..40 {
+        let session = api.open_session(&name, 60_000);
+        assert_ok(&api.close(&session), "close");
+    }
+    let again = wait_for(Duration::from_secs(10), || {
+        (index_of(node, "SnapshotIndex") > snapshot).then_some(())
+    });
+    assert!(again.is_some(), "compacted once the log caught up");
+}

@@ -19,6 +19,7 @@ impl Driver {
                 continue;
             }
             self.applied_through = entry.index;
+            self.applied_bytes += entry.data.len() as u64;
             let outcome = match entry.kind {
                 EntryKind::Normal => self.apply_command(&entry),
                 EntryKind::Config | EntryKind::Noop => None,

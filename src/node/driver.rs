@@ -79,6 +79,8 @@ pub(super) struct Driver {
     last_compaction: Instant,
     /// A compaction is queued on the writer thread.
     compacting: bool,
+    /// Bytes of log entries applied since the last compaction was queued.
+    pub applied_bytes: u64,
     last_usage_check: Instant,
     bytes_since_usage_check: u64,
     /// When a shutdown was asked for; a leader first hands over.
@@ -125,6 +127,7 @@ impl Driver {
             last_expiry: now,
             last_compaction: now,
             compacting: false,
+            applied_bytes: 0,
             last_usage_check: now,
             bytes_since_usage_check: 0,
             shutdown_at: None,
@@ -523,6 +526,14 @@ impl Driver {
         if applied < self.raft.snapshot().meta.index + every {
             return;
         }
+        // Nor before the log since the last snapshot is as large as that
+        // snapshot: with a large state (100,000 sessions make 4 MB) a
+        // fixed entry count would rewrite the whole state for every
+        // megabyte or so of log, stalling the disk every second or two.
+        // This keeps the cost of compaction in proportion to the log.
+        if self.applied_bytes < self.raft.snapshot().data.len() as u64 {
+            return;
+        }
         if self.applied_through != applied {
             // The state holds entries applied early from a `Ready` whose
             // write failed: it is not the state at `applied`.
@@ -557,6 +568,7 @@ impl Driver {
             }),
         };
         self.compacting = true;
+        self.applied_bytes = 0;
         if !self.writer.queue(job) {
             self.storage_failure(
                 "compaction",

@@ -59,7 +59,12 @@
 //!   single-server changes). A removed leader steps down once its removal
 //!   is committed.
 //! * **The log lives in memory** from the last snapshot on; the driver's
-//!   compaction keeps it short.
+//!   compaction keeps it short. A driver with a large state may take the
+//!   snapshot's meta now ([`Raft::snapshot_meta`]), encode and store the
+//!   state elsewhere, and compact later ([`Raft::compact_to`]): the log up
+//!   to an applied index never changes, and a snapshot older than one the
+//!   leader installed meanwhile is refused. Its disk must take the
+//!   compaction before any write that follows it.
 //!
 //! # The lease
 //!
