@@ -11,9 +11,9 @@ use log::{error, info, warn};
 
 use super::status::{Counters, Shared};
 use super::waiters::Waiters;
-use super::writer::{Batch, Compaction, Done, Job, Outcome as WriteOutcome, Work, Writer};
+use super::writer::{Batch, Done, Job, Outcome as WriteOutcome, Work, Writer};
 use super::{Input, NodeConfig, NodeError, PROPOSAL_TIMEOUT, Reply};
-use crate::raft::{CompactError, LogIndex, ProposeError, Raft, Ready, Role, Term};
+use crate::raft::{CompactError, LogIndex, ProposeError, Raft, Ready, Role, Snapshot, Term};
 use crate::store::{AppRecord, StoreError, Write};
 use crate::ticket::{Command, Deadlines, Outcome, State};
 use crate::transport::Transport;
@@ -519,11 +519,12 @@ impl Driver {
             return;
         }
         let applied = self.raft.applied_index();
-        // Staggered by node id (up to 3/8 more), so that the members do
-        // not all compact, and stall, at the same moment.
-        let every =
-            self.config.compact_entries + self.config.compact_entries * (self.raft.id() % 4) / 8;
-        if applied < self.raft.snapshot().meta.index + every {
+        // Both thresholds are staggered by node id (up to 3/8 more), so
+        // that the members, which apply the same entries, do not all
+        // compact, and stall, at the same moment.
+        let id = self.raft.id();
+        let stagger = |n: u64| n + n * (id % 4) / 8;
+        if applied < self.raft.snapshot().meta.index + stagger(self.config.compact_entries) {
             return;
         }
         // Nor before the log since the last snapshot is as large as that
@@ -531,7 +532,7 @@ impl Driver {
         // fixed entry count would rewrite the whole state for every
         // megabyte or so of log, stalling the disk every second or two.
         // This keeps the cost of compaction in proportion to the log.
-        if self.applied_bytes < self.raft.snapshot().data.len() as u64 {
+        if self.applied_bytes < stagger(self.raft.snapshot().data.len() as u64) {
             return;
         }
         if self.applied_through != applied {
@@ -554,40 +555,29 @@ impl Driver {
                 return;
             }
         };
-        // Encoded and stored on the writer thread, after the writes
-        // queued before it: with 100,000 sessions that is tens of
-        // milliseconds, which a leader's replication and commits need not
-        // wait for. The state clone shares its chunks (copy on write), so
-        // it costs next to nothing here. The core compacts once it is on
-        // disk (`compacted`).
-        let job = Job {
-            epoch: self.writer.epoch,
-            work: Work::Compact(Compaction::State {
-                meta,
-                state: self.state.clone(),
-            }),
-        };
+        // Encoded on a thread of its own and then stored on the writer
+        // thread: with 100,000 sessions each takes tens of milliseconds,
+        // which a leader's replication and commits need not wait for. The
+        // state clone shares its chunks (copy on write), so it costs next
+        // to nothing here. The core compacts once the snapshot is on disk
+        // (`compacted`).
+        if !self
+            .writer
+            .compact(self.writer.epoch, meta, self.state.clone())
+        {
+            return;
+        }
         self.compacting = true;
         self.applied_bytes = 0;
-        if !self.writer.queue(job) {
-            self.storage_failure(
-                "compaction",
-                StoreError::Io("the writer thread is gone".into()),
-            );
-        }
     }
 
     /// A compaction queued on the writer thread is done: on disk, the
     /// core may let go of the log up to it too.
-    fn compacted(&mut self, compaction: Compaction, outcome: WriteOutcome) {
+    fn compacted(&mut self, snapshot: Snapshot, outcome: WriteOutcome) {
         self.compacting = false;
-        let (index, snapshot) = match compaction {
-            Compaction::Snapshot(snapshot) => (snapshot.meta.index, Some(snapshot)),
-            Compaction::State { meta, .. } => (meta.index, None),
-        };
+        let index = snapshot.meta.index;
         match outcome {
             WriteOutcome::Written { micros, .. } => {
-                let Some(snapshot) = snapshot else { return };
                 match self.raft.compact_to(snapshot) {
                     Ok(()) => info!("compacted the log up to {index} ({} ms)", micros / 1000),
                     // A newer snapshot came from the leader meanwhile.
@@ -730,7 +720,7 @@ impl Driver {
         let Done { job, outcome } = done;
         let batch = match job.work {
             Work::Write(batch) => batch,
-            Work::Compact(compaction) => return self.compacted(compaction, outcome),
+            Work::Compact(snapshot) => return self.compacted(snapshot, outcome),
         };
         match outcome {
             WriteOutcome::Written { micros, synced } => {

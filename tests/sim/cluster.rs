@@ -449,8 +449,10 @@ impl Cluster {
                 Some(raft) if node.compaction.is_none() => raft.snapshot_meta(index).ok(),
                 _ => None,
             };
+            let behind = self.rng.below(3);
             meta.map(|meta| {
                 node.compaction = Some(Snapshot { meta, data });
+                node.compaction_behind = behind;
                 "queued a compaction"
             })
         } else {

@@ -45,8 +45,11 @@ pub struct SimNode {
     pub fail_next_write: bool,
     /// A compaction queued on the writer, as the driver queues it: the
     /// disk stores it, and then the core takes it (`Raft::compact_to`),
-    /// when it completes, before any write queued after it.
+    /// when it completes.
     pub compaction: Option<Snapshot>,
+    /// Writes queued after the compaction that reach the disk before it
+    /// (the driver queues it once encoded, behind whatever came meanwhile).
+    pub compaction_behind: u64,
     /// The driver's `storage_full`: set by a failed write (or a look at
     /// the free space); writes are then made in place.
     pub storage_full: bool,
@@ -69,6 +72,7 @@ impl SimNode {
             pending: VecDeque::new(),
             fail_next_write: false,
             compaction: None,
+            compaction_behind: 0,
             storage_full: false,
             failures: 0,
         };
@@ -206,9 +210,14 @@ impl SimNode {
         check: &mut Checker,
         now: u64,
     ) -> Result<bool, String> {
-        if let Some(snapshot) = self.compaction.take() {
-            self.finish_compaction(snapshot)?;
+        if self.compaction.is_some() && (self.pending.is_empty() || self.compaction_behind == 0) {
+            if let Some(snapshot) = self.compaction.take() {
+                self.finish_compaction(snapshot)?;
+            }
             return Ok(true);
+        }
+        if self.compaction.is_some() {
+            self.compaction_behind -= 1;
         }
         if self.pending.is_empty() {
             return Ok(false);
