@@ -63,8 +63,9 @@
 //!   snapshot's meta now ([`Raft::snapshot_meta`]), encode and store the
 //!   state elsewhere, and compact later ([`Raft::compact_to`]): the log up
 //!   to an applied index never changes, and a snapshot older than one the
-//!   leader installed meanwhile is refused. Its disk must take the
-//!   compaction before any write that follows it.
+//!   leader installed meanwhile is refused. The driver's disk must
+//!   store such a snapshot before it stores any snapshot the leader sends
+//!   later.
 //!
 //! # The lease
 //!
