@@ -3,9 +3,9 @@
 //! Entries live in key-ordered chunks of at most [`CHUNK_MAX`], each behind
 //! an `Arc`. A clone shares every chunk; the first write to a shared chunk
 //! copies that chunk alone. This is what lets the node thread hand a
-//! consistent copy of the whole state to the writer thread, which encodes
-//! it for a snapshot, without copying 100,000 sessions on the node thread
-//! (a deep copy costs as much as encoding them).
+//! consistent copy of the whole state to another thread, which encodes it
+//! for a snapshot, without copying 100,000 sessions on the node thread (a
+//! deep copy costs as much as encoding them).
 //!
 //! It owns only the layout; what the entries mean is `state.rs`'s.
 
