@@ -77,9 +77,10 @@ pub(super) struct Driver {
     room_floor: u64,
     last_expiry: Instant,
     last_compaction: Instant,
-    /// A compaction is queued on the writer thread.
-    compacting: bool,
-    /// Bytes of log entries applied since the last compaction was queued.
+    /// A compaction is under way (encoding or queued on the writer), with
+    /// `applied_bytes` as it was at the snapshot's index.
+    compacting: Option<u64>,
+    /// Bytes of log entries applied since the last snapshot.
     pub applied_bytes: u64,
     last_usage_check: Instant,
     bytes_since_usage_check: u64,
@@ -126,7 +127,7 @@ impl Driver {
             room_floor: u64::MAX,
             last_expiry: now,
             last_compaction: now,
-            compacting: false,
+            compacting: None,
             applied_bytes: 0,
             last_usage_check: now,
             bytes_since_usage_check: 0,
@@ -515,7 +516,7 @@ impl Driver {
     }
 
     fn maybe_compact(&mut self) {
-        if self.compacting {
+        if self.compacting.is_some() {
             return;
         }
         let applied = self.raft.applied_index();
@@ -567,22 +568,29 @@ impl Driver {
         {
             return;
         }
-        self.compacting = true;
-        self.applied_bytes = 0;
+        self.compacting = Some(self.applied_bytes);
     }
 
     /// A compaction queued on the writer thread is done: on disk, the
     /// core may let go of the log up to it too.
     fn compacted(&mut self, snapshot: Snapshot, outcome: WriteOutcome) {
-        self.compacting = false;
+        let through_snapshot = self.compacting.take().unwrap_or(0);
         let index = snapshot.meta.index;
         match outcome {
             WriteOutcome::Written { micros, .. } => {
+                self.applied_bytes = self.applied_bytes.saturating_sub(through_snapshot);
                 match self.raft.compact_to(snapshot) {
                     Ok(()) => info!("compacted the log up to {index} ({} ms)", micros / 1000),
                     // A newer snapshot came from the leader meanwhile.
                     Err(CompactError::AlreadyCompacted) => {}
-                    Err(e) => warn!("the core refused the compaction at {index}: {e}"),
+                    // The disk has a snapshot the core refuses: the two no
+                    // longer describe one log.
+                    Err(e) => self.storage_failure(
+                        "compaction",
+                        StoreError::Invalid(format!(
+                            "the core refused the snapshot at {index}: {e}"
+                        )),
+                    ),
                 }
             }
             WriteOutcome::Failed(StoreError::MapFull) => {
@@ -721,6 +729,11 @@ impl Driver {
         let batch = match job.work {
             Work::Write(batch) => batch,
             Work::Compact(snapshot) => return self.compacted(snapshot, outcome),
+            Work::Abandoned => {
+                error!("encoding a snapshot failed; the log stays uncompacted for now");
+                self.compacting = None;
+                return;
+            }
         };
         match outcome {
             WriteOutcome::Written { micros, synced } => {

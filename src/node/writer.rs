@@ -17,6 +17,7 @@
 //! dropped unwritten: they would follow a gap. The node thread rewinds
 //! the core and starts a new epoch. A failed compaction drops nothing.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::mpsc::{Receiver, Sender, SyncSender, channel};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -44,6 +45,9 @@ pub(super) enum Work {
     /// core. Its failure leaves the longer log and the older snapshot on
     /// disk, which is as good, and drops nothing queued after it.
     Compact(Snapshot),
+    /// A compaction whose encoding panicked: nothing to store. It still
+    /// comes back, so that the count of queued jobs stays right.
+    Abandoned,
 }
 
 pub(super) struct Batch {
@@ -56,7 +60,7 @@ pub(super) struct Batch {
 
 impl Job {
     fn is_compaction(&self) -> bool {
-        matches!(self.work, Work::Compact(_))
+        matches!(self.work, Work::Compact(_) | Work::Abandoned)
     }
 }
 
@@ -154,14 +158,15 @@ impl Writer {
         let encoder = std::thread::Builder::new()
             .name("snapshot".into())
             .spawn(move || {
-                let snapshot = Snapshot {
-                    meta,
-                    data: state.encode_snapshot(),
+                // A job must come back whatever happens: the node thread
+                // waits for every one it counted.
+                let encoded =
+                    std::panic::catch_unwind(AssertUnwindSafe(|| state.encode_snapshot()));
+                let work = match encoded {
+                    Ok(data) => Work::Compact(Snapshot { meta, data }),
+                    Err(_) => Work::Abandoned,
                 };
-                let _ = jobs.send(Job {
-                    epoch,
-                    work: Work::Compact(snapshot),
-                });
+                let _ = jobs.send(Job { epoch, work });
             });
         match encoder {
             Ok(_) => {
@@ -247,7 +252,7 @@ fn write_jobs(
                         hard_state: batch.hard_state.as_ref(),
                         app: Some(batch.app),
                     }),
-                    Work::Compact(_) => None,
+                    Work::Compact(_) | Work::Abandoned => None,
                 })
                 .collect();
             let result = store
@@ -305,7 +310,7 @@ fn compact(store: &Mutex<Store>, job: Job, failed_epoch: Option<u64>) -> Done {
                 Err(e) => Outcome::Failed(e),
             }
         }
-        Work::Write(_) => Outcome::Dropped,
+        Work::Write(_) | Work::Abandoned => Outcome::Dropped,
     };
     Done { job, outcome }
 }

@@ -168,6 +168,13 @@ impl Disk {
     /// The driver's own log compaction after `Raft::compact` accepted it:
     /// the snapshot replaces the prefix up to `index`.
     pub fn compact(&mut self, index: LogIndex, data: Vec<u8>) -> Result<(), String> {
+        // As the store: never at or below the snapshot on disk.
+        if index <= self.snapshot.meta.index {
+            return Err(format!(
+                "compact at {index}: already compacted to {}",
+                self.snapshot.meta.index
+            ));
+        }
         let Some(term) = self.term_at(index) else {
             return Err(format!("compact at {index}: not on disk"));
         };

@@ -223,7 +223,10 @@ impl SimNode {
             return Ok(false);
         }
         if std::mem::take(&mut self.fail_next_write) {
+            // The driver's writer drops every job of the failed one's
+            // epoch queued after it, a compaction behind it too.
             self.pending.clear();
+            self.compaction = None;
             self.storage_full = true;
             self.failures += 1;
             if let Some(raft) = self.raft.as_mut() {
@@ -252,6 +255,14 @@ impl SimNode {
     /// have installed a newer snapshot from the leader meanwhile.
     fn finish_compaction(&mut self, snapshot: Snapshot) -> Result<(), String> {
         let index = snapshot.meta.index;
+        let app = App::decode(&snapshot.data).map_err(|e| self.fail(&e))?;
+        let last = app.applied.last().map_or((0, 0), |a| (a.index, a.term));
+        if last != (index, snapshot.meta.term) {
+            return Err(self.fail(&format!(
+                "a compaction's meta says ({index}, {}) but its data ends at {last:?}",
+                snapshot.meta.term
+            )));
+        }
         self.disk
             .compact(index, snapshot.data.clone())
             .map_err(|e| self.fail(&e))?;
