@@ -158,35 +158,41 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 # machine_ticks: "busy idle" clock ticks of the whole machine.
 machine_ticks() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8, $5 + $6}' /proc/stat; }
 
+# follower_ticks: clock ticks used by every node but the leader.
+follower_ticks() {
+    local pid sum=0
+    for pid in "${NODE_PIDS[@]}"; do
+        [[ $pid == "$LEADER_PID" ]] || sum=$((sum + $(cpu_ticks "$pid")))
+    done
+    echo "$sum"
+}
+
+# per_request TICKS REQS: microseconds of CPU per request.
+per_request() {
+    awk -v t="$1" -v n="$2" -v hz="$(getconf CLK_TCK)" \
+        'BEGIN {if (n > 0) printf "%.0f", 1e6 * t / hz / n; else print "-"}'
+}
+
 # cpu_window LABEL SC CONNS CMD...: runs CMD (a scenario SC at CONNS) and
 # records the CPU each process used per request: the leader, the other
 # nodes, and the rest of the machine (mostly the load generator). The
 # warmup is in the window too, at about the measured rate.
 cpu_window() {
-    local label=$1 sc=$2 conns=$3 pid leader0 others0=0 leader1 others1=0 busy0 idle0 busy1 idle1
+    local label=$1 sc=$2 conns=$3 leader0 others0 leader1 others1 busy0 idle0 busy1 idle1
     shift 3
-    leader0=$(cpu_ticks "$LEADER_PID")
-    for pid in "${NODE_PIDS[@]}"; do
-        [[ $pid == "$LEADER_PID" ]] || others0=$((others0 + $(cpu_ticks "$pid")))
-    done
+    leader0=$(cpu_ticks "$LEADER_PID"); others0=$(follower_ticks)
     read -r busy0 idle0 <<<"$(machine_ticks)"
     "$@"
-    leader1=$(cpu_ticks "$LEADER_PID")
-    for pid in "${NODE_PIDS[@]}"; do
-        [[ $pid == "$LEADER_PID" ]] || others1=$((others1 + $(cpu_ticks "$pid")))
-    done
+    leader1=$(cpu_ticks "$LEADER_PID"); others1=$(follower_ticks)
     read -r busy1 idle1 <<<"$(machine_ticks)"
-    local reqs hz followers=$((${#NODE_PIDS[@]} - 1))
+    local reqs followers=$((${#NODE_PIDS[@]} - 1))
     reqs=$(awk -v r="${R[${label%%.*}.$sc.$conns.reqs_per_sec]:-0}" -v s="$SECS" -v w="$WARMUP" \
         'BEGIN {printf "%.0f", r * (s + w)}')
-    hz=$(getconf CLK_TCK)
-    # per_request TICKS: microseconds of CPU per request.
-    per_request() { awk -v t="$1" -v n="$reqs" -v hz="$hz" 'BEGIN {if (n > 0) printf "%.0f", 1e6 * t / hz / n; else print "-"}'; }
-    R[$label.cpu_leader_us]=$(per_request $((leader1 - leader0)))
+    R[$label.cpu_leader_us]=$(per_request $((leader1 - leader0)) "$reqs")
     if ((followers)); then
-        R[$label.cpu_follower_us]=$(per_request $(((others1 - others0) / followers)))
+        R[$label.cpu_follower_us]=$(per_request $(((others1 - others0) / followers)) "$reqs")
     fi
-    R[$label.cpu_rest_us]=$(per_request $((busy1 - busy0 - (leader1 - leader0) - (others1 - others0))))
+    R[$label.cpu_rest_us]=$(per_request $((busy1 - busy0 - (leader1 - leader0) - (others1 - others0))) "$reqs")
     R[$label.idle_pct]=$(awk -v b=$((busy1 - busy0)) -v i=$((idle1 - idle0)) \
         'BEGIN {if (b + i > 0) printf "%.0f%%", 100 * i / (b + i); else print "-"}')
 }

@@ -171,8 +171,8 @@ fn transfer_hands_over_and_revokes_the_lease() {
     assert_eq!(cluster.leader(), Some(target));
 }
 
-#[test]
-fn a_learner_catches_up_from_a_snapshot_and_is_promoted() {
+/// Three nodes whose leader has committed and applied ten proposals.
+fn cluster_with_ten_entries() -> (Cluster, NodeId) {
     let mut cluster = Cluster::new(3);
     cluster.run(50);
     let leader = cluster.leader().unwrap();
@@ -185,6 +185,12 @@ fn a_learner_catches_up_from_a_snapshot_and_is_promoted() {
             .unwrap();
     }
     cluster.run(3);
+    (cluster, leader)
+}
+
+#[test]
+fn a_learner_catches_up_from_a_snapshot_and_is_promoted() {
+    let (mut cluster, leader) = cluster_with_ten_entries();
     let node = cluster.nodes.get_mut(&leader).unwrap();
     let applied = node.applied_index();
     node.compact(applied, b"state".to_vec()).unwrap();
@@ -330,18 +336,7 @@ fn after_a_failed_write_a_leader_may_have_applied_past_its_disk() {
 
 #[test]
 fn a_snapshot_built_elsewhere_compacts_unless_a_newer_one_came_first() {
-    let mut cluster = Cluster::new(3);
-    cluster.run(50);
-    let leader = cluster.leader().unwrap();
-    for i in 0..10u8 {
-        cluster
-            .nodes
-            .get_mut(&leader)
-            .unwrap()
-            .propose(vec![i])
-            .unwrap();
-    }
-    cluster.run(3);
+    let (mut cluster, leader) = cluster_with_ten_entries();
     let node = cluster.nodes.get_mut(&leader).unwrap();
     let applied = node.applied_index();
     let early = node.snapshot_meta(applied - 2).unwrap();

@@ -63,19 +63,26 @@ impl<K: Ord + Clone, V: Clone> CowMap<K, V> {
         self.get(key).is_some()
     }
 
+    /// The chunk holding `key`, with the key it is filed under; `None`
+    /// when no chunk holds it.
+    fn chunk_mut<Q>(&mut self, key: &Q) -> Option<(&K, &mut Arc<BTreeMap<K, V>>)>
+    where
+        K: Borrow<Q>,
+        Q: Ord + ?Sized,
+    {
+        self.chunks
+            .range_mut::<Q, _>((Unbounded, Included(key)))
+            .next_back()
+            .filter(|(_, chunk)| chunk.contains_key(key))
+    }
+
     /// The entry to change; copies its chunk first if a clone shares it.
     pub(super) fn get_mut<Q>(&mut self, key: &Q) -> Option<&mut V>
     where
         K: Borrow<Q>,
         Q: Ord + ?Sized,
     {
-        let (_, chunk) = self
-            .chunks
-            .range_mut::<Q, _>((Unbounded, Included(key)))
-            .next_back()?;
-        if !chunk.contains_key(key) {
-            return None;
-        }
+        let (_, chunk) = self.chunk_mut(key)?;
         Arc::make_mut(chunk).get_mut(key)
     }
 
@@ -121,13 +128,7 @@ impl<K: Ord + Clone, V: Clone> CowMap<K, V> {
         K: Borrow<Q>,
         Q: Ord + ?Sized,
     {
-        let (first, chunk) = self
-            .chunks
-            .range_mut::<Q, _>((Unbounded, Included(key)))
-            .next_back()?;
-        if !chunk.contains_key(key) {
-            return None;
-        }
+        let (first, chunk) = self.chunk_mut(key)?;
         let refile = first.borrow() == key || chunk.len() <= CHUNK_MIN;
         let first = refile.then(|| first.clone());
         let old = Arc::make_mut(chunk).remove(key);
