@@ -2,6 +2,7 @@
 //! and locks.
 
 pub mod cli;
+pub mod clock;
 pub mod crc32;
 pub mod http;
 pub mod ids;

@@ -15,6 +15,8 @@ use std::collections::VecDeque;
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use crate::clock::BootInstant;
+
 /// The smallest and largest ranges reserved in one entry.
 pub const RANGE_MIN: u64 = 10_000;
 pub const RANGE_MAX: u64 = 100_000_000;
@@ -42,7 +44,7 @@ struct Inner {
     /// is never served.
     generation: u64,
     /// IDs may be served until then (the leader's lease).
-    serving_until: Option<Instant>,
+    serving_until: Option<BootInstant>,
     /// Reserved, unserved ranges `(next, last)`, inclusive, ascending.
     ranges: VecDeque<(u64, u64)>,
     /// The largest count a waiting request needs in one piece.
@@ -108,7 +110,10 @@ impl IdPool {
         let mut inner = self.lock();
         loop {
             let now = Instant::now();
-            if inner.serving_until.is_none_or(|until| now >= until) {
+            if inner
+                .serving_until
+                .is_none_or(|until| BootInstant::now() >= until)
+            {
                 return Err(TakeError::NotServing);
             }
             if let Some(range) = take_from(&mut inner.ranges, count) {
@@ -130,7 +135,7 @@ impl IdPool {
     }
 
     /// Publishes the lease: IDs may be served until `until` (None: not).
-    pub fn set_lease(&self, until: Option<Instant>) {
+    pub fn set_lease(&self, until: Option<BootInstant>) {
         self.lock().serving_until = until;
     }
 
@@ -242,7 +247,7 @@ mod tests {
     use super::*;
 
     fn serving(pool: &IdPool) {
-        pool.set_lease(Some(Instant::now() + Duration::from_secs(60)));
+        pool.set_lease(Some(BootInstant::now() + Duration::from_secs(60)));
     }
 
     #[test]

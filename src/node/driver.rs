@@ -2,7 +2,7 @@
 //! input already waiting (group commit: one fsync for the whole batch),
 //! tick the core, then handle `Ready`s until there are none.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
@@ -13,13 +13,18 @@ use super::status::{Counters, Shared};
 use super::waiters::Waiters;
 use super::writer::{Batch, Done, Job, Outcome as WriteOutcome, Work, Writer};
 use super::{Input, NodeConfig, NodeError, PROPOSAL_TIMEOUT, Reply};
-use crate::raft::{CompactError, LogIndex, ProposeError, Raft, Ready, Role, Snapshot, Term};
+use crate::clock::BootInstant;
+use crate::raft::{
+    CompactError, LogIndex, ProposeError, Raft, Ready, Role, Snapshot, Term, TickTimes,
+};
 use crate::store::{AppRecord, StoreError, Write};
 use crate::ticket::{Command, Deadlines, Outcome, State};
 use crate::transport::Transport;
 
 /// Inputs handled per loop iteration at most, so ticks are never starved.
 const DRAIN_MAX: usize = 16_384;
+/// Missed ticks caught up at once, at most (10 s of 10 ms ticks).
+const TICKS_CATCH_UP_MAX: u32 = 1000;
 /// Below this much free map space, client writes answer 507.
 const STORAGE_RESERVE_BYTES: u64 = 8 << 20;
 /// Bytes of log written between two looks at the free space, at most.
@@ -62,7 +67,7 @@ pub(super) struct Driver {
     pub waiters: Waiters,
     pub started: Instant,
     /// When each recent tick ran, to measure the lease in real time.
-    tick_instants: VecDeque<(u64, Instant)>,
+    tick_times: TickTimes<BootInstant>,
     next_tick: Instant,
     /// The (role, term) the ID pool and deadlines were set up for.
     leadership: (Role, Term),
@@ -117,7 +122,7 @@ impl Driver {
             deadlines: Deadlines::new(),
             waiters: Waiters::default(),
             started: now,
-            tick_instants: VecDeque::new(),
+            tick_times: TickTimes::default(),
             leadership: (Role::Follower, 0),
             leader_ready: false,
             id_generation: 0,
@@ -176,6 +181,12 @@ impl Driver {
         match input {
             Input::Peer(message) => {
                 Counters::add(&self.shared.counters.messages_received, 1);
+                // The core's clock must not lag the message (see the
+                // `raft` docs, "Time"): after a stall, stepping a leader's
+                // queued message on the pre-stall clock would record the
+                // contact too early and end our vote refusal while that
+                // leader's lease still runs.
+                self.run_ticks();
                 self.raft.step(message);
             }
             Input::Propose {
@@ -241,7 +252,7 @@ impl Driver {
         if self.raft.role() != Role::Leader {
             return Err(self.not_leader());
         }
-        if !self.leader_ready || self.lease_until().is_none_or(|t| Instant::now() >= t) {
+        if !self.leader_ready || self.lease_until().is_none_or(|t| BootInstant::now() >= t) {
             return Err(NodeError::NoLeader);
         }
         Ok(())
@@ -371,38 +382,40 @@ impl Driver {
 
     /// Calls `tick` once per tick interval that has passed, recording
     /// when each ran.
+    ///
+    /// Called before every peer message is stepped, and once per loop:
+    /// the core's clock never lags real time by more than a tick when it
+    /// sees a message. A stall (a long fsync, a full mailbox) is caught
+    /// up all at once, at most `TICKS_CATCH_UP_MAX` ticks: a clock that
+    /// loses ticks only runs slow, which makes a follower refuse votes
+    /// for longer, never shorter.
     fn run_ticks(&mut self) {
         let now = Instant::now();
+        if self.next_tick > now {
+            return;
+        }
+        let at = BootInstant::now();
         let mut ran = 0;
-        while self.next_tick <= now && ran < 1000 {
+        while self.next_tick <= now && ran < TICKS_CATCH_UP_MAX {
             self.raft.tick();
-            self.tick_instants.push_back((self.raft.now_tick(), now));
+            self.tick_times.ran(self.raft.now_tick(), at);
             self.next_tick += self.config.tick;
             ran += 1;
         }
         if self.next_tick <= now {
             self.next_tick = now + self.config.tick;
         }
-        while self.tick_instants.len() > 1024 {
-            self.tick_instants.pop_front();
-        }
     }
 
-    /// The lease in real time: it counts from when the tick it started at
+    /// The lease in real time (on `CLOCK_BOOTTIME`, which a suspended
+    /// host does not stop): it counts from when the tick it started at
     /// ran here, which is never later than when the followers heard.
-    pub fn lease_until(&self) -> Option<Instant> {
-        let start = self.raft.lease_start()?;
-        let ran = if start >= self.raft.now_tick() {
-            // Only a one-voter cluster acknowledges "now".
-            Instant::now()
-        } else {
-            self.tick_instants
-                .iter()
-                .find(|(tick, _)| *tick >= start)
-                .map(|(_, at)| *at)?
-        };
+    pub fn lease_until(&self) -> Option<BootInstant> {
+        let began = self
+            .tick_times
+            .lease_began(&self.raft, BootInstant::now())?;
         let lease = self.config.tick * self.raft.lease_ticks() as u32;
-        Some(ran + lease)
+        Some(began + lease)
     }
 
     fn periodic(&mut self) {

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
+use crate::clock::BootInstant;
 use crate::ids::IdPool;
 use crate::raft::{LogIndex, Member, NodeId, Role, Term};
 
@@ -27,7 +28,7 @@ pub struct Status {
     pub snapshot_index: LogIndex,
     pub members: Vec<(NodeId, Member)>,
     /// The leader may answer reads until then.
-    pub lease_until: Option<Instant>,
+    pub lease_until: Option<BootInstant>,
     /// Sessions and locks in the applied state.
     pub sessions: u64,
     pub locks: u64,
@@ -59,7 +60,10 @@ impl Status {
 
     /// Whether this node is a leader whose lease holds now.
     pub fn serving(&self) -> bool {
-        self.role == Role::Leader && self.lease_until.is_some_and(|until| Instant::now() < until)
+        self.role == Role::Leader
+            && self
+                .lease_until
+                .is_some_and(|until| BootInstant::now() < until)
     }
 }
 

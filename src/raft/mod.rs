@@ -25,6 +25,32 @@
 //! `advance` has confirmed is on disk (Raft thesis §10.2.1 in reverse:
 //! it may send before it syncs, never count before it syncs).
 //!
+//! # Time
+//!
+//! The core counts ticks; the driver must keep that count honest:
+//! 1. **The clock never lags a message.** Before a message is stepped,
+//!    every tick whose time had come when it arrived has run. A node
+//!    whose thread stalled (a long fsync, a blocked disk) catches up its
+//!    missed ticks *first* and only then steps what queued up meanwhile.
+//!    The other order records a leader's contact at the pre-stall tick:
+//!    the follower acknowledges (renewing the leader's lease from a
+//!    recent tick), then runs the stall's ticks and stops refusing votes
+//!    up to a stall's length before that lease ends — two leaders.
+//!    A clock that runs *late* by up to a tick (granularity) is absorbed
+//!    by `lease_margin_ticks`; one that skips ticks only runs slow.
+//! 2. **The leader measures its lease in real time**, from when the tick
+//!    it counts from ran ([`TickTimes`]), not in its own ticks, which
+//!    stop while its thread stalls. Serving under the lease compares that
+//!    deadline with a clock that keeps running through a stall and a
+//!    suspension of the host (the driver uses `CLOCK_BOOTTIME`:
+//!    `CLOCK_MONOTONIC` stops while the host sleeps, so a leader would
+//!    wake up trusting a lease the others no longer honour).
+//! 3. Followers may measure their side (ticks of vote refusal) on any
+//!    clock that does not run fast: a suspended or stalled follower only
+//!    refuses for longer.
+//! 4. Clocks drift between nodes by less than `lease_margin_ticks` over
+//!    an election timeout (the simulator runs drift up to a third of it).
+//!
 //! # Asynchronous leader writes
 //!
 //! A durable leader's batch ([`Ready::may_write_async`]: no term, vote or
@@ -94,6 +120,7 @@
 
 mod core;
 mod election;
+mod lease;
 mod log;
 mod membership;
 mod progress;
@@ -105,6 +132,7 @@ mod types;
 mod tests;
 
 pub use self::core::Raft;
+pub use lease::TickTimes;
 pub use types::*;
 
 /// Settings of one core, validated once by [`Config::validate`].

@@ -1,0 +1,105 @@
+//! The lease in real time: when each recent tick ran by the driver's
+//! clock, so a leader's lease (which the core counts in ticks) can be
+//! measured on a clock that keeps running while the node thread stalls.
+//!
+//! Generic over the clock's instant type, so the core stays free of
+//! clock reads: the driver records `CLOCK_BOOTTIME` instants, the
+//! simulator its own time.
+
+use std::collections::VecDeque;
+
+use super::core::Raft;
+
+/// How many recent ticks are remembered. A lease counts from a tick no
+/// older than an election timeout; older starts are not leases.
+const TICKS_KEPT: usize = 1024;
+
+/// When each of the last [`TICKS_KEPT`] ticks ran.
+#[derive(Clone, Debug)]
+pub struct TickTimes<T> {
+    /// `(tick, when it ran)`, oldest first.
+    ran: VecDeque<(u64, T)>,
+}
+
+impl<T: Copy> Default for TickTimes<T> {
+    fn default() -> Self {
+        TickTimes {
+            ran: VecDeque::new(),
+        }
+    }
+}
+
+impl<T: Copy> TickTimes<T> {
+    /// Records that the core's tick `tick` ([`Raft::now_tick`] right after
+    /// [`Raft::tick`]) ran at `at`. Ticks run late (a driver catching up)
+    /// are recorded when they ran, not when they were due: a message
+    /// stamped with a tick always leaves after the instant recorded for it.
+    pub fn ran(&mut self, tick: u64, at: T) {
+        self.ran.push_back((tick, at));
+        while self.ran.len() > TICKS_KEPT {
+            self.ran.pop_front();
+        }
+    }
+
+    /// When `raft`'s lease began by this clock: when the tick it counts
+    /// from ([`Raft::lease_start`]) ran here. Every follower that vouched
+    /// for the lease heard from this leader after that instant. `now` is
+    /// the answer when the lease counts from the present tick (only a
+    /// one-voter cluster acknowledges "now"). `None` when there is no
+    /// lease, or its tick is older than what is remembered.
+    pub fn lease_began(&self, raft: &Raft, now: T) -> Option<T> {
+        self.when_ran(raft.lease_start()?, raft.now_tick(), now)
+    }
+
+    /// When tick `start` ran, the present tick being `now_tick` at `now`.
+    fn when_ran(&self, start: u64, now_tick: u64, now: T) -> Option<T> {
+        if start >= now_tick {
+            return Some(now);
+        }
+        let oldest = self.ran.front()?.0;
+        let offset = usize::try_from(start.checked_sub(oldest)?).ok()?;
+        // Every tick is recorded, so ticks are consecutive here.
+        match self.ran.get(offset) {
+            Some(&(tick, at)) if tick == start => Some(at),
+            _ => self
+                .ran
+                .iter()
+                .find(|(tick, _)| *tick >= start)
+                .map(|(_, at)| *at),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lease_counts_from_when_its_tick_ran_not_from_when_it_was_due() {
+        let mut times = TickTimes::default();
+        // Ticks 1..=3 on time, then a stall: 4..=6 caught up at 60.
+        for (tick, at) in [(1, 10), (2, 20), (3, 30), (4, 60), (5, 60), (6, 60)] {
+            times.ran(tick, at);
+        }
+        assert_eq!(times.when_ran(2, 6, 61), Some(20));
+        assert_eq!(times.when_ran(5, 6, 61), Some(60));
+        // The present tick: only a one-voter cluster counts from it.
+        assert_eq!(times.when_ran(6, 6, 61), Some(61));
+        // Older than anything remembered, or before the first tick: no
+        // lease rather than a later instant that would lengthen it.
+        assert_eq!(times.when_ran(0, 6, 61), None);
+        assert_eq!(TickTimes::<u64>::default().when_ran(0, 1, 5), None);
+    }
+
+    #[test]
+    fn only_the_last_ticks_are_kept() {
+        let mut times = TickTimes::default();
+        let last = TICKS_KEPT as u64 + 100;
+        for tick in 1..=last {
+            times.ran(tick, tick * 10);
+        }
+        assert_eq!(times.when_ran(100, last, 0), None);
+        assert_eq!(times.when_ran(101, last, 0), Some(1010));
+        assert_eq!(times.when_ran(last - 1, last, 0), Some((last - 1) * 10));
+    }
+}
