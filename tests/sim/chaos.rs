@@ -1,7 +1,8 @@
 //! The randomized run of one seed: a fault phase (delays, reordering, loss,
 //! duplication, symmetric and one-way partitions, crashes and restarts,
 //! compaction, membership changes and leadership transfers, proposals to
-//! whoever leads, clock drift below the lease margin) checked after every
+//! whoever leads, clock drift below the lease margin, stalled node threads
+//! that then handle their backlog at once) checked after every
 //! event, then a liveness phase: all faults heal, a leader must be elected
 //! within a fixed bound, and a fresh proposal must commit and every member
 //! catch up within that bound plus the time the append limits need to ship
@@ -39,6 +40,10 @@ struct Plan {
     conf_change_per_mille: u64,
     transfer_per_mille: u64,
     compact_per_mille: u64,
+    stall_per_mille: u64,
+    /// Stalls last up to this long: shorter and longer than an election
+    /// timeout.
+    stall_ticks_max: u64,
 }
 
 impl Plan {
@@ -59,6 +64,8 @@ impl Plan {
             conf_change_per_mille: rng.below(8),
             transfer_per_mille: rng.below(6),
             compact_per_mille: rng.below(40),
+            stall_per_mille: rng.below(3 * storm),
+            stall_ticks_max: rng.pick(&[5, 12, 40]).unwrap_or(12),
         }
     }
 }
@@ -201,6 +208,17 @@ fn inject(cluster: &mut Cluster, plan: &Plan, rng: &mut Rng) -> Result<(), Strin
     }
     if rng.chance(plan.compact_per_mille) {
         compact(cluster, rng)?;
+    }
+    if rng.chance(plan.stall_per_mille) {
+        // The leader is the interesting one to stall, or a follower it
+        // counts on; either may be picked.
+        let target = match cluster.leader() {
+            Some(leader) if rng.chance(300) => Some(leader),
+            _ => rng.pick(&cluster.up_ids()),
+        };
+        if let Some(id) = target {
+            cluster.stall(id, rng.range(1, plan.stall_ticks_max + 1));
+        }
     }
     Ok(())
 }

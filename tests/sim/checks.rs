@@ -173,13 +173,17 @@ impl Checker {
     }
 
     /// Everything checked on the whole cluster after each event.
-    pub fn after_event(&mut self, nodes: &BTreeMap<NodeId, SimNode>) -> Result<(), String> {
+    pub fn after_event(
+        &mut self,
+        nodes: &BTreeMap<NodeId, SimNode>,
+        now: u64,
+    ) -> Result<(), String> {
         for node in nodes.values() {
             if let Some(raft) = node.raft() {
                 self.check_node(node, raft)?;
             }
         }
-        self.check_lease(nodes)
+        self.check_lease(nodes, now)
     }
 
     fn check_node(&mut self, node: &SimNode, raft: &Raft) -> Result<(), String> {
@@ -280,17 +284,24 @@ impl Checker {
     }
 
     /// At most one node holds a lease, it is a leader, and no node leads a
-    /// newer term meanwhile.
-    fn check_lease(&mut self, nodes: &BTreeMap<NodeId, SimNode>) -> Result<(), String> {
+    /// newer term meanwhile. A lease is judged as the driver serves under
+    /// it: in real (simulated) time, from when the tick it counts from
+    /// ran on the leader (`SimNode::lease_until`), so a stalled node's
+    /// frozen core clock cannot hide an overlap.
+    fn check_lease(&mut self, nodes: &BTreeMap<NodeId, SimNode>, now: u64) -> Result<(), String> {
         let up = || nodes.values().filter_map(|n| n.raft());
-        let mut holders = up().filter(|r| r.lease_valid());
-        let Some(holder) = holders.next() else {
+        let mut holders = nodes.values().filter_map(|n| {
+            let until = n.lease_until(now).filter(|&until| until > now)?;
+            Some((n.raft()?, until))
+        });
+        let Some((holder, until)) = holders.next() else {
             return Ok(());
         };
         self.stats.lease_checks_with_holder += 1;
-        if let Some(other) = holders.next() {
+        if let Some((other, other_until)) = holders.next() {
             return Err(format!(
-                "lease: nodes {} (term {}) and {} (term {}) both hold a valid lease",
+                "lease: nodes {} (term {}, until {until}) and {} (term {}, until {other_until}) \
+                 both hold a valid lease at {now}",
                 holder.id(),
                 holder.term(),
                 other.id(),
@@ -307,7 +318,8 @@ impl Checker {
         let newer = up().find(|r| r.role() == Role::Leader && r.term() > holder.term());
         if let Some(newer) = newer {
             return Err(format!(
-                "lease: node {} holds a lease in term {} while node {} leads term {}",
+                "lease: node {} holds a lease in term {} (until {until}, now {now}) while node {} \
+                 leads term {}",
                 holder.id(),
                 holder.term(),
                 newer.id(),

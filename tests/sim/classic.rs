@@ -18,7 +18,7 @@ use crate::network::NetParams;
 /// within a scenario.
 const SLOW: (u64, u64) = (1000, 1001);
 
-fn quiet_net() -> NetParams {
+pub(crate) fn quiet_net() -> NetParams {
     NetParams {
         delay_ticks_max: 1,
         ..NetParams::default()
@@ -68,13 +68,13 @@ fn hand_cluster(seed: u64, disks: Vec<(NodeId, Disk)>) -> Cluster {
 /// Lets through everything but the vote requests of nodes other than
 /// `candidate`: whoever else times out campaigns into the void, without
 /// changing terms (pre-vote), so `candidate` wins without a race.
-fn votes_only_from(candidate: NodeId) -> impl FnMut(&mut Message) -> bool {
+pub(crate) fn votes_only_from(candidate: NodeId) -> impl FnMut(&mut Message) -> bool {
     move |m| !matches!(m.body, MessageBody::Vote { .. }) || m.from == candidate
 }
 
 /// Restarts `id` with a new election timeout (before anything happened,
 /// or while it is down anyway).
-fn set_timeout(cluster: &mut Cluster, id: NodeId, (min, max): (u64, u64)) {
+pub(crate) fn set_timeout(cluster: &mut Cluster, id: NodeId, (min, max): (u64, u64)) {
     cluster.crash(id);
     cluster.configure(id, |c| {
         (c.election_ticks_min, c.election_ticks_max) = (min, max)
@@ -84,7 +84,7 @@ fn set_timeout(cluster: &mut Cluster, id: NodeId, (min, max): (u64, u64)) {
 
 /// Hand mode: one tick for every running node, then everything in flight
 /// is delivered (if `allow` lets it), until `done` or `ticks_max`.
-fn run_until(
+pub(crate) fn run_until(
     cluster: &mut Cluster,
     ticks_max: u64,
     mut allow: impl FnMut(&mut Message) -> bool,
@@ -101,11 +101,11 @@ fn run_until(
     done(cluster)
 }
 
-fn leads(id: NodeId) -> impl Fn(&Cluster) -> bool {
+pub(crate) fn leads(id: NodeId) -> impl Fn(&Cluster) -> bool {
     move |c| c.is_up(id) && c.raft(id).role() == Role::Leader
 }
 
-fn everything(_: &mut Message) -> bool {
+pub(crate) fn everything(_: &mut Message) -> bool {
     true
 }
 

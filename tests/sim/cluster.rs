@@ -12,7 +12,7 @@ use ticketd::raft::{Config, Member, Membership, Message, NodeId, Raft, Role, Sna
 use crate::checks::Checker;
 use crate::disk::Disk;
 use crate::network::{NetParams, Network};
-use crate::node::SimNode;
+use crate::node::{SimNode, Stall};
 use crate::rng::{Rng, splitmix64};
 
 /// Hand-driven scenarios deliver in rounds; a conversation this long
@@ -55,6 +55,17 @@ pub fn membership_of(ids: &[NodeId]) -> Membership {
     membership
 }
 
+/// In which order a stalled node handles what piled up when it resumes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResumeOrder {
+    /// The missed ticks first, then the held messages: the driver's
+    /// order, which the `raft` docs ("Time") require.
+    TicksFirst,
+    /// The held messages on the pre-stall clock, then the ticks: the
+    /// driver's order before the fix, kept to show the checker catches it.
+    MessagesFirst,
+}
+
 /// A node clock that runs fast or slow: on every `period`-th tick it ticks
 /// `ticks_on_beat` times (0 or 2) instead of once.
 #[derive(Clone, Copy, Debug)]
@@ -90,6 +101,7 @@ pub struct Cluster {
     /// Per mille of steps in which a node's next queued write fails (the
     /// map is full).
     pub write_failures_per_mille: u64,
+    pub resume_order: ResumeOrder,
     pub trace: bool,
 }
 
@@ -140,6 +152,7 @@ impl Cluster {
             early: false,
             async_writes: false,
             write_failures_per_mille: 0,
+            resume_order: ResumeOrder::TicksFirst,
             trace: std::env::var_os("SIM_TRACE").is_some(),
         };
         for (id, disk) in disks {
@@ -244,7 +257,7 @@ impl Cluster {
         let mut ids: Vec<NodeId> = self
             .nodes
             .iter()
-            .filter(|(_, n)| n.has_queued())
+            .filter(|(_, n)| n.has_queued() && !n.is_stalled())
             .map(|(id, _)| *id)
             .collect();
         self.rng.shuffle(&mut ids);
@@ -316,6 +329,9 @@ impl Cluster {
         let Some(node) = self.nodes.get_mut(&id) else {
             return Ok(None);
         };
+        if node.is_stalled() {
+            return Ok(None);
+        }
         let Some(raft) = node.raft.as_mut() else {
             return Ok(None);
         };
@@ -327,12 +343,81 @@ impl Cluster {
         Ok(Some(result))
     }
 
+    /// One tick of a node's clock; a stalled node misses it (and catches
+    /// up when it resumes).
     pub fn tick_node(&mut self, id: NodeId) -> Result<(), String> {
-        self.with_node(id, |raft| raft.tick()).map(|_| ())
+        if let Some(stall) = self.nodes.get_mut(&id).and_then(|n| n.stall.as_mut()) {
+            stall.missed_ticks += 1;
+            return Ok(());
+        }
+        let now = self.now;
+        if let Some(tick) = self.with_node(id, |raft| {
+            raft.tick();
+            raft.now_tick()
+        })? && let Some(node) = self.nodes.get_mut(&id)
+        {
+            node.tick_times.ran(tick, now);
+        }
+        Ok(())
+    }
+
+    /// The node's thread stalls for `ticks` (a long fsync): no ticks, no
+    /// steps, messages held; then everything at once (`resume_due`).
+    pub fn stall(&mut self, id: NodeId, ticks: u64) {
+        let until = self.now + ticks;
+        if let Some(node) = self.nodes.get_mut(&id)
+            && node.is_up()
+            && !node.is_stalled()
+        {
+            node.stall = Some(Stall {
+                until,
+                ..Stall::default()
+            });
+            self.log(|| format!("node {id} stalls until {until}"));
+        }
+    }
+
+    /// Stalled nodes whose stall is over handle what piled up, in
+    /// `resume_order`.
+    pub fn resume_due(&mut self) -> Result<(), String> {
+        let now = self.now;
+        let due: Vec<NodeId> = self
+            .nodes
+            .values()
+            .filter(|n| n.stall.as_ref().is_some_and(|s| s.until <= now))
+            .map(|n| n.id)
+            .collect();
+        for id in due {
+            let Some(stall) = self.nodes.get_mut(&id).and_then(|n| n.stall.take()) else {
+                continue;
+            };
+            self.log(|| {
+                format!(
+                    "node {id} resumes: {} ticks missed, {} messages held",
+                    stall.missed_ticks,
+                    stall.held.len()
+                )
+            });
+            if self.resume_order == ResumeOrder::TicksFirst {
+                for _ in 0..stall.missed_ticks {
+                    self.tick_node(id)?;
+                }
+            }
+            for message in stall.held {
+                self.deliver(message)?;
+            }
+            if self.resume_order == ResumeOrder::MessagesFirst {
+                for _ in 0..stall.missed_ticks {
+                    self.tick_node(id)?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Every running node ticks once, in random order: all clocks run at
-    /// the same rate.
+    /// the same rate. Then stalls that are over end (their node caught up
+    /// to this instant).
     pub fn tick_all(&mut self) -> Result<(), String> {
         let mut ids = self.up_ids();
         self.rng.shuffle(&mut ids);
@@ -345,7 +430,7 @@ impl Cluster {
                 self.tick_node(id)?;
             }
         }
-        Ok(())
+        self.resume_due()
     }
 
     pub fn deliver(&mut self, message: Message) -> Result<(), String> {
@@ -353,6 +438,10 @@ impl Cluster {
             eprintln!("[{}] deliver {message:?}", self.now);
         }
         let to = message.to;
+        if let Some(stall) = self.nodes.get_mut(&to).and_then(|n| n.stall.as_mut()) {
+            stall.held.push(message);
+            return Ok(());
+        }
         self.delivered += 1;
         self.with_node(to, |raft| raft.step(message)).map(|_| ())
     }
@@ -431,6 +520,9 @@ impl Cluster {
         let Some(node) = self.nodes.get_mut(&id) else {
             return Ok(false);
         };
+        if node.is_stalled() {
+            return Ok(false);
+        }
         let data = node.app.encode_up_to(index);
         let now = self.now;
         // The driver's compaction waits for the queued writes: the disk
@@ -509,7 +601,7 @@ impl Cluster {
             }
         }
         self.check
-            .after_event(&self.nodes)
+            .after_event(&self.nodes, self.now)
             .map_err(|e| format!("tick {}: {e}", self.now))
     }
 
@@ -525,7 +617,7 @@ impl Cluster {
         for node in self.nodes.values() {
             let line = match node.raft() {
                 Some(r) => format!(
-                    "node {}: {:?} term {} leader {} commit {} applied {} log [{}, {}] lease {} voters {:?} members {:?}\n",
+                    "node {}: {:?} term {} leader {} commit {} applied {} log [{}, {}] lease until {:?} voters {:?} members {:?}{}\n",
                     node.id,
                     r.role(),
                     r.term(),
@@ -534,9 +626,10 @@ impl Cluster {
                     r.applied_index(),
                     r.first_index(),
                     r.last_index(),
-                    r.lease_valid(),
+                    node.lease_until(self.now),
                     r.membership().voters().collect::<Vec<_>>(),
-                    r.membership().members.keys().collect::<Vec<_>>()
+                    r.membership().members.keys().collect::<Vec<_>>(),
+                    if node.is_stalled() { " (stalled)" } else { "" }
                 ),
                 None if node.stopped => format!("node {}: stopped\n", node.id),
                 None => format!("node {}: crashed\n", node.id),

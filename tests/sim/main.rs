@@ -23,6 +23,7 @@ mod disk;
 mod network;
 mod node;
 mod rng;
+mod stall;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Instant;

@@ -6,7 +6,7 @@
 use std::collections::VecDeque;
 
 use ticketd::raft::{
-    CompactError, Config, Entry, EntryKind, Message, NodeId, Raft, Ready, Snapshot, Term,
+    CompactError, Config, Entry, EntryKind, Message, NodeId, Raft, Ready, Snapshot, Term, TickTimes,
 };
 
 use crate::app::App;
@@ -55,6 +55,22 @@ pub struct SimNode {
     pub storage_full: bool,
     /// Failed writes so far.
     pub failures: u64,
+    /// When each recent tick of this core ran, in simulated time: the
+    /// driver's measure of the lease (`TickTimes`), shared with it.
+    pub tick_times: TickTimes<u64>,
+    /// The node thread is stalled (a long fsync): it neither ticks nor
+    /// steps, and what arrives waits in its mailbox.
+    pub stall: Option<Stall>,
+}
+
+/// A stall in progress.
+#[derive(Debug, Default)]
+pub struct Stall {
+    pub until: u64,
+    /// Ticks the clock would have run meanwhile.
+    pub missed_ticks: u64,
+    /// Messages that arrived meanwhile, in arrival order.
+    pub held: Vec<Message>,
 }
 
 impl SimNode {
@@ -75,6 +91,8 @@ impl SimNode {
             compaction_behind: 0,
             storage_full: false,
             failures: 0,
+            tick_times: TickTimes::default(),
+            stall: None,
         };
         node.boot()?;
         Ok(node)
@@ -85,11 +103,25 @@ impl SimNode {
             .map_err(|e| format!("node {}: Raft::new refused its own disk: {e}", self.id))?;
         self.app = App::decode(&self.disk.snapshot.data)?;
         self.raft = Some(raft);
+        self.tick_times = TickTimes::default();
         Ok(())
     }
 
     pub fn is_up(&self) -> bool {
         self.raft.is_some()
+    }
+
+    pub fn is_stalled(&self) -> bool {
+        self.stall.is_some()
+    }
+
+    /// Until when this node may serve under its lease, in simulated time,
+    /// as the driver computes it (`Driver::lease_until`): from when the
+    /// tick its lease counts from ran here. `None` without a lease.
+    pub fn lease_until(&self, now: u64) -> Option<u64> {
+        let raft = self.raft()?;
+        let began = self.tick_times.lease_began(raft, now)?;
+        Some(began + raft.lease_ticks())
     }
 
     /// Drops everything not on disk.
@@ -98,6 +130,7 @@ impl SimNode {
         self.app = App::default();
         self.pending.clear();
         self.compaction = None;
+        self.stall = None;
         self.disk.crash(unsynced_survives);
     }
 
