@@ -6,6 +6,7 @@ pub mod clock;
 pub mod crc32;
 pub mod http;
 pub mod ids;
+pub mod metrics;
 pub mod node;
 pub mod raft;
 pub mod store;

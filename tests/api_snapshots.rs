@@ -201,7 +201,11 @@ fn a_large_state_is_compacted_in_proportion_to_the_log() {
     let snapshot = wait_for(Duration::from_secs(20), || {
         std::thread::sleep(Duration::from_millis(200));
         let index = index_of(node, "SnapshotIndex");
-        same = if index > 0 && index == last { same + 1 } else { 0 };
+        same = if index > 0 && index == last {
+            same + 1
+        } else {
+            0
+        };
         last = index;
         (same >= 5).then_some(index)
     })

@@ -8,6 +8,7 @@
 mod api;
 mod ids;
 mod listener;
+mod metrics;
 mod ops;
 mod request;
 mod respond;
@@ -21,6 +22,7 @@ use std::time::{Duration, Instant};
 use log::{debug, warn};
 use tiny_http::{Method, Request, Server};
 
+use crate::metrics::{Buckets, SECONDS_BUCKETS};
 use crate::node::NodeHandle;
 use request::Target;
 use respond::Answer;
@@ -36,14 +38,22 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 /// connection's thread queue on it.
 const COUNT_SHARDS: usize = 16;
 
-/// Requests answered, by route and status, for `/metrics`.
+/// One shard of [`RequestCounts`].
+#[derive(Debug, Default)]
+struct CountShard {
+    by_status: BTreeMap<(&'static str, u16), u64>,
+    latency: BTreeMap<&'static str, Buckets>,
+}
+
+/// Requests answered, by route and status, and their latency by route,
+/// for `/metrics`.
 #[derive(Debug, Default)]
 pub struct RequestCounts {
-    shards: [Mutex<BTreeMap<(&'static str, u16), u64>>; COUNT_SHARDS],
+    shards: [Mutex<CountShard>; COUNT_SHARDS],
 }
 
 impl RequestCounts {
-    fn add(&self, route: &'static str, status: u16) {
+    fn add(&self, route: &'static str, status: u16, took: Duration) {
         thread_local! {
             static SHARD: usize = {
                 static NEXT: AtomicUsize = AtomicUsize::new(0);
@@ -52,15 +62,38 @@ impl RequestCounts {
         }
         let shard = SHARD.with(|s| *s);
         let mut counts = self.shards[shard].lock().unwrap_or_else(|p| p.into_inner());
-        *counts.entry((route, status)).or_insert(0) += 1;
+        *counts.by_status.entry((route, status)).or_insert(0) += 1;
+        counts
+            .latency
+            .entry(route)
+            .or_insert_with(|| Buckets::new(SECONDS_BUCKETS))
+            .observe_duration(took);
     }
 
+    /// Counts by (route, status).
     pub fn snapshot(&self) -> BTreeMap<(&'static str, u16), u64> {
         let mut total = BTreeMap::new();
         for shard in &self.shards {
             let counts = shard.lock().unwrap_or_else(|p| p.into_inner());
-            for (key, count) in counts.iter() {
+            for (key, count) in counts.by_status.iter() {
                 *total.entry(*key).or_insert(0) += count;
+            }
+        }
+        total
+    }
+
+    /// Latency histograms by route.
+    pub fn latency(&self) -> BTreeMap<&'static str, Buckets> {
+        let mut total: BTreeMap<&'static str, Buckets> = BTreeMap::new();
+        for shard in &self.shards {
+            let counts = shard.lock().unwrap_or_else(|p| p.into_inner());
+            for (route, buckets) in counts.latency.iter() {
+                match total.get_mut(route) {
+                    Some(sum) => sum.merge(buckets),
+                    None => {
+                        total.insert(route, buckets.clone());
+                    }
+                }
             }
         }
         total
@@ -134,6 +167,7 @@ impl HttpServer {
 
 fn handle(mut request: Request, context: &Context) {
     context.in_flight.fetch_add(1, Ordering::SeqCst);
+    let started = Instant::now();
     let target = Target::parse(request.url());
     let url = Target::path_and_query(request.url()).to_string();
     let method = request.method().clone();
@@ -144,10 +178,10 @@ fn handle(mut request: Request, context: &Context) {
         route(&mut request, &method, &target, &url, context)
     };
     let status = answer.status_code().0;
-    context.counts.add(route, status);
     if let Err(e) = request.respond(answer) {
         debug!("could not answer {url}: {e}");
     }
+    context.counts.add(route, status, started.elapsed());
     context.in_flight.fetch_sub(1, Ordering::SeqCst);
 }
 
@@ -180,7 +214,7 @@ fn route(
         [] => ("ids", ids::handle(method, target, url, context)),
         ["healthz"] => ("healthz", ops::healthz(method)),
         ["readyz"] => ("readyz", ops::readyz(method, context)),
-        ["metrics"] => ("metrics", ops::metrics(method, context)),
+        ["metrics"] => ("metrics", metrics::handle(method, context)),
         ["api", "v1", "status"] => ("status", ops::status(method, context)),
         ["api", "v1", "cluster", rest @ ..] => ops::cluster(method, rest, target, url, context),
         ["api", "v1", rest @ ..] => api::handle(request, method, rest, target, url, context),

@@ -10,7 +10,7 @@ use super::request::Target;
 use super::respond::{self, Answer};
 use super::{Context, wrong_method};
 use crate::node::{Counters, Input, NodeError, PROPOSAL_TIMEOUT, Status};
-use crate::raft::{ConfChange, Role};
+use crate::raft::ConfChange;
 use crate::ticket::string_json;
 
 pub fn healthz(method: &Method) -> Answer {
@@ -197,123 +197,6 @@ fn transfer(target: &Target, url: &str, context: &Context) -> Answer {
 fn is_host_port(text: &str) -> bool {
     text.rsplit_once(':')
         .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0))
-}
-
-pub fn metrics(method: &Method, context: &Context) -> Answer {
-    if *method != Method::Get {
-        return wrong_method(method, "GET");
-    }
-    let shared = &context.node.shared;
-    let status = shared.status();
-    let c = &shared.counters;
-    let mut out = String::new();
-    let gauge = |out: &mut String, name: &str, help: &str, value: f64| {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
-        );
-    };
-    let counter = |out: &mut String, name: &str, help: &str, value: u64| {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
-        );
-    };
-    for role in [
-        Role::Follower,
-        Role::PreCandidate,
-        Role::Candidate,
-        Role::Leader,
-    ] {
-        let _ = writeln!(
-            out,
-            "ticketd_role{{role=\"{}\"}} {}",
-            role.as_str(),
-            u8::from(status.role == role)
-        );
-    }
-    gauge(
-        &mut out,
-        "ticketd_term",
-        "Current Raft term.",
-        status.term as f64,
-    );
-    gauge(
-        &mut out,
-        "ticketd_commit_index",
-        "Raft commit index.",
-        status.commit as f64,
-    );
-    gauge(
-        &mut out,
-        "ticketd_applied_index",
-        "Last applied index.",
-        status.applied as f64,
-    );
-    gauge(
-        &mut out,
-        "ticketd_sessions",
-        "Live sessions.",
-        status.sessions as f64,
-    );
-    gauge(
-        &mut out,
-        "ticketd_locks",
-        "Held locks.",
-        status.locks as f64,
-    );
-    counter(
-        &mut out,
-        "ticketd_ids_served_total",
-        "IDs handed out by this node.",
-        shared.ids.served_total(),
-    );
-    counter(
-        &mut out,
-        "ticketd_fsyncs_total",
-        "Durable log writes.",
-        Counters::get(&c.fsyncs),
-    );
-    let _ = writeln!(
-        out,
-        "# HELP ticketd_fsync_seconds_total Time spent in durable log writes.\n# TYPE ticketd_fsync_seconds_total counter\nticketd_fsync_seconds_total {}",
-        Counters::get(&c.fsync_micros_total) as f64 / 1e6
-    );
-    counter(
-        &mut out,
-        "ticketd_entries_persisted_total",
-        "Log entries written.",
-        Counters::get(&c.entries_persisted),
-    );
-    counter(
-        &mut out,
-        "ticketd_proposals_total",
-        "Commands proposed.",
-        Counters::get(&c.proposals),
-    );
-    counter(
-        &mut out,
-        "ticketd_peer_messages_sent_total",
-        "Raft messages sent.",
-        Counters::get(&c.messages_sent),
-    );
-    counter(
-        &mut out,
-        "ticketd_peer_messages_received_total",
-        "Raft messages received.",
-        Counters::get(&c.messages_received),
-    );
-    let _ = writeln!(
-        out,
-        "# HELP ticketd_http_requests_total HTTP requests by route and status.\n# TYPE ticketd_http_requests_total counter"
-    );
-    for ((route, code), count) in context.counts.snapshot() {
-        let _ = writeln!(
-            out,
-            "ticketd_http_requests_total{{route=\"{route}\",status=\"{code}\"}} {count}"
-        );
-    }
-    respond::answer(200, "text/plain; version=0.0.4", out)
 }
 
 /// `YYYY-MM-DDTHH:MM:SSZ` for seconds since the Unix epoch (Howard

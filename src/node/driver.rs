@@ -80,6 +80,8 @@ pub(super) struct Driver {
     /// Free map space at the last look, and a tenth of the map.
     room_left: u64,
     room_floor: u64,
+    /// The map's size and the bytes in use, at the last look.
+    storage_bytes: (u64, u64),
     last_expiry: Instant,
     last_compaction: Instant,
     /// A compaction is under way (encoding or queued on the writer), with
@@ -130,6 +132,7 @@ impl Driver {
             storage_full: false,
             room_left: 0,
             room_floor: u64::MAX,
+            storage_bytes: (0, 0),
             last_expiry: now,
             last_compaction: now,
             compacting: None,
@@ -625,6 +628,7 @@ impl Driver {
             return false;
         };
         if let Ok(usage) = usage {
+            self.storage_bytes = (usage.map_size_bytes, usage.used_bytes);
             self.room_left = usage.available_bytes;
             self.room_floor = usage.map_size_bytes / 10;
             let full = usage.available_bytes < STORAGE_RESERVE_BYTES.min(usage.map_size_bytes / 10);
@@ -754,6 +758,10 @@ impl Driver {
                 if synced {
                     Counters::add(&counters.fsyncs, 1);
                     Counters::add(&counters.fsync_micros_total, micros);
+                    counters.persist_seconds.observe(micros as f64 / 1e6);
+                    counters
+                        .entries_per_persist
+                        .observe(batch.entries.len() as f64);
                 }
                 Counters::add(&counters.entries_persisted, batch.entries.len() as u64);
                 let bytes: usize = batch.entries.iter().map(|e| e.data.len() + 32).sum();
@@ -816,11 +824,13 @@ impl Driver {
         match result {
             Ok(()) => {
                 let counters = &self.shared.counters;
+                let took = started.elapsed();
                 Counters::add(&counters.fsyncs, 1);
-                Counters::add(
-                    &counters.fsync_micros_total,
-                    started.elapsed().as_micros() as u64,
-                );
+                Counters::add(&counters.fsync_micros_total, took.as_micros() as u64);
+                counters.persist_seconds.observe_duration(took);
+                counters
+                    .entries_per_persist
+                    .observe(ready.entries.len() as f64);
                 Counters::add(&counters.entries_persisted, ready.entries.len() as u64);
                 let bytes: usize = ready.entries.iter().map(|e| e.data.len() + 32).sum();
                 self.bytes_since_usage_check += bytes as u64;
@@ -901,7 +911,29 @@ impl Driver {
             None
         };
         let snapshot_index = self.raft.snapshot().meta.index;
+        let last_index = self.raft.last_index();
+        let follower_lag = if self.raft.role() == Role::Leader {
+            self.raft
+                .match_indexes()
+                .into_iter()
+                .map(|(id, matched)| (id, last_index.saturating_sub(matched)))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let counters = &self.shared.counters;
+        counters.peer_connects.store(
+            self.transport.connects(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        let (storage_map_bytes, storage_used_bytes) = self.storage_bytes;
         self.shared.update(|status| {
+            if leader != 0 && leader != status.leader {
+                Counters::add(&counters.leader_changes, 1);
+            }
+            status.storage_map_bytes = storage_map_bytes;
+            status.storage_used_bytes = storage_used_bytes;
+            status.follower_lag = follower_lag;
             status.role = self.raft.role();
             status.term = self.raft.term();
             status.leader = leader;

@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use crate::clock::BootInstant;
 use crate::ids::IdPool;
+use crate::metrics::{COUNT_BUCKETS, Histogram, SECONDS_BUCKETS};
 use crate::raft::{LogIndex, Member, NodeId, Role, Term};
 
 /// The node's Raft view as of its last loop iteration.
@@ -34,6 +35,11 @@ pub struct Status {
     pub locks: u64,
     /// The LMDB map is (nearly) full: writes answer 507.
     pub storage_full: bool,
+    /// The LMDB map's size and the bytes of it in use, at the last look.
+    pub storage_map_bytes: u64,
+    pub storage_used_bytes: u64,
+    /// Leader only: how many entries each follower lacks.
+    pub follower_lag: Vec<(NodeId, u64)>,
 }
 
 impl Status {
@@ -55,6 +61,9 @@ impl Status {
             sessions: 0,
             locks: 0,
             storage_full: false,
+            storage_map_bytes: 0,
+            storage_used_bytes: 0,
+            follower_lag: Vec::new(),
         }
     }
 
@@ -67,8 +76,8 @@ impl Status {
     }
 }
 
-/// Counters; every one only grows.
-#[derive(Debug, Default)]
+/// Counters (every one only grows) and histograms.
+#[derive(Debug)]
 pub struct Counters {
     pub fsyncs: AtomicU64,
     pub fsync_micros_total: AtomicU64,
@@ -76,6 +85,31 @@ pub struct Counters {
     pub proposals: AtomicU64,
     pub messages_sent: AtomicU64,
     pub messages_received: AtomicU64,
+    /// Times this node saw a new leader (itself included).
+    pub leader_changes: AtomicU64,
+    /// Outbound peer connections made (copied from the transport).
+    pub peer_connects: AtomicU64,
+    /// Seconds per durable write of the log (one fsync).
+    pub persist_seconds: Histogram,
+    /// Log entries per durable write.
+    pub entries_per_persist: Histogram,
+}
+
+impl Default for Counters {
+    fn default() -> Counters {
+        Counters {
+            fsyncs: AtomicU64::new(0),
+            fsync_micros_total: AtomicU64::new(0),
+            entries_persisted: AtomicU64::new(0),
+            proposals: AtomicU64::new(0),
+            messages_sent: AtomicU64::new(0),
+            messages_received: AtomicU64::new(0),
+            leader_changes: AtomicU64::new(0),
+            peer_connects: AtomicU64::new(0),
+            persist_seconds: Histogram::new(SECONDS_BUCKETS),
+            entries_per_persist: Histogram::new(COUNT_BUCKETS),
+        }
+    }
 }
 
 impl Counters {

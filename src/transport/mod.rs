@@ -82,6 +82,8 @@ struct Shared {
     threads: Mutex<Vec<JoinHandle<()>>>,
     /// Messages dropped: unknown peer, full queue, no connection.
     dropped: AtomicU64,
+    /// Outbound connections made (the first to each peer included).
+    connects: AtomicU64,
     stopping: AtomicBool,
 }
 
@@ -261,6 +263,7 @@ impl Transport {
             inbound: Sockets::new(INBOUND_CONNECTIONS_MAX),
             threads: Mutex::new(Vec::new()),
             dropped: AtomicU64::new(0),
+            connects: AtomicU64::new(0),
             stopping: AtomicBool::new(false),
         });
         let (exit_sender, exit_receiver) = mpsc::channel();
@@ -377,6 +380,12 @@ impl Transport {
     /// peer unreachable), for metrics.
     pub fn dropped_messages(&self) -> u64 {
         self.shared.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Outbound connections made so far (one per peer at start, one more
+    /// per reconnect), for metrics.
+    pub fn connects(&self) -> u64 {
+        self.shared.connects.load(Ordering::Relaxed)
     }
 
     /// Inbound peer connections open now (at most a fixed cap), for
@@ -501,6 +510,7 @@ mod tests {
             inbound: Sockets::new(1),
             threads: Mutex::new(Vec::new()),
             dropped: AtomicU64::new(0),
+            connects: AtomicU64::new(0),
             stopping: AtomicBool::new(false),
         }
     }

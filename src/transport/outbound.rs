@@ -5,6 +5,7 @@
 use std::io::{self, BufWriter, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -51,6 +52,7 @@ fn run_writer(shared: &Shared, target: &Target, queue: &Receiver<Message>, socke
         match connect(shared, target, sockets) {
             Ok((stream, _registration)) => {
                 info!("connected to peer {} at {}", target.id, target.addr);
+                shared.connects.fetch_add(1, Ordering::Relaxed);
                 backoff = RECONNECT_BACKOFF_MIN;
                 failures = 0;
                 match pump(&stream, queue, shared) {
