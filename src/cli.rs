@@ -64,6 +64,8 @@ pub struct Options {
     pub snapshot_ms: u64,
     /// 0 silent, 1 errors, 2 info, 3 debug, 4 trace.
     pub log_level: u8,
+    /// Status of a follower's redirect for `POST /`: 301, 307 or 308.
+    pub redirect: u16,
 }
 
 /// The outcome of a successful parse.
@@ -133,7 +135,13 @@ fn options() -> getopts::Options {
             "0 silent, 1 errors, 2 info, 3 debug, 4 trace (default 2)",
             "N",
         )
-        .optflag("", "help", "print this help and exit")
+        .optopt(
+            "",
+            "redirect",
+            "a follower's redirect for POST /: 301 (default), 307 or 308 (clients that turn a POST into a GET on 301)",
+            "CODE",
+        )
+        .optflag("h", "help", "print this help and exit")
         .optflag("", "version", "print the version and exit");
     opts
 }
@@ -235,7 +243,17 @@ fn options_from(matches: &getopts::Matches) -> Result<Options, String> {
             0,
             u64::from(LOG_LEVEL_MAX),
         )? as u8,
+        redirect: redirect_option(matches)?,
     })
+}
+
+fn redirect_option(matches: &getopts::Matches) -> Result<u16, String> {
+    match matches.opt_str("redirect").as_deref() {
+        None | Some("301") => Ok(301),
+        Some("307") => Ok(307),
+        Some("308") => Ok(308),
+        Some(other) => Err(format!("--redirect must be 301, 307 or 308, not {other:?}")),
+    }
 }
 
 /// The subcommand, and the `PEERS` argument when one was given.
@@ -447,6 +465,7 @@ mod tests {
                 expire_ms: 500,
                 snapshot_ms: 1000,
                 log_level: 2,
+                redirect: 301,
             }
         );
     }
@@ -461,7 +480,7 @@ mod tests {
             parse_strs(&["start", "--help", "--peer_port", "x"]),
             Ok(Parsed::Help)
         );
-        assert!(parse_strs(&["-h"]).is_err());
+        assert_eq!(parse_strs(&["-h"]), Ok(Parsed::Help));
         let text = usage();
         for needle in [
             "ticketd [PEERS] [options]",
@@ -478,6 +497,7 @@ mod tests {
             "--expire",
             "--snapshot",
             "--loglevel",
+            "--redirect",
         ] {
             assert!(text.contains(needle), "usage lacks {needle}:\n{text}");
         }
@@ -611,6 +631,20 @@ mod tests {
             assert!(error(&["--http_port", bad]).contains("--http_port"));
         }
         assert!(error(&["--peer_port"]).contains("peer_port"));
+    }
+
+    #[test]
+    fn redirect_codes() {
+        assert_eq!(run(&[]).unwrap().redirect, 301);
+        for code in ["301", "307", "308"] {
+            assert_eq!(
+                run(&["--redirect", code]).unwrap().redirect.to_string(),
+                code
+            );
+        }
+        for bad in ["302", "x", ""] {
+            assert!(error(&["--redirect", bad]).contains("--redirect"), "{bad}");
+        }
     }
 
     #[test]

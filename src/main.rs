@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use log::{LevelFilter, error, info};
 use ticketd::cli::{self, Command, Options, Parsed};
-use ticketd::http::HttpServer;
+use ticketd::http::{HttpOptions, HttpServer};
 use ticketd::node::{self, NodeConfig};
 
 fn main() -> ExitCode {
@@ -24,8 +24,7 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(e) => {
-            eprintln!("ticketd: {e}");
-            eprint!("{}", cli::usage());
+            eprintln!("ticketd: {e}\nTry 'ticketd --help' for more information.");
             return ExitCode::from(2);
         }
     };
@@ -93,7 +92,10 @@ fn run(options: &Options) -> Result<(), String> {
             .map_err(|e| format!("cannot handle signals: {e}"))?;
     }
     let (handle, node_thread) = node::start(config).map_err(|e| e.to_string())?;
-    let http = match HttpServer::start(&options.http_listen, handle.clone()) {
+    let http_options = HttpOptions {
+        id_redirect: options.redirect,
+    };
+    let http = match HttpServer::start(&options.http_listen, handle.clone(), http_options) {
         Ok(http) => http,
         Err(e) => {
             handle.shutdown();

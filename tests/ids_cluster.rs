@@ -76,6 +76,38 @@ fn follower_redirects_to_the_leader_keeping_the_query() {
     }
 }
 
+/// `--redirect 307`: a follower's `POST /` redirect keeps the method, so
+/// clients that turn a POST into a GET on 301 (Go, Python, `curl -d`)
+/// get their IDs.
+#[test]
+fn redirect_307_keeps_the_post() {
+    let mut cluster = Cluster::new("redirect-307", 3);
+    for node in &mut cluster.nodes {
+        node.extra_args = vec!["--redirect".into(), "307".into()];
+        node.start();
+    }
+    cluster.wait_leader(LEADER_WAIT);
+    let redirected = wait_for(LEADER_WAIT, || {
+        let leader = cluster.nodes.iter().position(|n| n.is_leader())?;
+        let follower = (leader + 1) % 3;
+        let response = post(&cluster.nodes[follower].http(), "/?count=2")?;
+        let expected = format!("http://{}/?count=2", cluster.nodes[leader].http());
+        (response.status == 307 && response.header("location") == Some(expected.as_str()))
+            .then_some(follower)
+    });
+    let Some(follower) = redirected else {
+        panic!(
+            "no 307 from a follower
+{}",
+            cluster.logs()
+        );
+    };
+    let followed = wait_for(LEADER_WAIT, || {
+        take_ids(&cluster.nodes[follower].http(), 2).ok()
+    });
+    assert_eq!(followed.map(|ids| ids.len()), Some(2), "{}", cluster.logs());
+}
+
 /// One request's IDs and when it ran (every request of the client
 /// starts after the previous one completed).
 struct Batch {

@@ -21,7 +21,7 @@ pub fn handle(method: &Method, target: &Target, url: &str, context: &Context) ->
         Ok(count) => count,
         Err(why) => return respond::error(400, &why),
     };
-    if let Some(answer) = super::not_here(context, 301, url) {
+    if let Some(answer) = super::not_here(context, context.options.id_redirect, url) {
         return answer;
     }
     let wake = || {

@@ -100,9 +100,23 @@ impl RequestCounts {
     }
 }
 
+/// How the HTTP side answers, from the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HttpOptions {
+    /// A follower's redirect for `POST /`: 301 (willemt's), 307 or 308.
+    pub id_redirect: u16,
+}
+
+impl Default for HttpOptions {
+    fn default() -> HttpOptions {
+        HttpOptions { id_redirect: 301 }
+    }
+}
+
 /// What every request handler shares.
 pub struct Context {
     pub node: NodeHandle,
+    pub options: HttpOptions,
     pub counts: RequestCounts,
     /// Set by [`HttpServer::shutdown`]: new requests get 503.
     stopping: AtomicBool,
@@ -128,7 +142,11 @@ impl HttpServer {
     ///
     /// # Errors
     /// The bind error, with the address.
-    pub fn start(listen: &str, node: NodeHandle) -> Result<HttpServer, String> {
+    pub fn start(
+        listen: &str,
+        node: NodeHandle,
+        options: HttpOptions,
+    ) -> Result<HttpServer, String> {
         let listener =
             listener::bind(listen).map_err(|e| format!("cannot listen on {listen}: {e}"))?;
         let local_addr = listener
@@ -137,6 +155,7 @@ impl HttpServer {
             .unwrap_or_else(|_| listen.to_string());
         let context = Arc::new(Context {
             node,
+            options,
             counts: RequestCounts::default(),
             stopping: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
