@@ -8,6 +8,7 @@ pub mod http;
 pub mod ids;
 pub mod metrics;
 pub mod node;
+pub mod notify;
 pub mod raft;
 pub mod store;
 pub mod ticket;

@@ -9,7 +9,9 @@ use std::time::Duration;
 use log::{LevelFilter, error, info};
 use ticketd::cli::{self, Command, Options, Parsed};
 use ticketd::http::{HttpOptions, HttpServer};
-use ticketd::node::{self, NodeConfig};
+use ticketd::node::{self, NodeConfig, NodeHandle};
+use ticketd::notify::Notifier;
+use ticketd::raft::Role;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -104,9 +106,22 @@ fn run(options: &Options) -> Result<(), String> {
         }
     };
     info!("serving HTTP on {}", http.local_addr);
+    // systemd (Type=notify): ready once the data is loaded and HTTP is
+    // served; a status line on every change of role or leader.
+    let notifier = Notifier::from_env();
+    let mut shown = String::new();
+    let mut ready = false;
     while !stop.load(Ordering::SeqCst) && !node_thread.is_finished() {
+        let line = status_line(&handle);
+        if line != shown || !ready {
+            let prefix = if ready { "" } else { "READY=1\n" };
+            notifier.send(&format!("{prefix}STATUS={line}"));
+            shown = line;
+            ready = true;
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
+    notifier.send("STOPPING=1\nSTATUS=stopping");
     info!("shutting down");
     http.shutdown();
     handle.shutdown();
@@ -114,4 +129,22 @@ fn run(options: &Options) -> Result<(), String> {
         .join()
         .map_err(|_| "the node thread panicked".to_string())?;
     Ok(())
+}
+
+/// What `systemctl status` shows: this node's role and who leads.
+fn status_line(handle: &NodeHandle) -> String {
+    let status = handle.shared.status();
+    match (status.role, status.leader) {
+        (Role::Leader, _) => format!("leader of term {}", status.term),
+        (_, 0) => format!(
+            "{} in term {}, no leader known",
+            status.role.as_str(),
+            status.term
+        ),
+        (role, leader) => format!(
+            "{} in term {}, leader is node {leader}",
+            role.as_str(),
+            status.term
+        ),
+    }
 }

@@ -162,3 +162,51 @@ fn sigterm_on_the_leader_hands_leadership_over_first() {
         cluster.logs()
     );
 }
+
+/// Under systemd (`Type=notify`): `READY=1` once the node serves HTTP,
+/// a `STATUS=` line naming its role, `STOPPING=1` on SIGTERM — received
+/// here on a datagram socket of the test's own, as systemd would.
+#[test]
+fn systemd_hears_ready_status_and_stopping() {
+    use std::os::unix::net::UnixDatagram;
+
+    let mut cluster = Cluster::new("notify", 1);
+    let socket_path = cluster.dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    cluster.nodes[0].env = vec![("NOTIFY_SOCKET".into(), socket_path.display().to_string())];
+    cluster.nodes[0].start();
+    let mut heard = Vec::new();
+    let receive_until = |heard: &mut Vec<String>, what: &str| {
+        let deadline = Instant::now() + LEADER_WAIT;
+        while Instant::now() < deadline {
+            let mut buffer = [0u8; 512];
+            if let Ok(n) = socket.recv(&mut buffer) {
+                heard.push(String::from_utf8_lossy(&buffer[..n]).into_owned());
+                if heard.iter().any(|m| m.lines().any(|l| l == what)) {
+                    return true;
+                }
+            }
+        }
+        false
+    };
+    assert!(
+        receive_until(&mut heard, "READY=1"),
+        "no READY=1: {heard:?}\n{}",
+        cluster.logs()
+    );
+    // Ready means serving: HTTP answers at once.
+    let addr = cluster.nodes[0].http();
+    assert_eq!(common::get(&addr, "/healthz").map(|r| r.status), Some(200));
+    assert!(
+        receive_until(&mut heard, "STATUS=leader of term 1"),
+        "no status line for the leader: {heard:?}"
+    );
+    terminate_expecting_success(&mut cluster, 0, "notified node");
+    assert!(
+        receive_until(&mut heard, "STOPPING=1"),
+        "no STOPPING=1: {heard:?}"
+    );
+}
