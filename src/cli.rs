@@ -50,14 +50,19 @@ pub struct Options {
     /// The initial members' peer addresses (`host:port`, no duplicates,
     /// ours among them); empty when not given.
     pub peers: Vec<String>,
-    /// Where to bind, and what to advertise to peers.
+    /// Where to bind (may be a wildcard such as `0.0.0.0`).
     pub host: String,
+    /// The host peers and redirected clients use to reach this node:
+    /// `--advertise`, else `--host`.
+    pub advertise: String,
     pub peer_port: u16,
     pub http_port: u16,
     /// `host:port` for the HTTP listener: `-l`, or `host` + `http_port`.
     pub http_listen: String,
-    /// `host:peer_port`, as peers know us.
+    /// `advertise:peer_port`, as peers know us.
     pub peer_addr: String,
+    /// `host:peer_port`: where the peer listener binds.
+    pub peer_listen: String,
     pub data_dir: PathBuf,
     pub db_size_mb: u64,
     pub expire_ms: u64,
@@ -71,7 +76,7 @@ pub struct Options {
 /// The outcome of a successful parse.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Parsed {
-    Run(Options),
+    Run(Box<Options>),
     Help,
     Version,
 }
@@ -100,7 +105,13 @@ fn options() -> getopts::Options {
         .optopt(
             "H",
             "host",
-            "address to bind and to advertise to peers (default 127.0.0.1)",
+            "address to bind (default 127.0.0.1; 0.0.0.0 needs --advertise)",
+            "HOST",
+        )
+        .optopt(
+            "",
+            "advertise",
+            "address peers and redirected clients use to reach this node (default --host)",
             "HOST",
         )
         .optopt(
@@ -175,7 +186,9 @@ pub fn parse(args: &[String]) -> Result<Parsed, CliError> {
     if matches.opt_present("version") {
         return Ok(Parsed::Version);
     }
-    options_from(&matches).map(Parsed::Run).map_err(CliError)
+    options_from(&matches)
+        .map(|options| Parsed::Run(Box::new(options)))
+        .map_err(CliError)
 }
 
 /// Rewrites `-snappath DIR` (Go's flag syntax, turbosquid's command line)
@@ -202,12 +215,18 @@ fn accept_go_style(args: &[String]) -> Vec<String> {
 fn options_from(matches: &getopts::Matches) -> Result<Options, String> {
     let (command, peers) = command_from(&matches.free)?;
     let host = match matches.opt_str("host") {
-        Some(host) => advertised_host(&host)?,
+        Some(host) => host_name(&host).map_err(|why| format!("--host {host:?}: {why}"))?,
         None => DEFAULT_HOST.to_string(),
+    };
+    let advertise = match matches.opt_str("advertise") {
+        Some(advertise) => advertised_host("--advertise", &advertise)?,
+        None => advertised_host("--host", &host)
+            .map_err(|why| format!("{why}; give --advertise with a routable address"))?,
     };
     let peer_port = port_option(matches, "peer_port", DEFAULT_PEER_PORT)?;
     let http_port = port_option(matches, "http_port", DEFAULT_HTTP_PORT)?;
-    let peer_addr = join_host_port(&host, peer_port);
+    let peer_addr = join_host_port(&advertise, peer_port);
+    let peer_listen = join_host_port(&host, peer_port);
     let http_listen = match matches.opt_str("l") {
         Some(listen) => listen_address(&listen)?,
         None => join_host_port(&host, http_port),
@@ -227,10 +246,12 @@ fn options_from(matches: &getopts::Matches) -> Result<Options, String> {
         command,
         peers,
         host,
+        advertise,
         peer_port,
         http_port,
         http_listen,
         peer_addr,
+        peer_listen,
         data_dir: data_dir(matches, peer_port)?,
         db_size_mb: number_option(matches, "db_size", DEFAULT_DB_SIZE_MB, 1, DB_SIZE_MB_MAX)?,
         expire_ms: number_option(matches, "expire", DEFAULT_EXPIRE_MS, 1, INTERVAL_MS_MAX)?,
@@ -353,14 +374,15 @@ fn data_dir(matches: &getopts::Matches, peer_port: u16) -> Result<PathBuf, Strin
     Ok(PathBuf::from(dir))
 }
 
-/// `--host`: peers must be able to reach it, so no wildcard address.
-fn advertised_host(host: &str) -> Result<String, String> {
-    let host = host_name(host).map_err(|why| format!("--host {host:?}: {why}"))?;
+/// The advertised host (`--advertise`, or `--host` without it): peers
+/// must be able to reach it, so no wildcard address.
+fn advertised_host(flag: &str, host: &str) -> Result<String, String> {
+    let host = host_name(host).map_err(|why| format!("{flag} {host:?}: {why}"))?;
     let unspecified = host.parse::<Ipv4Addr>().is_ok_and(|ip| ip.is_unspecified())
         || bare_ipv6(&host).is_some_and(|ip| ip.is_unspecified());
     if unspecified {
         return Err(format!(
-            "--host {host}: peers cannot reach a wildcard address; use -l to listen on all interfaces"
+            "{flag} {host}: peers cannot reach a wildcard address"
         ));
     }
     Ok(host)
@@ -431,7 +453,7 @@ mod tests {
     fn run(args: &[&str]) -> Result<Options, String> {
         let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
         match parse(&args) {
-            Ok(Parsed::Run(options)) => Ok(options),
+            Ok(Parsed::Run(options)) => Ok(*options),
             Ok(other) => Err(format!("not a run: {other:?}")),
             Err(CliError(why)) => Err(why),
         }
@@ -456,10 +478,12 @@ mod tests {
                 command: Command::Run,
                 peers: Vec::new(),
                 host: "127.0.0.1".into(),
+                advertise: "127.0.0.1".into(),
                 peer_port: 9001,
                 http_port: 8001,
                 http_listen: "127.0.0.1:8001".into(),
                 peer_addr: "127.0.0.1:9001".into(),
+                peer_listen: "127.0.0.1:9001".into(),
                 data_dir: PathBuf::from("ticketd-data/9001"),
                 db_size_mb: 1024,
                 expire_ms: 500,
@@ -665,6 +689,32 @@ mod tests {
         }
         assert_eq!(run(&["-s", "1048576"]).unwrap().db_size_mb, 1_048_576);
         assert_eq!(run(&["--expire", "1"]).unwrap().expire_ms, 1);
+    }
+
+    #[test]
+    fn bind_on_all_interfaces_and_advertise_a_routable_address() {
+        let options = run(&["-H", "0.0.0.0", "--advertise", "10.0.0.1"]).unwrap();
+        assert_eq!(options.host, "0.0.0.0");
+        assert_eq!(options.advertise, "10.0.0.1");
+        assert_eq!(options.peer_listen, "0.0.0.0:9001");
+        assert_eq!(options.peer_addr, "10.0.0.1:9001");
+        assert_eq!(options.http_listen, "0.0.0.0:8001");
+        let options = run(&["--advertise", "node1.example"]).unwrap();
+        assert_eq!(options.peer_listen, "127.0.0.1:9001");
+        assert_eq!(options.peer_addr, "node1.example:9001");
+        // PEERS name the advertised addresses.
+        let options = run(&[
+            "10.0.0.1:9001,10.0.0.2:9001",
+            "-H",
+            "0.0.0.0",
+            "--advertise",
+            "10.0.0.1",
+        ])
+        .unwrap();
+        assert_eq!(options.peers.len(), 2);
+        assert!(error(&["-H", "0.0.0.0"]).contains("--advertise"));
+        assert!(error(&["--advertise", "0.0.0.0"]).contains("--advertise"));
+        assert!(error(&["--advertise", "a b"]).contains("--advertise"));
     }
 
     #[test]

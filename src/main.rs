@@ -49,19 +49,21 @@ fn init_logging(level: u8) {
         3 => LevelFilter::Debug,
         _ => LevelFilter::Trace,
     };
+    // Dated lines (RFC 3339, UTC): logs outlive the day they were written.
     let config = simplelog::ConfigBuilder::new()
         .set_target_level(LevelFilter::Off)
         .set_thread_level(LevelFilter::Off)
+        .set_time_format_rfc3339()
         .build();
     let _ = simplelog::WriteLogger::init(filter, config, std::io::stderr());
 }
 
 /// The HTTP address peers redirect clients to: the listen address, with
-/// a wildcard host replaced by `--host`.
+/// a wildcard host replaced by the advertised one.
 fn advertised_http(options: &Options) -> String {
     match options.http_listen.rsplit_once(':') {
         Some(("0.0.0.0" | "[::]" | "", port)) => {
-            format!("{}:{port}", options.host)
+            format!("{}:{port}", options.advertise)
         }
         _ => options.http_listen.clone(),
     }
@@ -81,7 +83,7 @@ fn run(options: &Options) -> Result<(), String> {
         db_size_mb: options.db_size_mb,
         peers: options.peers.clone(),
         peer_addr: options.peer_addr.clone(),
-        peer_listen: options.peer_addr.clone(),
+        peer_listen: options.peer_listen.clone(),
         http_addr: advertised_http(options),
         expire_interval: Duration::from_millis(options.expire_ms),
         snapshot_interval: Duration::from_millis(options.snapshot_ms),
