@@ -71,6 +71,9 @@ pub struct Options {
     pub log_level: u8,
     /// Status of a follower's redirect for `POST /`: 301, 307 or 308.
     pub redirect: u16,
+    /// Files holding the bearer tokens for admin and client calls.
+    pub admin_token: Option<PathBuf>,
+    pub client_token: Option<PathBuf>,
 }
 
 /// The outcome of a successful parse.
@@ -151,6 +154,18 @@ fn options() -> getopts::Options {
             "redirect",
             "a follower's redirect for POST /: 301 (default), 307 or 308 (clients that turn a POST into a GET on 301)",
             "CODE",
+        )
+        .optopt(
+            "",
+            "admin_token",
+            "file with the bearer token for membership changes, transfer and dumps (default: those only from loopback clients)",
+            "FILE",
+        )
+        .optopt(
+            "",
+            "client_token",
+            "file with the bearer token every other request needs but /healthz and /readyz (default: open)",
+            "FILE",
         )
         .optflag("h", "help", "print this help and exit")
         .optflag("", "version", "print the version and exit");
@@ -265,7 +280,18 @@ fn options_from(matches: &getopts::Matches) -> Result<Options, String> {
             u64::from(LOG_LEVEL_MAX),
         )? as u8,
         redirect: redirect_option(matches)?,
+        admin_token: file_option(matches, "admin_token")?,
+        client_token: file_option(matches, "client_token")?,
     })
+}
+
+/// A file name; the file itself is read by `main`.
+fn file_option(matches: &getopts::Matches, name: &str) -> Result<Option<PathBuf>, String> {
+    match matches.opt_str(name) {
+        Some(path) if path.is_empty() => Err(format!("--{name}: empty file name")),
+        Some(path) => Ok(Some(PathBuf::from(path))),
+        None => Ok(None),
+    }
 }
 
 fn redirect_option(matches: &getopts::Matches) -> Result<u16, String> {
@@ -490,6 +516,8 @@ mod tests {
                 snapshot_ms: 1000,
                 log_level: 2,
                 redirect: 301,
+                admin_token: None,
+                client_token: None,
             }
         );
     }
@@ -522,6 +550,8 @@ mod tests {
             "--snapshot",
             "--loglevel",
             "--redirect",
+            "--admin_token",
+            "--client_token",
         ] {
             assert!(text.contains(needle), "usage lacks {needle}:\n{text}");
         }

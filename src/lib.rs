@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod node;
 pub mod notify;
 pub mod raft;
+pub mod secret;
 pub mod store;
 pub mod ticket;
 pub mod transport;

@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use log::{LevelFilter, error, info};
 use ticketd::cli::{self, Command, Options, Parsed};
-use ticketd::http::{HttpOptions, HttpServer};
+use ticketd::http::{HttpOptions, HttpServer, Tokens};
 use ticketd::node::{self, NodeConfig, NodeHandle};
 use ticketd::notify::Notifier;
 use ticketd::raft::Role;
+use ticketd::secret::{SECRET_BYTES_MIN, Secret};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -30,8 +31,16 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Token files are values of flags: a bad one is a usage error.
+    let tokens = match load_tokens(&options) {
+        Ok(tokens) => tokens,
+        Err(e) => {
+            eprintln!("ticketd: {e}\nTry 'ticketd --help' for more information.");
+            return ExitCode::from(2);
+        }
+    };
     init_logging(options.log_level);
-    match run(&options) {
+    match run(&options, tokens) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!("{e}");
@@ -69,7 +78,21 @@ fn advertised_http(options: &Options) -> String {
     }
 }
 
-fn run(options: &Options) -> Result<(), String> {
+fn load_tokens(options: &Options) -> Result<Tokens, String> {
+    let load = |flag: &str, path: &Option<std::path::PathBuf>| {
+        path.as_ref()
+            .map(|p| {
+                Secret::from_file(p, SECRET_BYTES_MIN).map_err(|why| format!("--{flag} {why}"))
+            })
+            .transpose()
+    };
+    Ok(Tokens {
+        admin: load("admin_token", &options.admin_token)?,
+        client: load("client_token", &options.client_token)?,
+    })
+}
+
+fn run(options: &Options, tokens: Tokens) -> Result<(), String> {
     if options.command != Command::Run {
         return Err("start, join and leave are not supported yet; run with a peer list".into());
     }
@@ -98,6 +121,7 @@ fn run(options: &Options) -> Result<(), String> {
     let (handle, node_thread) = node::start(config).map_err(|e| e.to_string())?;
     let http_options = HttpOptions {
         id_redirect: options.redirect,
+        tokens,
     };
     let http = match HttpServer::start(&options.http_listen, handle.clone(), http_options) {
         Ok(http) => http,

@@ -6,6 +6,7 @@
 //! [`NodeHandle`]; IDs come straight from the shared ID pool.
 
 mod api;
+mod auth;
 mod ids;
 mod listener;
 mod metrics;
@@ -27,6 +28,7 @@ use crate::node::NodeHandle;
 use request::Target;
 use respond::Answer;
 
+pub use auth::Tokens;
 pub use ids::render as render_ids;
 pub use listener::bind as bind_listener;
 pub use request::percent_decode;
@@ -101,15 +103,20 @@ impl RequestCounts {
 }
 
 /// How the HTTP side answers, from the command line.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct HttpOptions {
     /// A follower's redirect for `POST /`: 301 (willemt's), 307 or 308.
     pub id_redirect: u16,
+    /// Bearer tokens for admin and client calls.
+    pub tokens: Tokens,
 }
 
 impl Default for HttpOptions {
     fn default() -> HttpOptions {
-        HttpOptions { id_redirect: 301 }
+        HttpOptions {
+            id_redirect: 301,
+            tokens: Tokens::default(),
+        }
     }
 }
 
@@ -187,14 +194,19 @@ impl HttpServer {
 fn handle(mut request: Request, context: &Context) {
     context.in_flight.fetch_add(1, Ordering::SeqCst);
     let started = Instant::now();
-    let target = Target::parse(request.url());
     let url = Target::path_and_query(request.url()).to_string();
     let method = request.method().clone();
     let (route, answer) = if context.stopping.load(Ordering::SeqCst) {
         let error = crate::node::NodeError::Unavailable("node is shutting down".into());
         ("stopping", respond::node_error(&error, 307, &url))
     } else {
-        route(&mut request, &method, &target, &url, context)
+        match Target::parse(request.url()) {
+            Err(why) => ("bad-target", respond::error(400, &why)),
+            Ok(target) => match authorize(&request, &method, &target, context) {
+                Err(answer) => ("unauthorized", answer),
+                Ok(()) => route(&mut request, &method, &target, &url, context),
+            },
+        }
     };
     let status = answer.status_code().0;
     if let Err(e) = request.respond(answer) {
@@ -202,6 +214,23 @@ fn handle(mut request: Request, context: &Context) {
     }
     context.counts.add(route, status, started.elapsed());
     context.in_flight.fetch_sub(1, Ordering::SeqCst);
+}
+
+fn authorize(
+    request: &Request,
+    method: &Method,
+    target: &Target,
+    context: &Context,
+) -> Result<(), Answer> {
+    let authorization = request
+        .headers()
+        .iter()
+        .find(|h| h.field.equiv("Authorization"))
+        .map(|h| h.value.as_str());
+    context
+        .options
+        .tokens
+        .check(method, target, authorization, request.remote_addr())
 }
 
 /// Reads a request body of at most `limit` bytes; `Err` when it is larger.

@@ -78,6 +78,17 @@ impl Response {
 /// One HTTP/1.1 request with `Connection: close`; None on any I/O error
 /// (refused, reset, timed out).
 pub fn request(method: &str, addr: &str, path: &str, body: &[u8]) -> Option<Response> {
+    request_with_headers(method, addr, path, &[], body)
+}
+
+/// [`request`] with extra header lines (`name`, `value`).
+pub fn request_with_headers(
+    method: &str,
+    addr: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Option<Response> {
     let mut stream =
         TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_secs(2)).ok()?;
     stream
@@ -86,8 +97,12 @@ pub fn request(method: &str, addr: &str, path: &str, body: &[u8]) -> Option<Resp
     stream
         .set_write_timeout(Some(Duration::from_secs(5)))
         .ok()?;
+    let extra: String = headers
+        .iter()
+        .map(|(name, value)| format!("{name}: {value}\r\n"))
+        .collect();
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
     stream.write_all(head.as_bytes()).ok()?;
