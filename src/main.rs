@@ -111,5 +111,9 @@ fn run(options: &Options) -> Result<(), String> {
     node_thread
         .join()
         .map_err(|_| "the node thread panicked".to_string())?;
-    Ok(())
+    // A node refused by its cluster (its data is gone) stops with an error.
+    match handle.shared.fatal() {
+        Some(why) => Err(why),
+        None => Ok(()),
+    }
 }

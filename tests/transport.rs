@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use ticketd::raft::{
     Entry, EntryKind, Member, Membership, Message, MessageBody, NodeId, Snapshot, SnapshotMeta,
 };
-use ticketd::transport::{Transport, TransportConfig};
+use ticketd::transport::{Announced, Transport, TransportConfig};
 use ticketd::wire::{
     FrameKind, Handshake, encode_message, read_frame, write_frame, write_handshake,
 };
@@ -37,6 +37,7 @@ fn start_on(id: NodeId, cluster_id: u64, listen_addr: &str) -> (Transport, Recei
         node_id: id,
         peer_addr: listen_addr.to_string(),
         http_addr: http_addr(id),
+        incarnation: 1000 + id,
     };
     (Transport::start(config, deliver).unwrap(), receiver)
 }
@@ -110,6 +111,7 @@ fn raw_handshake(addr: SocketAddr, cluster_id: u64, node_id: NodeId) -> TcpStrea
         node_id,
         peer_addr: "127.0.0.1:1".into(),
         http_addr: "127.0.0.1:2".into(),
+        incarnation: 1000 + node_id,
     };
     write_handshake(&mut stream, &handshake).unwrap();
     stream
@@ -124,6 +126,7 @@ fn snapshot_message(from: NodeId, to: NodeId, len: usize) -> Message {
                 voter: true,
                 peer_addr: format!("127.0.0.1:{}", 19000 + id),
                 http_addr: http_addr(id),
+                incarnation: 1000 + id,
             },
         );
     }
@@ -197,10 +200,16 @@ fn two_nodes_exchange_messages_snapshots_and_http_addresses() {
     expect(&b_inbox, &append);
     expect(&b_inbox, &snapshot_message(1, 2, 0));
 
-    // A learnt B's address from B's reply, B learnt A's from A's hello.
-    assert_eq!(a.http_addr_of(2), Some(http_addr(2)));
-    assert_eq!(b.http_addr_of(1), Some(http_addr(1)));
-    assert_eq!(a.http_addr_of(9), None);
+    // A heard what B announced in its reply, B what A announced in its
+    // hello: the leader's node proposes that for the log (redirects use
+    // only what the log records, never these).
+    let announced = |id| Announced {
+        http_addr: http_addr(id),
+        incarnation: 1000 + id,
+    };
+    assert_eq!(a.announced(2), Some(announced(2)));
+    assert_eq!(b.announced(1), Some(announced(1)));
+    assert_eq!(a.announced(9), None);
 
     timed_shutdown(a);
     timed_shutdown(b);
@@ -262,7 +271,9 @@ fn messages_are_delivered_only_from_the_handshake_node_to_us() {
     // Only the last one is from node 3 to node 2.
     expect(&b_inbox, &vote(3, 2, 9));
     assert!(b_inbox.recv_timeout(Duration::from_millis(200)).is_err());
-    assert_eq!(b.http_addr_of(3), Some("127.0.0.1:2".to_string()));
+    let announced = b.announced(3).unwrap();
+    assert_eq!(announced.http_addr, "127.0.0.1:2");
+    assert_eq!(announced.incarnation, 1003);
     drop(raw);
     timed_shutdown(b);
 }
@@ -311,6 +322,7 @@ fn a_taken_port_is_an_error() {
         node_id: 2,
         peer_addr: String::new(),
         http_addr: String::new(),
+        incarnation: 1,
     };
     assert!(Transport::start(config, Arc::new(|_| {})).is_err());
     timed_shutdown(a);

@@ -33,6 +33,8 @@ pub struct Status {
     pub locks: u64,
     /// The LMDB map is (nearly) full: writes answer 507.
     pub storage_full: bool,
+    /// This node was removed (or refused for lost data) and is stopping.
+    pub removed: bool,
 }
 
 impl Status {
@@ -54,6 +56,7 @@ impl Status {
             sessions: 0,
             locks: 0,
             storage_full: false,
+            removed: false,
         }
     }
 
@@ -95,6 +98,9 @@ pub struct Shared {
     pub counters: Counters,
     pub started: Instant,
     pub started_unix: u64,
+    /// Why the node stopped when it must exit with an error (its data is
+    /// not the one the cluster knows).
+    fatal: Mutex<Option<String>>,
 }
 
 impl Shared {
@@ -109,6 +115,7 @@ impl Shared {
             counters: Counters::default(),
             started: Instant::now(),
             started_unix,
+            fatal: Mutex::new(None),
         })
     }
 
@@ -141,6 +148,16 @@ impl Shared {
         *current = status;
         self.leading
             .store(current.role == Role::Leader, Ordering::Release);
+    }
+
+    /// Records why the node stops with an error (node thread only).
+    pub fn set_fatal(&self, why: String) {
+        *self.fatal.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
+    }
+
+    /// Why the node stopped with an error, if it did.
+    pub fn fatal(&self) -> Option<String> {
+        self.fatal.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Updates the status in place (node thread only).

@@ -18,6 +18,7 @@ use super::{ConnError, DeadlineReader, IO_TIMEOUT, Shared};
 use crate::raft::Message;
 use crate::wire::{
     Handshake, MessageAssembler, WireError, read_frame, read_handshake, write_handshake,
+    write_refusal,
 };
 
 /// Reads are buffered: many small frames arrive back to back.
@@ -109,7 +110,12 @@ fn serve(
     // Unbuffered, so that nothing after the handshake frame is read here.
     let peer = read_handshake(&mut DeadlineReader::new(stream, IO_TIMEOUT))?;
     shared.check_handshake(&peer, None)?;
-    shared.learn_http_addr(&peer);
+    if let Some(refusal) = shared.verdict(&peer, true) {
+        // Tell it why, so that it can stop rather than retry forever.
+        write_refusal(&mut &*stream, &refusal)?;
+        return Err(ConnError::Refused(refusal.message));
+    }
+    shared.learn_announced(&peer);
     let replaced = registration.claim_node(peer.node_id);
     if replaced > 0 {
         info!(
@@ -170,6 +176,7 @@ mod tests {
             node_id: 3,
             peer_addr: String::new(),
             http_addr: String::new(),
+            incarnation: 0,
         };
         let message = |from, to| Message {
             from,

@@ -14,10 +14,10 @@ use log::{debug, info, warn};
 use super::sockets::{RegisterError, Registration, Sockets};
 use super::{
     CONNECT_TIMEOUT, ConnError, DeadlineReader, IO_TIMEOUT, RECONNECT_BACKOFF_MAX,
-    RECONNECT_BACKOFF_MIN, Shared,
+    RECONNECT_BACKOFF_MIN, Shared, lock,
 };
 use crate::raft::{Message, NodeId};
-use crate::wire::{WireError, read_handshake, write_handshake, write_message};
+use crate::wire::{WireError, read_handshake_reply, write_handshake, write_message};
 
 /// Frames are batched up to this size per write system call under load.
 const WRITE_BUFFER_BYTES: usize = 64 << 10;
@@ -101,9 +101,20 @@ fn connect(
     stream.set_nodelay(true)?;
     stream.set_write_timeout(Some(IO_TIMEOUT))?;
     write_handshake(&mut &stream, &shared.handshake)?;
-    let peer = read_handshake(&mut DeadlineReader::new(&stream, IO_TIMEOUT))?;
+    let peer = match read_handshake_reply(&mut DeadlineReader::new(&stream, IO_TIMEOUT)) {
+        Ok(peer) => peer,
+        Err(WireError::Refused(refusal)) => {
+            let error = ConnError::Refused(format!("peer refused us: {}", refusal.message));
+            *lock(&shared.refusal) = Some(refusal);
+            return Err(error);
+        }
+        Err(e) => return Err(e.into()),
+    };
     shared.check_handshake(&peer, Some(target.id))?;
-    shared.learn_http_addr(&peer);
+    if let Some(refusal) = shared.verdict(&peer, false) {
+        return Err(ConnError::Refused(refusal.message));
+    }
+    shared.learn_announced(&peer);
     Ok((stream, registration))
 }
 
