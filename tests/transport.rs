@@ -166,7 +166,7 @@ fn timed_shutdown(transport: Transport) {
 }
 
 #[test]
-fn two_nodes_exchange_messages_snapshots_and_http_addresses() {
+fn two_nodes_exchange_messages_snapshots_and_announcements() {
     let (a, a_inbox) = start(1);
     let (b, b_inbox) = start(2);
     introduce(&a, &[(2, &b), (1, &a)]);
@@ -395,4 +395,64 @@ fn a_changed_peer_address_moves_the_writer() {
     timed_shutdown(a);
     timed_shutdown(b);
     timed_shutdown(b2);
+}
+
+#[test]
+fn a_removed_or_wiped_node_is_told_why_it_is_refused() {
+    use ticketd::transport::Roster;
+    use ticketd::wire::RefusalReason;
+    let (a, _a_inbox) = start(1);
+    let (b, b_inbox) = start(2);
+    // B's committed configuration: 1 was removed (ids up to 3 were used).
+    b.set_roster(Roster {
+        max_id: 3,
+        incarnations: [(2, 1002), (3, 1003)].into_iter().collect(),
+    });
+    introduce(&a, &[(2, &b)]);
+    let refusal = wait_for_refusal(&a, RefusalReason::Removed);
+    assert!(
+        refusal.message.contains("node 1 was removed"),
+        "{refusal:?}"
+    );
+    assert!(b_inbox.recv_timeout(Duration::from_millis(100)).is_err());
+
+    // B's log records another incarnation for node 1: its data is gone.
+    b.set_roster(Roster {
+        max_id: 3,
+        incarnations: [(1, 77), (2, 1002)].into_iter().collect(),
+    });
+    let refusal = wait_for_refusal(&a, RefusalReason::DataLost);
+    assert!(
+        refusal.message.contains("DELETE /api/v1/cluster/members/1"),
+        "{refusal:?}"
+    );
+
+    // The incarnation B's log records: welcome.
+    b.set_roster(Roster {
+        max_id: 3,
+        incarnations: [(1, 1001), (2, 1002)].into_iter().collect(),
+    });
+    send_until_received(&a, &b_inbox, &vote(1, 2, 7));
+    timed_shutdown(a);
+    timed_shutdown(b);
+}
+
+fn wait_for_refusal(
+    transport: &Transport,
+    reason: ticketd::wire::RefusalReason,
+) -> ticketd::wire::Refusal {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        // An attempt made before the roster changed may still report the
+        // old reason.
+        if let Some(refusal) = transport.take_refusal()
+            && refusal.reason == reason
+        {
+            return refusal;
+        }
+        assert!(Instant::now() < deadline, "no refusal arrived");
+        // Let the writer reconnect (its backoff starts at 50 ms).
+        transport.send(vote(1, 2, 1));
+        thread::sleep(Duration::from_millis(20));
+    }
 }
