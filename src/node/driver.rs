@@ -715,7 +715,7 @@ impl Driver {
     }
 
     /// Waits until every queued write is done.
-    pub(super) fn finish_writes(&mut self) {
+    fn finish_writes(&mut self) {
         while self.writer.queued() > 0 {
             match self.writer.wait_done() {
                 Some(done) => self.written(done),

@@ -66,9 +66,12 @@ impl Driver {
 
     /// Marks the data directory as removed and stops: HTTP answers 503
     /// meanwhile, and the process exits 0 once the node thread is done.
+    ///
+    /// Called while a `Ready` is handled: it touches only the store (its
+    /// own record, beside whatever the writer thread is writing), never
+    /// the core.
     fn stop_removed(&mut self) {
         self.members.stopping = true;
-        self.finish_writes();
         if let Err(e) = self.writer.store().mark_removed() {
             error!("cannot mark the data directory as removed: {e}");
         }

@@ -20,6 +20,8 @@ pub struct Status {
     pub leader: NodeId,
     /// Where clients are sent when we are not the leader.
     pub leader_http: Option<String>,
+    /// This node was removed (or refused for lost data) and is stopping.
+    pub removed: bool,
     pub commit: LogIndex,
     pub applied: LogIndex,
     pub first_index: LogIndex,
@@ -33,8 +35,6 @@ pub struct Status {
     pub locks: u64,
     /// The LMDB map is (nearly) full: writes answer 507.
     pub storage_full: bool,
-    /// This node was removed (or refused for lost data) and is stopping.
-    pub removed: bool,
 }
 
 impl Status {
@@ -46,6 +46,7 @@ impl Status {
             term: 0,
             leader: 0,
             leader_http: None,
+            removed: false,
             commit: 0,
             applied: 0,
             first_index: 0,
@@ -56,7 +57,6 @@ impl Status {
             sessions: 0,
             locks: 0,
             storage_full: false,
-            removed: false,
         }
     }
 
