@@ -456,3 +456,72 @@ fn wait_for_refusal(
         thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// What a peer of the build before incarnations accepts: exactly the
+/// first version's handshake fields, nothing after them.
+fn old_build_accepts(payload: &[u8]) -> Option<Handshake> {
+    let handshake = Handshake::decode(payload).ok()?;
+    (handshake.encode_legacy() == payload).then_some(handshake)
+}
+
+#[test]
+fn peers_of_the_older_build_still_connect_both_ways() {
+    use std::net::TcpListener;
+    let (a, a_inbox) = start(1);
+    // An old peer's listener closes on the longer handshake.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let old_addr = listener.local_addr().unwrap();
+    let (got, got_messages) = mpsc::channel();
+    let old = thread::spawn(move || {
+        for _ in 0..20 {
+            let (mut stream, _) = listener.accept().unwrap();
+            let frame = read_frame(&mut stream).unwrap();
+            let Some(_) = old_build_accepts(&frame.payload) else {
+                continue;
+            };
+            let reply = Handshake {
+                cluster_id: CLUSTER,
+                node_id: 2,
+                peer_addr: old_addr.to_string(),
+                http_addr: http_addr(2),
+                incarnation: 0,
+            };
+            write_frame(&mut stream, FrameKind::Handshake, &reply.encode_legacy()).unwrap();
+            let frame = read_frame(&mut stream).unwrap();
+            got.send(ticketd::wire::decode_message(&frame.payload).unwrap())
+                .unwrap();
+            return;
+        }
+        panic!("the new build never spoke the old handshake");
+    });
+    a.set_peers(&[(2, old_addr.to_string())].into_iter().collect());
+    let deadline = Instant::now() + WAIT;
+    let message = loop {
+        a.send(vote(1, 2, 4));
+        if let Ok(message) = got_messages.recv_timeout(Duration::from_millis(50)) {
+            break message;
+        }
+        assert!(Instant::now() < deadline, "no message reached the old peer");
+    };
+    assert_eq!(message, vote(1, 2, 4));
+    old.join().unwrap();
+
+    // An old peer dialling us gets the reply it can read.
+    let mut raw = TcpStream::connect(a.local_addr()).unwrap();
+    let hello = Handshake {
+        cluster_id: CLUSTER,
+        node_id: 3,
+        peer_addr: "127.0.0.1:1".into(),
+        http_addr: "127.0.0.1:2".into(),
+        incarnation: 0,
+    };
+    write_frame(&mut raw, FrameKind::Handshake, &hello.encode_legacy()).unwrap();
+    let reply = read_frame(&mut raw).unwrap();
+    assert_eq!(reply.kind, FrameKind::Handshake);
+    assert_eq!(old_build_accepts(&reply.payload).unwrap().node_id, 1);
+    let payload = encode_message(&vote(3, 1, 2)).unwrap();
+    write_frame(&mut raw, FrameKind::Message, &payload).unwrap();
+    expect(&a_inbox, &vote(3, 1, 2));
+    drop(raw);
+    timed_shutdown(a);
+}

@@ -18,7 +18,7 @@ use super::{ConnError, DeadlineReader, IO_TIMEOUT, Shared};
 use crate::raft::Message;
 use crate::wire::{
     Handshake, MessageAssembler, WireError, read_frame, read_handshake, write_handshake,
-    write_refusal,
+    write_legacy_handshake, write_refusal,
 };
 
 /// Reads are buffered: many small frames arrive back to back.
@@ -123,7 +123,12 @@ fn serve(
             peer.node_id
         );
     }
-    write_handshake(&mut &*stream, &shared.handshake)?;
+    if peer.incarnation == 0 {
+        // A peer of an older build, which refuses the longer handshake.
+        write_legacy_handshake(&mut &*stream, &shared.handshake)?;
+    } else {
+        write_handshake(&mut &*stream, &shared.handshake)?;
+    }
     // Peers that have nothing to send stay quiet for as long as they like.
     stream.set_read_timeout(None)?;
     info!("peer node {} connected from {remote}", peer.node_id);

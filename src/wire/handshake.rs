@@ -41,7 +41,15 @@ impl Handshake {
         enc.finish()
     }
 
-    /// Parses [`Handshake::encode`]'s output.
+    /// The first version's form, without the incarnation: what a peer of
+    /// an older build reads (it refuses trailing bytes).
+    pub fn encode_legacy(&self) -> Vec<u8> {
+        let mut full = self.encode();
+        full.truncate(full.len().saturating_sub(8));
+        full
+    }
+
+    /// Parses [`Handshake::encode`]'s output (or the first version's).
     ///
     /// # Errors
     /// [`WireError::Malformed`] on truncation, bad UTF-8 or trailing bytes.
