@@ -154,7 +154,11 @@ fn run(options: &Options, tokens: Tokens) -> Result<(), String> {
     node_thread
         .join()
         .map_err(|_| "the node thread panicked".to_string())?;
-    Ok(())
+    // A node refused by its cluster (its data is gone) stops with an error.
+    match handle.shared.fatal() {
+        Some(why) => Err(why),
+        None => Ok(()),
+    }
 }
 
 /// What `systemctl status` shows: this node's role and who leads.

@@ -48,6 +48,8 @@ fn handshake(cluster_id: u64, node_id: u64) -> Vec<u8> {
         node_id,
         peer_addr: "127.0.0.1:1".to_string(),
         http_addr: "127.0.0.1:2".to_string(),
+        // An older peer's handshake: no incarnation to check.
+        incarnation: 0,
     }
     .encode();
     frame(FrameKind::Handshake, &payload)

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use ticketd::raft::{
     Entry, EntryKind, Member, Membership, Message, MessageBody, NodeId, Snapshot, SnapshotMeta,
 };
-use ticketd::transport::{Transport, TransportConfig};
+use ticketd::transport::{Announced, Transport, TransportConfig};
 use ticketd::wire::{
     FrameKind, Handshake, encode_message, read_frame, write_frame, write_handshake,
 };
@@ -37,6 +37,7 @@ fn start_on(id: NodeId, cluster_id: u64, listen_addr: &str) -> (Transport, Recei
         node_id: id,
         peer_addr: listen_addr.to_string(),
         http_addr: http_addr(id),
+        incarnation: 1000 + id,
     };
     (Transport::start(config, deliver).unwrap(), receiver)
 }
@@ -110,6 +111,7 @@ fn raw_handshake(addr: SocketAddr, cluster_id: u64, node_id: NodeId) -> TcpStrea
         node_id,
         peer_addr: "127.0.0.1:1".into(),
         http_addr: "127.0.0.1:2".into(),
+        incarnation: 1000 + node_id,
     };
     write_handshake(&mut stream, &handshake).unwrap();
     stream
@@ -124,6 +126,7 @@ fn snapshot_message(from: NodeId, to: NodeId, len: usize) -> Message {
                 voter: true,
                 peer_addr: format!("127.0.0.1:{}", 19000 + id),
                 http_addr: http_addr(id),
+                incarnation: 1000 + id,
             },
         );
     }
@@ -163,7 +166,7 @@ fn timed_shutdown(transport: Transport) {
 }
 
 #[test]
-fn two_nodes_exchange_messages_snapshots_and_http_addresses() {
+fn two_nodes_exchange_messages_snapshots_and_announcements() {
     let (a, a_inbox) = start(1);
     let (b, b_inbox) = start(2);
     introduce(&a, &[(2, &b), (1, &a)]);
@@ -197,10 +200,16 @@ fn two_nodes_exchange_messages_snapshots_and_http_addresses() {
     expect(&b_inbox, &append);
     expect(&b_inbox, &snapshot_message(1, 2, 0));
 
-    // A learnt B's address from B's reply, B learnt A's from A's hello.
-    assert_eq!(a.http_addr_of(2), Some(http_addr(2)));
-    assert_eq!(b.http_addr_of(1), Some(http_addr(1)));
-    assert_eq!(a.http_addr_of(9), None);
+    // A heard what B announced in its reply, B what A announced in its
+    // hello: the leader's node proposes that for the log (redirects use
+    // only what the log records, never these).
+    let announced = |id| Announced {
+        http_addr: http_addr(id),
+        incarnation: 1000 + id,
+    };
+    assert_eq!(a.announced(2), Some(announced(2)));
+    assert_eq!(b.announced(1), Some(announced(1)));
+    assert_eq!(a.announced(9), None);
 
     timed_shutdown(a);
     timed_shutdown(b);
@@ -262,7 +271,9 @@ fn messages_are_delivered_only_from_the_handshake_node_to_us() {
     // Only the last one is from node 3 to node 2.
     expect(&b_inbox, &vote(3, 2, 9));
     assert!(b_inbox.recv_timeout(Duration::from_millis(200)).is_err());
-    assert_eq!(b.http_addr_of(3), Some("127.0.0.1:2".to_string()));
+    let announced = b.announced(3).unwrap();
+    assert_eq!(announced.http_addr, "127.0.0.1:2");
+    assert_eq!(announced.incarnation, 1003);
     drop(raw);
     timed_shutdown(b);
 }
@@ -311,6 +322,7 @@ fn a_taken_port_is_an_error() {
         node_id: 2,
         peer_addr: String::new(),
         http_addr: String::new(),
+        incarnation: 1,
     };
     assert!(Transport::start(config, Arc::new(|_| {})).is_err());
     timed_shutdown(a);
@@ -383,4 +395,133 @@ fn a_changed_peer_address_moves_the_writer() {
     timed_shutdown(a);
     timed_shutdown(b);
     timed_shutdown(b2);
+}
+
+#[test]
+fn a_removed_or_wiped_node_is_told_why_it_is_refused() {
+    use ticketd::transport::Roster;
+    use ticketd::wire::RefusalReason;
+    let (a, _a_inbox) = start(1);
+    let (b, b_inbox) = start(2);
+    // B's committed configuration: 1 was removed (ids up to 3 were used).
+    b.set_roster(Roster {
+        max_id: 3,
+        incarnations: [(2, 1002), (3, 1003)].into_iter().collect(),
+    });
+    introduce(&a, &[(2, &b)]);
+    let refusal = wait_for_refusal(&a, RefusalReason::Removed);
+    assert!(
+        refusal.message.contains("node 1 was removed"),
+        "{refusal:?}"
+    );
+    assert!(b_inbox.recv_timeout(Duration::from_millis(100)).is_err());
+
+    // B's log records another incarnation for node 1: its data is gone.
+    b.set_roster(Roster {
+        max_id: 3,
+        incarnations: [(1, 77), (2, 1002)].into_iter().collect(),
+    });
+    let refusal = wait_for_refusal(&a, RefusalReason::DataLost);
+    assert!(
+        refusal.message.contains("DELETE /api/v1/cluster/members/1"),
+        "{refusal:?}"
+    );
+
+    // The incarnation B's log records: welcome.
+    b.set_roster(Roster {
+        max_id: 3,
+        incarnations: [(1, 1001), (2, 1002)].into_iter().collect(),
+    });
+    send_until_received(&a, &b_inbox, &vote(1, 2, 7));
+    timed_shutdown(a);
+    timed_shutdown(b);
+}
+
+fn wait_for_refusal(
+    transport: &Transport,
+    reason: ticketd::wire::RefusalReason,
+) -> ticketd::wire::Refusal {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        // An attempt made before the roster changed may still report the
+        // old reason.
+        if let Some(refusal) = transport.take_refusal()
+            && refusal.reason == reason
+        {
+            return refusal;
+        }
+        assert!(Instant::now() < deadline, "no refusal arrived");
+        // Let the writer reconnect (its backoff starts at 50 ms).
+        transport.send(vote(1, 2, 1));
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// What a peer of the build before incarnations accepts: exactly the
+/// first version's handshake fields, nothing after them.
+fn old_build_accepts(payload: &[u8]) -> Option<Handshake> {
+    let handshake = Handshake::decode(payload).ok()?;
+    (handshake.encode_legacy() == payload).then_some(handshake)
+}
+
+#[test]
+fn peers_of_the_older_build_still_connect_both_ways() {
+    use std::net::TcpListener;
+    let (a, a_inbox) = start(1);
+    // An old peer's listener closes on the longer handshake.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let old_addr = listener.local_addr().unwrap();
+    let (got, got_messages) = mpsc::channel();
+    let old = thread::spawn(move || {
+        for _ in 0..20 {
+            let (mut stream, _) = listener.accept().unwrap();
+            let frame = read_frame(&mut stream).unwrap();
+            let Some(_) = old_build_accepts(&frame.payload) else {
+                continue;
+            };
+            let reply = Handshake {
+                cluster_id: CLUSTER,
+                node_id: 2,
+                peer_addr: old_addr.to_string(),
+                http_addr: http_addr(2),
+                incarnation: 0,
+            };
+            write_frame(&mut stream, FrameKind::Handshake, &reply.encode_legacy()).unwrap();
+            let frame = read_frame(&mut stream).unwrap();
+            got.send(ticketd::wire::decode_message(&frame.payload).unwrap())
+                .unwrap();
+            return;
+        }
+        panic!("the new build never spoke the old handshake");
+    });
+    a.set_peers(&[(2, old_addr.to_string())].into_iter().collect());
+    let deadline = Instant::now() + WAIT;
+    let message = loop {
+        a.send(vote(1, 2, 4));
+        if let Ok(message) = got_messages.recv_timeout(Duration::from_millis(50)) {
+            break message;
+        }
+        assert!(Instant::now() < deadline, "no message reached the old peer");
+    };
+    assert_eq!(message, vote(1, 2, 4));
+    old.join().unwrap();
+
+    // An old peer dialling us gets the reply it can read.
+    let mut raw = TcpStream::connect(a.local_addr()).unwrap();
+    let hello = Handshake {
+        cluster_id: CLUSTER,
+        node_id: 3,
+        peer_addr: "127.0.0.1:1".into(),
+        http_addr: "127.0.0.1:2".into(),
+        incarnation: 0,
+    };
+    write_frame(&mut raw, FrameKind::Handshake, &hello.encode_legacy()).unwrap();
+    let reply = read_frame(&mut raw).unwrap();
+    assert_eq!(reply.kind, FrameKind::Handshake);
+    assert_eq!(old_build_accepts(&reply.payload).unwrap().node_id, 1);
+    let payload = encode_message(&vote(3, 1, 2)).unwrap();
+    write_frame(&mut raw, FrameKind::Message, &payload).unwrap();
+    expect(&a_inbox, &vote(3, 1, 2));
+    drop(raw);
+    timed_shutdown(a);
 }

@@ -260,7 +260,7 @@ fn route(
     let path = target.path();
     match path.as_slice() {
         [] => ("ids", ids::handle(method, target, url, context)),
-        ["healthz"] => ("healthz", ops::healthz(method)),
+        ["healthz"] => ("healthz", ops::healthz(method, context)),
         ["readyz"] => ("readyz", ops::readyz(method, context)),
         ["metrics"] => ("metrics", metrics::handle(method, context)),
         ["api", "v1", "status"] => ("status", ops::status(method, context)),

@@ -13,9 +13,15 @@ use crate::node::{Counters, Input, NodeError, PROPOSAL_TIMEOUT, Status};
 use crate::raft::ConfChange;
 use crate::ticket::string_json;
 
-pub fn healthz(method: &Method) -> Answer {
+pub fn healthz(method: &Method, context: &Context) -> Answer {
     if *method != Method::Get {
         return wrong_method(method, "GET");
+    }
+    if context.node.shared.status().removed {
+        return respond::error(
+            503,
+            "this node is no longer a member of the cluster; stopping",
+        );
     }
     respond::text(200, "ok\n".into())
 }
@@ -151,7 +157,12 @@ fn add_member(target: &Target, url: &str, status: &Status, context: &Context) ->
     if let Some((id, _)) = status.members.iter().find(|(_, m)| m.peer_addr == peer) {
         return respond::error(409, &format!("{peer} is already member {id}"));
     }
-    let id = status.members.iter().map(|(id, _)| *id).max().unwrap_or(0) + 1;
+    // 0: the leader assigns the next id never used in this cluster.
+    let id = match target.param("id").map(str::parse::<u64>) {
+        None => 0,
+        Some(Ok(id)) if id > 0 => id,
+        Some(_) => return respond::error(400, "id must be a positive integer"),
+    };
     let change = ConfChange::AddLearner {
         id,
         peer_addr: peer.to_string(),
@@ -168,13 +179,30 @@ fn remove_member(raw: &str, url: &str, context: &Context) -> Answer {
 }
 
 fn membership_call(change: ConfChange, url: &str, context: &Context) -> Answer {
-    let result = context.node.call(
-        |reply| Input::ChangeMembers { change, reply },
-        PROPOSAL_TIMEOUT,
-    );
+    // Removing the leader hands leadership over first: wait for that (a
+    // few heartbeats), then the answer redirects to the new leader, which
+    // does the removal.
+    let deadline = std::time::Instant::now() + PROPOSAL_TIMEOUT;
+    let result = loop {
+        let change = change.clone();
+        let result = context.node.call(
+            |reply| Input::ChangeMembers { change, reply },
+            PROPOSAL_TIMEOUT,
+        );
+        match result {
+            Err(NodeError::Unavailable(why))
+                if why.contains("leadership transfer") && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            other => break other,
+        }
+    };
     match result {
         Ok(id) => respond::json(format!("{{\"Id\":{id}}}")),
-        Err(NodeError::Unavailable(why)) if why.contains("membership") => respond::error(409, &why),
+        Err(NodeError::Unavailable(why)) if why.contains("membership change") => {
+            respond::error(409, &why)
+        }
         Err(error) => respond::node_error(&error, 307, url),
     }
 }

@@ -9,7 +9,7 @@ use log::error;
 use super::driver::{Driver, Pending, Purpose};
 use super::waiters::{Waiter, resource_of};
 use super::{NodeError, Reply};
-use crate::raft::{Entry, EntryKind};
+use crate::raft::{Entry, EntryKind, Membership};
 use crate::ticket::{Command, Outcome};
 
 impl Driver {
@@ -22,7 +22,17 @@ impl Driver {
             self.applied_bytes += entry.data.len() as u64;
             let outcome = match entry.kind {
                 EntryKind::Normal => self.apply_command(&entry),
-                EntryKind::Config | EntryKind::Noop => None,
+                EntryKind::Config => {
+                    match Membership::decode(&entry.data) {
+                        Ok(membership) => self.applied_membership(membership),
+                        Err(e) => error!(
+                            "committed configuration {} does not decode: {e}",
+                            entry.index
+                        ),
+                    }
+                    None
+                }
+                EntryKind::Noop => None,
             };
             self.check_recorded(entry.index);
             let Some(pending) = self.pending.remove(&entry.index) else {

@@ -12,6 +12,7 @@ use std::thread::JoinHandle;
 use log::{info, warn};
 
 use super::driver::Driver;
+use super::members::MemberState;
 use super::status::{Shared, Status};
 use super::writer::Writer;
 use super::{Input, NodeConfig, NodeHandle};
@@ -49,11 +50,28 @@ pub fn initial_membership(peers: &[String]) -> Membership {
                 voter: true,
                 peer_addr: addr.clone(),
                 http_addr: String::new(),
+                incarnation: 0,
             };
             (i as u64 + 1, member)
         })
         .collect();
-    Membership { members }
+    Membership {
+        members,
+        ..Membership::default()
+    }
+}
+
+/// A random non-zero number for a newly bootstrapped data directory.
+///
+/// # Errors
+/// `BootError` when the system's random source cannot be read.
+fn draw_incarnation() -> Result<u64, BootError> {
+    use std::io::Read;
+    let mut bytes = [0u8; 8];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(|e| BootError(format!("cannot read /dev/urandom: {e}")))?;
+    Ok(u64::from_be_bytes(bytes).max(1))
 }
 
 /// The cluster id of a static peer list: FNV-1a over the sorted list, so
@@ -85,7 +103,16 @@ pub fn start(config: NodeConfig) -> Result<(NodeHandle, JoinHandle<()>), BootErr
         Some(loaded) => check_loaded(&config, loaded)?,
         None => bootstrap(&config, &mut store)?,
     };
-    let identity = loaded.identity;
+    let mut identity = loaded.identity;
+    if identity.incarnation == 0 {
+        // A directory from before incarnations: it gets one now, and
+        // publishes it like a new one.
+        identity.incarnation = draw_incarnation()?;
+        store
+            .set_identity(identity)
+            .map_err(|e| BootError(format!("cannot record the incarnation: {e}")))?;
+    }
+    let applied_membership = loaded.snapshot.meta.membership.clone();
     let state = if loaded.snapshot.data.is_empty() {
         State::new()
     } else {
@@ -114,6 +141,7 @@ pub fn start(config: NodeConfig) -> Result<(NodeHandle, JoinHandle<()>), BootErr
             node_id: identity.node_id,
             peer_addr: config.peer_addr.clone(),
             http_addr: config.http_addr.clone(),
+            incarnation: identity.incarnation,
         },
         deliver,
     )
@@ -136,7 +164,8 @@ pub fn start(config: NodeConfig) -> Result<(NodeHandle, JoinHandle<()>), BootErr
         inbox,
         shared: Arc::clone(&shared),
     };
-    let driver = Driver::new(config, raft, writer, state, transport, shared, loaded.app);
+    let mut driver = Driver::new(config, raft, writer, state, transport, shared, loaded.app);
+    driver.members = MemberState::new(applied_membership, identity.incarnation);
     let thread = std::thread::Builder::new()
         .name("node".into())
         .spawn(move || driver.run(receiver))
@@ -180,12 +209,15 @@ fn bootstrap(config: &NodeConfig, store: &mut Store) -> Result<Loaded, BootError
         .find(|(_, m)| m.peer_addr == config.peer_addr)
         .map(|(id, _)| *id)
         .ok_or_else(|| BootError(format!("{} is not in the peer list", config.peer_addr)))?;
+    let incarnation = draw_incarnation()?;
     if let Some(me) = membership.members.get_mut(&node_id) {
         me.http_addr = config.http_addr.clone();
+        me.incarnation = incarnation;
     }
     let identity = Identity {
         cluster_id,
         node_id,
+        incarnation,
     };
     let snapshot = Snapshot {
         meta: SnapshotMeta {
@@ -208,6 +240,15 @@ fn bootstrap(config: &NodeConfig, store: &mut Store) -> Result<Loaded, BootError
 /// A restarted node keeps its own membership; a peer list that describes
 /// a different cluster means the wrong data directory.
 fn check_loaded(config: &NodeConfig, loaded: Loaded) -> Result<Loaded, BootError> {
+    if loaded.removed {
+        return Err(BootError(format!(
+            "node {} was removed from its cluster; data directory {} may not rejoin it as it is: \
+             `ticketd start` to wipe it and start a new cluster, or `ticketd join PEER` to wipe \
+             it and join a cluster as a new member",
+            loaded.identity.node_id,
+            config.data_dir.display()
+        )));
+    }
     if !config.peers.is_empty() {
         let expected = cluster_id_of(&initial_membership(&config.peers));
         if expected != loaded.identity.cluster_id {

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use log::{error, info, warn};
 
+use super::members::MemberState;
 use super::status::{Counters, Shared};
 use super::waiters::Waiters;
 use super::writer::{Batch, Done, Job, Outcome as WriteOutcome, Work, Writer};
@@ -99,6 +100,8 @@ pub(super) struct Driver {
     /// The last entry applied to `state` (a `Ready` handed out again
     /// after a failed write must not apply anything twice).
     pub applied_through: LogIndex,
+    /// The committed configuration, and what follows from it.
+    pub members: MemberState,
 }
 
 impl Driver {
@@ -113,6 +116,9 @@ impl Driver {
     ) -> Driver {
         let now = Instant::now();
         Driver {
+            // The snapshot's membership is committed; the log replayed on
+            // top of it brings it up to date. The incarnation is boot's.
+            members: MemberState::new(raft.snapshot().meta.membership.clone(), 0),
             next_tick: now + config.tick,
             config,
             raft,
@@ -241,6 +247,11 @@ impl Driver {
         }
     }
 
+    /// Stops without handing over (a removed or refused node).
+    pub(super) fn stop_now(&mut self) {
+        self.shutdown_at.get_or_insert_with(Instant::now);
+    }
+
     /// Stop once asked and no longer leading (or after 3 s of trying).
     fn shutdown_done(&self) -> bool {
         self.shutdown_at.is_some_and(|at| {
@@ -252,6 +263,11 @@ impl Driver {
 
     /// Whether this node may answer from its state now.
     pub fn check_serving(&self) -> Result<(), NodeError> {
+        if self.members.stopping {
+            return Err(NodeError::Unavailable(
+                "this node is no longer a member of the cluster".into(),
+            ));
+        }
         if self.raft.role() != Role::Leader {
             return Err(self.not_leader());
         }
@@ -278,7 +294,6 @@ impl Driver {
             .get(&id)
             .map(|m| m.http_addr.clone())
             .filter(|addr| !addr.is_empty())
-            .or_else(|| self.transport.http_addr_of(id))
     }
 
     pub fn propose_error(&self, error: ProposeError) -> NodeError {
@@ -368,11 +383,8 @@ impl Driver {
     }
 
     fn change_members(&mut self, change: crate::raft::ConfChange, reply: Reply<u64>) {
-        let id = match &change {
-            crate::raft::ConfChange::AddLearner { id, .. }
-            | crate::raft::ConfChange::Promote { id }
-            | crate::raft::ConfChange::Remove { id } => *id,
-        };
+        let change = self.assign_id(change);
+        let id = change.id();
         match self.raft.propose_conf_change(change) {
             Ok(_) => {
                 let _ = reply.send(Ok(id));
@@ -423,6 +435,7 @@ impl Driver {
 
     fn periodic(&mut self) {
         self.track_leadership();
+        self.periodic_members();
         self.expire_pending();
         let now = Instant::now();
         if self.leader_ready && now.duration_since(self.last_expiry) >= self.config.expire_interval
@@ -800,6 +813,7 @@ impl Driver {
                 Ok(state) => {
                     self.state = state;
                     self.applied_through = snapshot.meta.index;
+                    self.applied_membership(snapshot.meta.membership.clone());
                 }
                 Err(e) => {
                     error!("snapshot from the leader does not decode: {e}");
@@ -884,13 +898,20 @@ impl Driver {
         // transport and the member list are rebuilt only when it changed
         // (or, for addresses learnt from handshakes, a few times a second).
         let membership_changed = *self.raft.membership() != self.published_membership;
-        if membership_changed {
-            self.published_membership = self.raft.membership().clone();
-            self.transport.set_peers(&self.peer_addresses());
-        }
+        let old = if membership_changed {
+            std::mem::replace(
+                &mut self.published_membership,
+                self.raft.membership().clone(),
+            )
+        } else {
+            crate::raft::Membership::default()
+        };
+        self.update_transport(membership_changed, &old);
         let lease = self.lease_until().filter(|_| self.leader_ready);
         self.shared.ids.set_lease(lease);
-        let leader = self.raft.leader();
+        let removed = self.members.stopping;
+        // A node that is no longer a member sends nobody anywhere.
+        let leader = if removed { 0 } else { self.raft.leader() };
         // Counting locks walks every resource: a few times a second is
         // plenty for a status page.
         let recount = self.last_counted.elapsed() >= Duration::from_millis(250);
@@ -952,22 +973,18 @@ impl Driver {
                 status.locks = locks;
             }
             status.storage_full = storage_full;
+            status.removed = removed;
         });
     }
 
-    /// The members, with HTTP addresses learnt from handshakes filled in.
+    /// The members as the log records them (HTTP addresses only as
+    /// published, never as a connection announced them).
     fn members_with_http(&self) -> Vec<(u64, crate::raft::Member)> {
         self.raft
             .membership()
             .members
             .iter()
-            .map(|(id, m)| {
-                let mut m = m.clone();
-                if m.http_addr.is_empty() {
-                    m.http_addr = self.transport.http_addr_of(*id).unwrap_or_default();
-                }
-                (*id, m)
-            })
+            .map(|(id, m)| (*id, m.clone()))
             .collect()
     }
 

@@ -22,6 +22,8 @@ pub struct Status {
     pub leader: NodeId,
     /// Where clients are sent when we are not the leader.
     pub leader_http: Option<String>,
+    /// This node was removed (or refused for lost data) and is stopping.
+    pub removed: bool,
     pub commit: LogIndex,
     pub applied: LogIndex,
     pub first_index: LogIndex,
@@ -51,6 +53,7 @@ impl Status {
             term: 0,
             leader: 0,
             leader_http: None,
+            removed: false,
             commit: 0,
             applied: 0,
             first_index: 0,
@@ -133,6 +136,9 @@ pub struct Shared {
     pub counters: Counters,
     pub started: Instant,
     pub started_unix: u64,
+    /// Why the node stopped when it must exit with an error (its data is
+    /// not the one the cluster knows).
+    fatal: Mutex<Option<String>>,
 }
 
 impl Shared {
@@ -147,6 +153,7 @@ impl Shared {
             counters: Counters::default(),
             started: Instant::now(),
             started_unix,
+            fatal: Mutex::new(None),
         })
     }
 
@@ -179,6 +186,16 @@ impl Shared {
         *current = status;
         self.leading
             .store(current.role == Role::Leader, Ordering::Release);
+    }
+
+    /// Records why the node stops with an error (node thread only).
+    pub fn set_fatal(&self, why: String) {
+        *self.fatal.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
+    }
+
+    /// Why the node stopped with an error, if it did.
+    pub fn fatal(&self) -> Option<String> {
+        self.fatal.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Updates the status in place (node thread only).

@@ -147,6 +147,9 @@ impl Raft {
         if message.to != self.config.id || message.from == self.config.id || message.from == 0 {
             return;
         }
+        if self.is_removed_peer(message.from) {
+            return;
+        }
         if message.term > self.term {
             if !self.step_higher_term(&message) {
                 return;

@@ -79,6 +79,7 @@ impl Raft {
     ) {
         let up_to_date = last_term > self.log.last_term()
             || (last_term == self.log.last_term() && last_index >= self.log.last_index());
+        let up_to_date = up_to_date && self.log_vouches_for(last_index);
         let granted = if pre {
             // Called with term > ours (a later term) or == ours; a pre-vote
             // for the current term can never win.

@@ -11,6 +11,18 @@ use super::types::{
     Term,
 };
 
+impl ConfChange {
+    /// The member the change is about.
+    pub fn id(&self) -> NodeId {
+        match self {
+            ConfChange::AddLearner { id, .. }
+            | ConfChange::Promote { id }
+            | ConfChange::Remove { id }
+            | ConfChange::SetAttributes { id, .. } => *id,
+        }
+    }
+}
+
 impl Raft {
     /// Appends an application command to the log. It is committed when a
     /// `Ready` hands out an entry with this index *and* term.
@@ -52,6 +64,12 @@ impl Raft {
             return Err(ProposeError::ConfChangePending);
         }
         let next = changed_membership(&self.membership, &change)?;
+        if change == (ConfChange::Remove { id: self.config.id }) {
+            // Removing ourselves would leave the cluster without a leader
+            // for an election timeout: hand over first, and let the new
+            // leader remove us (the caller retries there).
+            return Err(self.hand_over_before_removal());
+        }
         let index = self.append_entry(EntryKind::Config, next.encode());
         info!("node {} proposes {change:?} at {index}", self.config.id);
         self.adopt_membership(index, &next.encode());
@@ -71,13 +89,90 @@ impl Raft {
         }
         let next = self.log.last_index() + 1;
         let members: Vec<NodeId> = self.membership.members.keys().copied().collect();
-        self.progress.retain(|id, _| members.contains(id));
+        for (id, progress) in self.progress.iter_mut() {
+            if !members.contains(id) && progress.removed_at.is_none() {
+                // Keep replicating to a member being removed until it has
+                // its removal: otherwise it never learns it was removed.
+                progress.removed_at = Some(index);
+            }
+        }
         for id in members {
             if id != self.config.id {
                 self.progress
                     .entry(id)
                     .or_insert_with(|| Progress::new(next));
             }
+        }
+    }
+
+    /// Drops the progress of removed members that have their removal
+    /// entry and heard that it is committed (or that never answered for
+    /// long after the commit: the transport tells such a node when it
+    /// comes back).
+    pub(crate) fn forget_departed(&mut self) {
+        let commit = self.log.commit;
+        let now = self.now;
+        let give_up_ticks = 4 * self.config.election_ticks_max;
+        self.progress.retain(|_, progress| {
+            let Some(removed_at) = progress.removed_at else {
+                return true;
+            };
+            if commit < removed_at {
+                return true;
+            }
+            let committed_tick = *progress.removal_committed_tick.get_or_insert(now);
+            // A message sent after the tick the commit was seen carries it.
+            let told = progress.match_index >= removed_at && progress.lease_ack > committed_tick;
+            !told && now < committed_tick + give_up_ticks
+        });
+    }
+
+    /// Members being removed whose removal the leader still replicates.
+    pub fn departing(&self) -> Vec<NodeId> {
+        self.progress
+            .iter()
+            .filter(|(_, p)| p.removed_at.is_some())
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// Whether a committed configuration of ours removed `id`: ids are
+    /// never reused, so nothing it says can matter any more, and its
+    /// (pre-)votes must not disturb the cluster while it has not noticed.
+    /// A leader still telling it of its removal hears its answers.
+    pub(crate) fn is_removed_peer(&self, id: NodeId) -> bool {
+        self.membership_index <= self.log.commit
+            && self.membership.was_removed(id)
+            && !self.progress.contains_key(&id)
+    }
+
+    /// Whether our log lets us vouch for a candidate whose log ends at
+    /// `last_index`. A log with nothing beyond the bootstrap may be one
+    /// whose data directory was wiped: its owner may have voted for, or
+    /// acknowledged, entries it no longer has, so it backs only a
+    /// candidate that has nothing either (a brand-new cluster, where
+    /// every log is empty). Once anything is committed, a wiped node
+    /// cannot help a lagging candidate win.
+    pub(crate) fn log_vouches_for(&self, last_index: LogIndex) -> bool {
+        self.log.last_index() > 0 || last_index == 0
+    }
+
+    /// Starts a leadership transfer to the most up-to-date other voter,
+    /// for a leader asked to remove itself; the error to answer with.
+    fn hand_over_before_removal(&mut self) -> ProposeError {
+        let me = self.config.id;
+        let best = self
+            .membership
+            .voters()
+            .filter(|id| *id != me)
+            .max_by_key(|id| self.progress.get(id).map_or(0, |p| p.match_index));
+        match best {
+            Some(to) => match self.transfer_leader(to) {
+                Ok(()) => ProposeError::Transferring,
+                Err(e) => e,
+            },
+            // `changed_membership` refuses to remove the last voter.
+            None => ProposeError::BadConfChange("cannot remove the last voter".into()),
         }
     }
 
@@ -161,6 +256,7 @@ fn changed_membership(
 ) -> Result<Membership, ProposeError> {
     let bad = |why: String| Err(ProposeError::BadConfChange(why));
     let mut next = current.clone();
+    next.max_id = current.max_id();
     match change {
         ConfChange::AddLearner {
             id,
@@ -173,15 +269,42 @@ fn changed_membership(
             if current.contains(*id) {
                 return bad(format!("node {id} is already a member"));
             }
+            if *id <= current.max_id() {
+                return bad(format!(
+                    "node id {id} was used before in this cluster (ids up to {} were); ids are never reused",
+                    current.max_id()
+                ));
+            }
+            next.max_id = *id;
             next.members.insert(
                 *id,
                 Member {
                     voter: false,
                     peer_addr: peer_addr.clone(),
                     http_addr: http_addr.clone(),
+                    incarnation: 0,
                 },
             );
         }
+        ConfChange::SetAttributes {
+            id,
+            http_addr,
+            incarnation,
+        } => match next.members.get_mut(id) {
+            Some(member) => {
+                if member.incarnation != 0 && *incarnation != member.incarnation {
+                    // A member's data directory never changes under its
+                    // id: a new one must join as a new member.
+                    return bad(format!(
+                        "node {id} already has incarnation {:#x}",
+                        member.incarnation
+                    ));
+                }
+                member.http_addr = http_addr.clone();
+                member.incarnation = *incarnation;
+            }
+            None => return bad(format!("node {id} is not a member")),
+        },
         ConfChange::Promote { id } => match next.members.get_mut(id) {
             Some(member) if !member.voter => member.voter = true,
             Some(_) => return bad(format!("node {id} is already a voter")),

@@ -36,6 +36,11 @@ pub struct Progress {
     /// When the outstanding probe went out: only an answer to it (or a
     /// later message) unpauses the probe, not a stale or duplicated one.
     pub probe_tick: u64,
+    /// The follower is being removed by the configuration at this index;
+    /// the leader still replicates to it so it learns of its removal.
+    pub removed_at: Option<LogIndex>,
+    /// When the leader first saw that removal committed.
+    pub removal_committed_tick: Option<u64>,
 }
 
 impl Progress {
@@ -50,6 +55,8 @@ impl Progress {
             snapshot_ticks: 0,
             recovery_tick: 0,
             probe_tick: 0,
+            removed_at: None,
+            removal_committed_tick: None,
         }
     }
 

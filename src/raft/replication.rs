@@ -18,6 +18,7 @@ impl Raft {
             self.heartbeat_elapsed = 0;
             self.send_heartbeats();
             self.maybe_promote_learner();
+            self.forget_departed();
         }
         if self.now - self.leader_since >= self.config.election_ticks_min
             && self.quorum_ack_tick() + self.config.election_ticks_min <= self.now

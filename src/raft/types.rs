@@ -73,16 +73,35 @@ pub struct Member {
     pub peer_addr: String,
     /// Address clients are redirected to (`host:port`); empty when not
     /// known yet (a statically configured peer announces it in its
-    /// handshake).
+    /// handshake, and the leader publishes it: `ConfChange::SetAttributes`).
     pub http_addr: String,
+    /// The random number this member's data directory drew when it was
+    /// bootstrapped (0: not published yet). A node that comes back with
+    /// another one lost its data and is refused by its peers.
+    pub incarnation: u64,
 }
 
 /// A whole cluster configuration. Stored in full in every `Config` entry
 /// so that a configuration never depends on the entries before it.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// Two memberships are equal when their members and [`Membership::max_id`]
+/// are.
+#[derive(Clone, Debug, Default)]
 pub struct Membership {
     pub members: BTreeMap<NodeId, Member>,
+    /// The highest node id ever assigned in this cluster: new members get
+    /// ids above it, so an id is never reused, even after its member was
+    /// removed. Read it through [`Membership::max_id`], which also counts
+    /// the members (a membership built by hand may leave this 0).
+    pub max_id: NodeId,
 }
+
+impl PartialEq for Membership {
+    fn eq(&self, other: &Membership) -> bool {
+        self.members == other.members && self.max_id() == other.max_id()
+    }
+}
+
+impl Eq for Membership {}
 
 impl Membership {
     /// The voting members, ascending.
@@ -108,8 +127,25 @@ impl Membership {
         self.members.contains_key(&id)
     }
 
+    /// The highest node id ever assigned: at least every member's id.
+    pub fn max_id(&self) -> NodeId {
+        let largest = self.members.keys().next_back().copied().unwrap_or(0);
+        self.max_id.max(largest)
+    }
+
+    /// Whether `id` belonged to this cluster once and was removed: ids
+    /// are never reused, so such a node can never come back.
+    pub fn was_removed(&self, id: NodeId) -> bool {
+        id != 0 && id <= self.max_id() && !self.contains(id)
+    }
+
     /// Binary form, big-endian: count u32, then per member id u64,
-    /// voter u8, and the two addresses as u16 length + UTF-8 bytes.
+    /// voter u8, and the two addresses as u16 length + UTF-8 bytes; then
+    /// the extension: `max_id` u64 and each member's incarnation u64, in
+    /// id order. The first format had no extension; [`Membership::decode`]
+    /// still reads it (`max_id` is then the largest member id, every
+    /// incarnation 0), so data directories and logs written before stay
+    /// readable.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::new();
         out.extend_from_slice(&(self.members.len() as u32).to_be_bytes());
@@ -122,6 +158,10 @@ impl Membership {
                 out.extend_from_slice(&(len as u16).to_be_bytes());
                 out.extend_from_slice(&bytes[..len]);
             }
+        }
+        out.extend_from_slice(&self.max_id().to_be_bytes());
+        for member in self.members.values() {
+            out.extend_from_slice(&member.incarnation.to_be_bytes());
         }
         out
     }
@@ -155,13 +195,29 @@ impl Membership {
                     voter,
                     peer_addr,
                     http_addr,
+                    incarnation: 0,
                 },
             );
+        }
+        let largest = members.keys().next_back().copied().unwrap_or(0);
+        if cursor.is_empty() {
+            // The first format: no extension.
+            return Ok(Membership {
+                members,
+                max_id: largest,
+            });
+        }
+        let max_id = take_u64(&mut cursor)?;
+        if max_id < largest {
+            return Err(DecodeMembershipError);
+        }
+        for member in members.values_mut() {
+            member.incarnation = take_u64(&mut cursor)?;
         }
         if !cursor.is_empty() {
             return Err(DecodeMembershipError);
         }
-        Ok(Membership { members })
+        Ok(Membership { members, max_id })
     }
 }
 
@@ -282,6 +338,16 @@ pub enum ConfChange {
     },
     /// Make a learner a voter.
     Promote { id: NodeId },
+    /// Record what a member announces about itself: where it serves
+    /// clients and its data directory's incarnation. Proposed by the
+    /// leader when a member's authenticated connection announces values
+    /// that differ from the log's (etcd publishes client URLs the same
+    /// way); redirects use only what is recorded here.
+    SetAttributes {
+        id: NodeId,
+        http_addr: String,
+        incarnation: u64,
+    },
     /// Remove a member (voter or learner).
     Remove { id: NodeId },
 }
@@ -386,6 +452,7 @@ mod tests {
                 voter: true,
                 peer_addr: "127.0.0.1:9001".into(),
                 http_addr: "127.0.0.1:8001".into(),
+                incarnation: 0xfeed,
             },
         );
         m.members.insert(
@@ -394,13 +461,50 @@ mod tests {
                 voter: false,
                 peer_addr: "h:1".into(),
                 http_addr: String::new(),
+                incarnation: 0,
             },
         );
+        m.max_id = 9;
         let bytes = m.encode();
-        assert_eq!(Membership::decode(&bytes), Ok(m));
+        assert_eq!(Membership::decode(&bytes), Ok(m.clone()));
+        // Cutting the extension short is an error; cutting it off whole is
+        // the first format, which still parses.
+        let first_format_len = bytes.len() - 8 - 2 * 8;
         for cut in 0..bytes.len() {
-            assert!(Membership::decode(&bytes[..cut]).is_err());
+            if cut != first_format_len {
+                assert!(Membership::decode(&bytes[..cut]).is_err(), "cut at {cut}");
+            }
         }
         assert!(Membership::decode(&[0xff; 64]).is_err());
+        // A max id below a member's is malformed.
+        let mut low = bytes.clone();
+        low[first_format_len..first_format_len + 8].copy_from_slice(&3u64.to_be_bytes());
+        assert!(Membership::decode(&low).is_err());
+        assert_eq!(m.max_id(), 9);
+        assert!(m.was_removed(3));
+        assert!(!m.was_removed(7));
+        assert!(!m.was_removed(10));
+    }
+
+    /// The encoding written before `max_id` and incarnations existed, as
+    /// found in older data directories and logs.
+    #[test]
+    fn the_first_membership_format_still_decodes() {
+        let mut old = Vec::new();
+        old.extend_from_slice(&2u32.to_be_bytes());
+        for (id, peer) in [(1u64, "a:1"), (4, "b:2")] {
+            old.extend_from_slice(&id.to_be_bytes());
+            old.push(1);
+            old.extend_from_slice(&(peer.len() as u16).to_be_bytes());
+            old.extend_from_slice(peer.as_bytes());
+            old.extend_from_slice(&0u16.to_be_bytes());
+        }
+        let m = Membership::decode(&old).unwrap();
+        assert_eq!(m.members.keys().copied().collect::<Vec<_>>(), [1, 4]);
+        assert_eq!(m.max_id(), 4);
+        assert!(m.members.values().all(|member| member.incarnation == 0));
+        assert!(m.was_removed(2));
+        // Written again, it gains the extension and reads back the same.
+        assert_eq!(Membership::decode(&m.encode()), Ok(m));
     }
 }

@@ -23,6 +23,7 @@ pub const KEY_HARD_STATE: &[u8] = b"hard_state";
 pub const KEY_SNAPSHOT_META: &[u8] = b"snapshot_meta";
 pub const KEY_SNAPSHOT_DATA: &[u8] = b"snapshot_data";
 pub const KEY_APP: &[u8] = b"app";
+pub const KEY_REMOVED: &[u8] = b"removed";
 
 const CRC_LEN: usize = 4;
 /// term u64 + kind u8, before an entry's data.
@@ -255,6 +256,7 @@ mod tests {
                 voter: true,
                 peer_addr: "127.0.0.1:9001".into(),
                 http_addr: String::new(),
+                incarnation: 0,
             },
         );
         let body = encode_snapshot_meta(&meta);

@@ -11,7 +11,8 @@
 //!
 //! Layout (named databases):
 //! - `meta`: `version`, `identity`, `hard_state`, `snapshot_meta`,
-//!   `snapshot_data`;
+//!   `snapshot_data`, and `removed` once the node was removed from its
+//!   cluster;
 //! - `log`: index (u64 big-endian) → term, kind, data;
 //! - `state`: `app` → the application's `high` and `applied`.
 
@@ -45,6 +46,12 @@ const MDB_LAST: u32 = 6;
 pub struct Identity {
     pub cluster_id: u64,
     pub node_id: u64,
+    /// Drawn at random when the directory was bootstrapped, so the
+    /// cluster can tell this directory from a new one under the same node
+    /// id (0: a directory from before incarnations; the node draws one).
+    /// Stored as a third u64 of the identity record, which older builds
+    /// wrote with two: both are read.
+    pub incarnation: u64,
 }
 
 /// What the driver records about the application state, in the same
@@ -66,6 +73,8 @@ pub struct Loaded {
     /// The log after `snapshot.meta.index`, contiguous.
     pub entries: Vec<Entry>,
     pub app: AppRecord,
+    /// The node was removed from its cluster ([`Store::mark_removed`]).
+    pub removed: bool,
 }
 
 /// One batch for [`Store::persist`], applied in field order.
@@ -175,13 +184,61 @@ impl Store {
         );
         check_hard_state(&hard_state, last).map_err(StoreError::Corrupt)?;
         check_app(&app, last).map_err(StoreError::Corrupt)?;
+        let removed = get_record(&txn, self.meta, KEY_REMOVED, "removed mark")?.is_some();
         Ok(Some(Loaded {
             identity,
             hard_state,
             snapshot,
             entries,
             app,
+            removed,
         }))
+    }
+
+    /// Records, durably, that this node was removed from its cluster: a
+    /// later start refuses the directory (the node would otherwise try to
+    /// take part again with a stale view).
+    ///
+    /// # Errors
+    /// `MapFull` or `Lmdb` if the record cannot be written.
+    pub fn mark_removed(&mut self) -> Result<(), StoreError> {
+        let mut txn = self.env.begin_rw_txn()?;
+        put_record(
+            &mut txn,
+            self.meta,
+            KEY_REMOVED,
+            &[&[1]],
+            WriteFlags::empty(),
+        )?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Rewrites the identity record (a directory from before incarnations
+    /// gets one on its first start).
+    ///
+    /// # Errors
+    /// `Invalid` for a different cluster or node id than stored; `MapFull`
+    /// or `Lmdb` if the record cannot be written.
+    pub fn set_identity(&mut self, identity: Identity) -> Result<(), StoreError> {
+        let mut txn = self.env.begin_rw_txn()?;
+        let stored = self.read_identity(&txn)?;
+        if (stored.cluster_id, stored.node_id) != (identity.cluster_id, identity.node_id) {
+            return Err(StoreError::Invalid(
+                "the cluster and node id of a data directory never change".into(),
+            ));
+        }
+        let body: [u8; 24] =
+            encode_u64s([identity.cluster_id, identity.node_id, identity.incarnation]);
+        put_record(
+            &mut txn,
+            self.meta,
+            KEY_IDENTITY,
+            &[&body],
+            WriteFlags::empty(),
+        )?;
+        txn.commit()?;
+        Ok(())
     }
 
     /// Makes an empty store a bootstrapped one: format version, identity,
@@ -208,7 +265,8 @@ impl Store {
         let flags = WriteFlags::empty();
         let version: [u8; 8] = encode_u64s([FORMAT_VERSION]);
         put_record(&mut txn, self.meta, KEY_VERSION, &[&version], flags)?;
-        let identity: [u8; 16] = encode_u64s([identity.cluster_id, identity.node_id]);
+        let identity: [u8; 24] =
+            encode_u64s([identity.cluster_id, identity.node_id, identity.incarnation]);
         put_record(&mut txn, self.meta, KEY_IDENTITY, &[&identity], flags)?;
         self.put_hard_state(&mut txn, &HardState::default())?;
         self.put_snapshot(&mut txn, snapshot)?;
@@ -354,14 +412,21 @@ impl Store {
 
     fn read_identity<T: Transaction>(&self, txn: &T) -> Result<Identity, StoreError> {
         let body = required_record(txn, self.meta, KEY_IDENTITY, "identity")?;
-        let [cluster_id, node_id] =
-            decode_u64s(body).ok_or_else(|| StoreError::Corrupt("identity: malformed".into()))?;
+        let [cluster_id, node_id, incarnation] = match decode_u64s::<3>(body) {
+            Some(values) => values,
+            None => {
+                let [cluster_id, node_id] = decode_u64s(body)
+                    .ok_or_else(|| StoreError::Corrupt("identity: malformed".into()))?;
+                [cluster_id, node_id, 0]
+            }
+        };
         if node_id == 0 {
             return Err(StoreError::Corrupt("identity: node id 0".into()));
         }
         Ok(Identity {
             cluster_id,
             node_id,
+            incarnation,
         })
     }
 
@@ -744,6 +809,7 @@ mod tests {
         Identity {
             cluster_id: 0xC1,
             node_id: 1,
+            incarnation: 0x1d,
         }
     }
 
@@ -755,6 +821,7 @@ mod tests {
                 voter: true,
                 peer_addr: "127.0.0.1:9001".into(),
                 http_addr: "127.0.0.1:8001".into(),
+                incarnation: 0x1d,
             },
         );
         Snapshot {
@@ -880,6 +947,7 @@ mod tests {
         let zero = Identity {
             cluster_id: 1,
             node_id: 0,
+            incarnation: 1,
         };
         assert!(matches!(
             store.bootstrap(zero, &initial_snapshot()),
@@ -1077,6 +1145,43 @@ mod tests {
         assert!(store.load().is_ok());
         raw_put(&store, store.log, b"short", b"x");
         assert!(matches!(store.load(), Err(StoreError::Corrupt(_))));
+    }
+
+    #[test]
+    fn an_identity_without_incarnation_still_loads_and_can_gain_one() {
+        let dir = TestDir::new("old-identity");
+        let mut store = bootstrapped(&dir);
+        // The record as builds before incarnations wrote it: two u64s.
+        let old: [u8; 16] = encode_u64s([0xC1, 1]);
+        let mut txn = store.env.begin_rw_txn().unwrap();
+        put_record(
+            &mut txn,
+            store.meta,
+            KEY_IDENTITY,
+            &[&old],
+            WriteFlags::empty(),
+        )
+        .unwrap();
+        txn.commit().unwrap();
+        let loaded = store.load().unwrap().unwrap();
+        assert_eq!(loaded.identity.incarnation, 0);
+        assert_eq!(loaded.identity.node_id, 1);
+        store.set_identity(identity()).unwrap();
+        assert_eq!(store.load().unwrap().unwrap().identity, identity());
+        let mut other = identity();
+        other.node_id = 2;
+        assert!(store.set_identity(other).is_err());
+    }
+
+    #[test]
+    fn a_removed_mark_survives_a_reopen() {
+        let dir = TestDir::new("removed");
+        let mut store = bootstrapped(&dir);
+        assert!(!store.load().unwrap().unwrap().removed);
+        store.mark_removed().unwrap();
+        drop(store);
+        let store = Store::open(&dir.0, 1).unwrap();
+        assert!(store.load().unwrap().unwrap().removed);
     }
 
     #[test]

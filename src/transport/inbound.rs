@@ -18,6 +18,7 @@ use super::{ConnError, DeadlineReader, IO_TIMEOUT, Shared};
 use crate::raft::Message;
 use crate::wire::{
     Handshake, MessageAssembler, WireError, read_frame, read_handshake, write_handshake,
+    write_legacy_handshake, write_refusal,
 };
 
 /// Reads are buffered: many small frames arrive back to back.
@@ -109,7 +110,12 @@ fn serve(
     // Unbuffered, so that nothing after the handshake frame is read here.
     let peer = read_handshake(&mut DeadlineReader::new(stream, IO_TIMEOUT))?;
     shared.check_handshake(&peer, None)?;
-    shared.learn_http_addr(&peer);
+    if let Some(refusal) = shared.verdict(&peer, true) {
+        // Tell it why, so that it can stop rather than retry forever.
+        write_refusal(&mut &*stream, &refusal)?;
+        return Err(ConnError::Refused(refusal.message));
+    }
+    shared.learn_announced(&peer);
     let replaced = registration.claim_node(peer.node_id);
     if replaced > 0 {
         info!(
@@ -117,7 +123,12 @@ fn serve(
             peer.node_id
         );
     }
-    write_handshake(&mut &*stream, &shared.handshake)?;
+    if peer.incarnation == 0 {
+        // A peer of an older build, which refuses the longer handshake.
+        write_legacy_handshake(&mut &*stream, &shared.handshake)?;
+    } else {
+        write_handshake(&mut &*stream, &shared.handshake)?;
+    }
     // Peers that have nothing to send stay quiet for as long as they like.
     stream.set_read_timeout(None)?;
     info!("peer node {} connected from {remote}", peer.node_id);
@@ -170,6 +181,7 @@ mod tests {
             node_id: 3,
             peer_addr: String::new(),
             http_addr: String::new(),
+            incarnation: 0,
         };
         let message = |from, to| Message {
             from,

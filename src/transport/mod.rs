@@ -33,7 +33,7 @@ use std::{fmt, io};
 use log::{debug, error, info, warn};
 
 use crate::raft::{Message, NodeId};
-use crate::wire::{Handshake, WireError};
+use crate::wire::{Handshake, Refusal, RefusalReason, WireError};
 use sockets::Sockets;
 
 /// Messages waiting for one peer's writer; more are dropped.
@@ -64,6 +64,29 @@ pub struct TransportConfig {
     pub peer_addr: String,
     /// The client address we advertise in handshakes.
     pub http_addr: String,
+    /// Our data directory's incarnation, advertised in handshakes.
+    pub incarnation: u64,
+}
+
+/// What the cluster's committed configuration says about who may
+/// connect, as the node last gave it ([`Transport::set_roster`]). The
+/// transport only compares numbers; what they mean is the node's.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Roster {
+    /// Ids up to this one were assigned; one of them that is not a member
+    /// was removed (ids are never reused). 0: nothing known yet.
+    pub max_id: NodeId,
+    /// Every member, with the incarnation the log records for it (0: not
+    /// recorded yet).
+    pub incarnations: BTreeMap<NodeId, u64>,
+}
+
+/// What a peer announced about itself in an accepted handshake. The node
+/// may propose it for the log; it is never used for redirects as is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Announced {
+    pub http_addr: String,
+    pub incarnation: u64,
 }
 
 /// Everything the transport's threads share.
@@ -73,8 +96,12 @@ struct Shared {
     handshake: Handshake,
     /// Where received messages go (the node thread's mailbox).
     deliver: Arc<dyn Fn(Message) + Send + Sync>,
-    /// HTTP addresses learnt from handshakes, for redirects to a leader.
-    http_addrs: Mutex<BTreeMap<NodeId, String>>,
+    /// What peers announced in accepted handshakes.
+    announced: Mutex<BTreeMap<NodeId, Announced>>,
+    /// Who may connect, from the committed configuration.
+    roster: Mutex<Roster>,
+    /// The latest refusal a peer sent us, until the node takes it.
+    refusal: Mutex<Option<Refusal>>,
     /// Inbound sockets, to cap them and to close them on shutdown.
     inbound: Arc<Sockets>,
     /// Every thread started, joined on shutdown; finished ones are reaped
@@ -88,11 +115,40 @@ struct Shared {
 }
 
 impl Shared {
-    fn learn_http_addr(&self, handshake: &Handshake) {
-        if handshake.http_addr.is_empty() {
-            return;
+    fn learn_announced(&self, handshake: &Handshake) {
+        let announced = Announced {
+            http_addr: handshake.http_addr.clone(),
+            incarnation: handshake.incarnation,
+        };
+        lock(&self.announced).insert(handshake.node_id, announced);
+    }
+
+    /// Why the node behind `theirs` may not talk to us, if it may not: it
+    /// was removed, or its data directory is not the one the log knows
+    /// under its id. `removed_too` is false for connections we dial (we
+    /// dial a removed member only to tell it of its removal).
+    fn verdict(&self, theirs: &Handshake, removed_too: bool) -> Option<Refusal> {
+        let roster = lock(&self.roster);
+        let id = theirs.node_id;
+        match roster.incarnations.get(&id) {
+            Some(&recorded)
+                if recorded != 0 && theirs.incarnation != 0 && recorded != theirs.incarnation =>
+            {
+                Some(Refusal {
+                    reason: RefusalReason::DataLost,
+                    message: format!(
+                        "node {id}'s data is gone (the cluster knows another data directory under this id): \
+                         remove it (DELETE /api/v1/cluster/members/{id}) and `ticketd join` as a new member"
+                    ),
+                })
+            }
+            Some(_) => None,
+            None if removed_too && id <= roster.max_id => Some(Refusal {
+                reason: RefusalReason::Removed,
+                message: format!("node {id} was removed from the cluster"),
+            }),
+            None => None,
         }
-        lock(&self.http_addrs).insert(handshake.node_id, handshake.http_addr.clone());
     }
 
     fn count_dropped(&self) {
@@ -254,12 +310,15 @@ impl Transport {
             node_id: config.node_id,
             peer_addr: config.peer_addr.clone(),
             http_addr: config.http_addr.clone(),
+            incarnation: config.incarnation,
         };
         let shared = Arc::new(Shared {
             config,
             handshake,
             deliver,
-            http_addrs: Mutex::new(BTreeMap::new()),
+            announced: Mutex::new(BTreeMap::new()),
+            roster: Mutex::new(Roster::default()),
+            refusal: Mutex::new(None),
             inbound: Sockets::new(INBOUND_CONNECTIONS_MAX),
             threads: Mutex::new(Vec::new()),
             dropped: AtomicU64::new(0),
@@ -370,10 +429,22 @@ impl Transport {
         }
     }
 
-    /// HTTP address of a peer as announced in its handshake (inbound or
-    /// outbound), if known.
-    pub fn http_addr_of(&self, id: NodeId) -> Option<String> {
-        lock(&self.shared.http_addrs).get(&id).cloned()
+    /// What a peer announced in its latest accepted handshake (inbound
+    /// or outbound), if it connected. Not a redirect target: only what
+    /// the log records is (see [`Announced`]).
+    pub fn announced(&self, id: NodeId) -> Option<Announced> {
+        lock(&self.shared.announced).get(&id).cloned()
+    }
+
+    /// Who may connect from now on (already open connections stay: the
+    /// node drops what a removed member sends anyway).
+    pub fn set_roster(&self, roster: Roster) {
+        *lock(&self.shared.roster) = roster;
+    }
+
+    /// The latest refusal a peer answered our handshake with, once.
+    pub fn take_refusal(&self) -> Option<Refusal> {
+        lock(&self.shared.refusal).take()
     }
 
     /// How many messages were dropped so far (unknown peer, full queue,
@@ -498,15 +569,19 @@ mod tests {
                 node_id,
                 peer_addr: String::new(),
                 http_addr: String::new(),
+                incarnation: 1,
             },
             handshake: Handshake {
                 cluster_id,
                 node_id,
                 peer_addr: String::new(),
                 http_addr: String::new(),
+                incarnation: 1,
             },
             deliver: Arc::new(|_| {}),
-            http_addrs: Mutex::new(BTreeMap::new()),
+            announced: Mutex::new(BTreeMap::new()),
+            roster: Mutex::new(Roster::default()),
+            refusal: Mutex::new(None),
             inbound: Sockets::new(1),
             threads: Mutex::new(Vec::new()),
             dropped: AtomicU64::new(0),
@@ -521,6 +596,7 @@ mod tests {
             node_id,
             peer_addr: String::new(),
             http_addr: format!("h:{node_id}"),
+            incarnation: 100 + node_id,
         }
     }
 
@@ -542,15 +618,56 @@ mod tests {
     }
 
     #[test]
-    fn http_addresses_are_learnt_unless_empty() {
+    fn announcements_are_recorded_as_sent() {
         let us = shared(7, 1);
-        us.learn_http_addr(&hello(7, 2));
-        let mut quiet = hello(7, 3);
-        quiet.http_addr.clear();
-        us.learn_http_addr(&quiet);
-        let known = lock(&us.http_addrs);
-        assert_eq!(known.get(&2).map(String::as_str), Some("h:2"));
+        us.learn_announced(&hello(7, 2));
+        let known = lock(&us.announced);
+        assert_eq!(
+            known.get(&2),
+            Some(&Announced {
+                http_addr: "h:2".into(),
+                incarnation: 102
+            })
+        );
         assert!(!known.contains_key(&3));
+    }
+
+    #[test]
+    fn removed_nodes_and_lost_data_are_refused() {
+        let us = shared(7, 1);
+        // Nothing known yet: everyone may connect.
+        assert_eq!(us.verdict(&hello(7, 3), true), None);
+        let mut incarnations = BTreeMap::new();
+        incarnations.insert(1, 101);
+        incarnations.insert(2, 102);
+        incarnations.insert(4, 0);
+        *lock(&us.roster) = Roster {
+            max_id: 5,
+            incarnations,
+        };
+        assert_eq!(us.verdict(&hello(7, 2), true), None);
+        // Not recorded yet, or an older peer that announces none: allowed.
+        assert_eq!(us.verdict(&hello(7, 4), true), None);
+        let mut old = hello(7, 2);
+        old.incarnation = 0;
+        assert_eq!(us.verdict(&old, true), None);
+        let mut wiped = hello(7, 2);
+        wiped.incarnation = 999;
+        let refusal = us.verdict(&wiped, true).unwrap();
+        assert_eq!(refusal.reason, RefusalReason::DataLost);
+        assert!(refusal.message.contains("DELETE /api/v1/cluster/members/2"));
+        assert_eq!(
+            us.verdict(&wiped, false).unwrap().reason,
+            RefusalReason::DataLost
+        );
+        // 3 and 5 were removed; 6 was never assigned (a joining node).
+        assert_eq!(
+            us.verdict(&hello(7, 3), true).unwrap().reason,
+            RefusalReason::Removed
+        );
+        assert_eq!(us.verdict(&hello(7, 3), false), None);
+        assert!(us.verdict(&hello(7, 5), true).is_some());
+        assert_eq!(us.verdict(&hello(7, 6), true), None);
     }
 
     #[test]

@@ -15,10 +15,12 @@ use log::{debug, info, warn};
 use super::sockets::{RegisterError, Registration, Sockets};
 use super::{
     CONNECT_TIMEOUT, ConnError, DeadlineReader, IO_TIMEOUT, RECONNECT_BACKOFF_MAX,
-    RECONNECT_BACKOFF_MIN, Shared,
+    RECONNECT_BACKOFF_MIN, Shared, lock,
 };
 use crate::raft::{Message, NodeId};
-use crate::wire::{WireError, read_handshake, write_handshake, write_message};
+use crate::wire::{
+    WireError, read_handshake_reply, write_handshake, write_legacy_handshake, write_message,
+};
 
 /// Frames are batched up to this size per write system call under load.
 const WRITE_BUFFER_BYTES: usize = 64 << 10;
@@ -48,9 +50,14 @@ pub(super) fn spawn_writer(
 fn run_writer(shared: &Shared, target: &Target, queue: &Receiver<Message>, sockets: &Arc<Sockets>) {
     let mut backoff = RECONNECT_BACKOFF_MIN;
     let mut failures: u64 = 0;
+    // A peer of an older build closes on our handshake (it refuses the
+    // incarnation's bytes): the next attempt uses its form, the one after
+    // ours again, so an upgraded peer is asked with ours.
+    let mut legacy = false;
     loop {
-        match connect(shared, target, sockets) {
+        match connect(shared, target, sockets, legacy) {
             Ok((stream, _registration)) => {
+                legacy = false;
                 info!("connected to peer {} at {}", target.id, target.addr);
                 shared.connects.fetch_add(1, Ordering::Relaxed);
                 backoff = RECONNECT_BACKOFF_MIN;
@@ -64,6 +71,8 @@ fn run_writer(shared: &Shared, target: &Target, queue: &Receiver<Message>, socke
                 }
             }
             Err(err) => {
+                let closed = matches!(err, ConnError::Wire(WireError::Closed));
+                legacy = closed && !legacy;
                 log_connect_failure(target, &err, failures);
                 failures += 1;
             }
@@ -94,6 +103,7 @@ fn connect(
     shared: &Shared,
     target: &Target,
     sockets: &Arc<Sockets>,
+    legacy: bool,
 ) -> Result<(TcpStream, Registration), ConnError> {
     let stream = dial(&target.addr)?;
     let registration = sockets.register(&stream).map_err(|err| match err {
@@ -102,10 +112,25 @@ fn connect(
     })?;
     stream.set_nodelay(true)?;
     stream.set_write_timeout(Some(IO_TIMEOUT))?;
-    write_handshake(&mut &stream, &shared.handshake)?;
-    let peer = read_handshake(&mut DeadlineReader::new(&stream, IO_TIMEOUT))?;
+    if legacy {
+        write_legacy_handshake(&mut &stream, &shared.handshake)?;
+    } else {
+        write_handshake(&mut &stream, &shared.handshake)?;
+    }
+    let peer = match read_handshake_reply(&mut DeadlineReader::new(&stream, IO_TIMEOUT)) {
+        Ok(peer) => peer,
+        Err(WireError::Refused(refusal)) => {
+            let error = ConnError::Refused(format!("peer refused us: {}", refusal.message));
+            *lock(&shared.refusal) = Some(refusal);
+            return Err(error);
+        }
+        Err(e) => return Err(e.into()),
+    };
     shared.check_handshake(&peer, Some(target.id))?;
-    shared.learn_http_addr(&peer);
+    if let Some(refusal) = shared.verdict(&peer, false) {
+        return Err(ConnError::Refused(refusal.message));
+    }
+    shared.learn_announced(&peer);
     Ok((stream, registration))
 }
 

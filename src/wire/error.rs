@@ -31,6 +31,8 @@ pub enum WireError {
     UnexpectedFrame(&'static str),
     /// Snapshot chunks that do not add up to one snapshot.
     BadSnapshotChunk(&'static str),
+    /// The peer refused the connection and said why.
+    Refused(super::Refusal),
 }
 
 impl fmt::Display for WireError {
@@ -54,6 +56,7 @@ impl fmt::Display for WireError {
             WireError::Malformed(what) => write!(f, "malformed payload: {what}"),
             WireError::UnexpectedFrame(what) => write!(f, "unexpected frame: {what}"),
             WireError::BadSnapshotChunk(what) => write!(f, "bad snapshot chunk: {what}"),
+            WireError::Refused(refusal) => write!(f, "refused by the peer: {}", refusal.message),
         }
     }
 }

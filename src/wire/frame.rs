@@ -31,6 +31,9 @@ pub enum FrameKind {
     Message,
     /// One piece of a snapshot message.
     SnapshotChunk,
+    /// Instead of a handshake reply: why the connection is refused
+    /// ([`super::Refusal`]). The last frame on that connection.
+    Refusal,
 }
 
 impl FrameKind {
@@ -40,6 +43,7 @@ impl FrameKind {
             FrameKind::Handshake => 1,
             FrameKind::Message => 2,
             FrameKind::SnapshotChunk => 3,
+            FrameKind::Refusal => 4,
         }
     }
 
@@ -49,6 +53,7 @@ impl FrameKind {
             1 => Some(FrameKind::Handshake),
             2 => Some(FrameKind::Message),
             3 => Some(FrameKind::SnapshotChunk),
+            4 => Some(FrameKind::Refusal),
             _ => None,
         }
     }

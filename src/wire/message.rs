@@ -231,6 +231,7 @@ pub(crate) mod tests {
                     voter,
                     peer_addr: format!("127.0.0.1:900{id}"),
                     http_addr: format!("127.0.0.1:800{id}"),
+                    incarnation: id * 11,
                 },
             );
         }

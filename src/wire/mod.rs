@@ -31,7 +31,7 @@ pub use frame::{
     FRAME_PAYLOAD_BYTES_MAX, Frame, FrameKind, HEADER_BYTES, MAGIC, VERSION, read_frame,
     read_frame_capped, write_frame,
 };
-pub use handshake::{HANDSHAKE_PAYLOAD_BYTES_MAX, Handshake};
+pub use handshake::{HANDSHAKE_PAYLOAD_BYTES_MAX, Handshake, Refusal, RefusalReason};
 pub use message::{decode_message, encode_message};
 pub use snapshot::{
     SNAPSHOT_BYTES_MAX, SNAPSHOT_CHUNK_BYTES_MAX, SnapshotReassembler, write_snapshot,
@@ -51,12 +51,43 @@ pub fn read_handshake<R: Read>(r: &mut R) -> Result<Handshake, WireError> {
     Handshake::decode(&frame.payload)
 }
 
+/// Reads the peer's answer to our handshake: its own handshake, or a
+/// refusal saying why not.
+///
+/// # Errors
+/// As [`read_handshake`]; `Refused` for a `Refusal` frame.
+pub fn read_handshake_reply<R: Read>(r: &mut R) -> Result<Handshake, WireError> {
+    let frame = read_frame_capped(r, HANDSHAKE_PAYLOAD_BYTES_MAX)?;
+    match frame.kind {
+        FrameKind::Handshake => Handshake::decode(&frame.payload),
+        FrameKind::Refusal => Err(WireError::Refused(Refusal::decode(&frame.payload)?)),
+        _ => Err(WireError::UnexpectedFrame("first frame is not a handshake")),
+    }
+}
+
+/// Writes a `Refusal` frame. Does not flush.
+///
+/// # Errors
+/// `Io` if the stream fails.
+pub fn write_refusal<W: Write>(w: &mut W, refusal: &Refusal) -> Result<(), WireError> {
+    write_frame(w, FrameKind::Refusal, &refusal.encode())
+}
+
 /// Writes a `Handshake` frame. Does not flush.
 ///
 /// # Errors
 /// `Io` if the stream fails.
 pub fn write_handshake<W: Write>(w: &mut W, handshake: &Handshake) -> Result<(), WireError> {
     write_frame(w, FrameKind::Handshake, &handshake.encode())
+}
+
+/// Writes a `Handshake` frame in the first version's form (no
+/// incarnation), for a peer of an older build. Does not flush.
+///
+/// # Errors
+/// `Io` if the stream fails.
+pub fn write_legacy_handshake<W: Write>(w: &mut W, handshake: &Handshake) -> Result<(), WireError> {
+    write_frame(w, FrameKind::Handshake, &handshake.encode_legacy())
 }
 
 /// Writes one message: a `Message` frame, or a run of `SnapshotChunk`
@@ -101,6 +132,9 @@ impl MessageAssembler {
             )),
             FrameKind::Message => decode_message(&frame.payload).map(Some),
             FrameKind::SnapshotChunk => self.snapshot.push(&frame.payload),
+            FrameKind::Refusal => Err(WireError::UnexpectedFrame(
+                "refusal after the connection was set up",
+            )),
         }
     }
 }
@@ -129,6 +163,7 @@ mod tests {
             node_id: 1,
             peer_addr: "a:1".into(),
             http_addr: "a:2".into(),
+            incarnation: 5,
         };
         write_handshake(&mut out, &handshake).unwrap();
         for message in messages {

@@ -83,6 +83,14 @@ impl Checker {
         self.seen_commit.remove(&id);
     }
 
+    /// The node's data directory was wiped and bootstrapped again: its
+    /// term and commit index start over (what it once acknowledged is
+    /// gone, which is what the scenario is about).
+    pub fn on_wipe(&mut self, id: NodeId) {
+        self.seen_commit.remove(&id);
+        self.max_term.remove(&id);
+    }
+
     fn record(&mut self, node: NodeId, term: Term, applied: Applied) -> Result<(), String> {
         let slot = (applied.index - 1) as usize;
         if self.truth.len() <= slot {

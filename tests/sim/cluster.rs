@@ -43,6 +43,7 @@ pub fn member(id: NodeId, voter: bool) -> Member {
         voter,
         peer_addr: format!("sim-{id}:9001"),
         http_addr: format!("sim-{id}:8001"),
+        incarnation: id,
     }
 }
 

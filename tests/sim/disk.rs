@@ -281,6 +281,7 @@ mod tests {
                 voter: true,
                 peer_addr: "a".into(),
                 http_addr: String::new(),
+                incarnation: 0,
             },
         );
         config.data = membership.encode();

@@ -20,6 +20,7 @@ mod checks;
 mod classic;
 mod cluster;
 mod disk;
+mod membership;
 mod network;
 mod node;
 mod rng;
