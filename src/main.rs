@@ -40,14 +40,40 @@ fn main() -> ExitCode {
         }
     };
     init_logging(options.log_level);
-    match run(&options, tokens) {
+    // A start that fails leaves no new data directory behind.
+    let created = first_missing(&options.data_dir);
+    let mut serving = false;
+    match run(&options, tokens, &mut serving) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!("{e}");
             eprintln!("ticketd: {e}");
+            if let Some(dir) = created.filter(|_| !serving)
+                && let Err(cleanup) = std::fs::remove_dir_all(&dir)
+            {
+                error!(
+                    "cannot remove {} after the failed start: {cleanup}",
+                    dir.display()
+                );
+            }
             ExitCode::from(1)
         }
     }
+}
+
+/// The outermost ancestor of `dir` (or `dir` itself) that does not exist
+/// yet: what a start would create.
+fn first_missing(dir: &std::path::Path) -> Option<std::path::PathBuf> {
+    let mut missing = None;
+    let mut at = Some(dir);
+    while let Some(path) = at {
+        if path.as_os_str().is_empty() || path.exists() {
+            break;
+        }
+        missing = Some(path.to_path_buf());
+        at = path.parent();
+    }
+    missing
 }
 
 fn init_logging(level: u8) {
@@ -92,7 +118,10 @@ fn load_tokens(options: &Options) -> Result<Tokens, String> {
     })
 }
 
-fn run(options: &Options, tokens: Tokens) -> Result<(), String> {
+/// Runs the node until it stops; `serving` turns true once it has
+/// loaded its data and serves HTTP (from then on its data directory is a
+/// member's and must never be removed).
+fn run(options: &Options, tokens: Tokens, serving: &mut bool) -> Result<(), String> {
     if options.command != Command::Run {
         return Err("start, join and leave are not supported yet; run with a peer list".into());
     }
@@ -134,6 +163,7 @@ fn run(options: &Options, tokens: Tokens) -> Result<(), String> {
     info!("serving HTTP on {}", http.local_addr);
     // systemd (Type=notify): ready once the data is loaded and HTTP is
     // served; a status line on every change of role or leader.
+    *serving = true;
     let notifier = Notifier::from_env();
     let mut shown = String::new();
     let mut ready = false;

@@ -210,3 +210,30 @@ fn systemd_hears_ready_status_and_stopping() {
         "no STOPPING=1: {heard:?}"
     );
 }
+
+/// A start that fails (here: the HTTP port is taken) exits 1 and leaves
+/// no new data directory behind.
+#[test]
+fn a_failed_start_leaves_no_data_dir() {
+    let dir = common::TempDir::new("failed-start");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let http_port = taken.local_addr().unwrap().port().to_string();
+    let peer_port = free_port().to_string();
+    let data = dir.path().join("new").join("data");
+    let data_arg = data.display().to_string();
+    let args = [
+        "--http_port",
+        http_port.as_str(),
+        "--peer_port",
+        peer_port.as_str(),
+        "--path",
+        data_arg.as_str(),
+    ];
+    let (status, stderr) = run_ticketd(&args, EXIT_WAIT).expect("a failed start exits");
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("cannot listen"), "{stderr}");
+    assert!(
+        !dir.path().join("new").exists(),
+        "the failed start left a data dir"
+    );
+}

@@ -18,8 +18,9 @@
 
 mod codec;
 mod error;
+mod files;
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 
 use lmdb::{Cursor, Database, DatabaseFlags, Environment, RwTransaction, Transaction, WriteFlags};
@@ -130,15 +131,35 @@ impl Store {
                 "map size {map_size_mb} MB outside 1..={MAP_SIZE_MB_MAX}"
             )));
         }
-        let lock = lock_dir(dir)?;
+        let (lock, created) = lock_dir(dir)?;
         let map_size = usize::try_from(map_size_mb << 20)
             .map_err(|_| StoreError::Invalid(format!("map size {map_size_mb} MB too large")))?;
+        let new_files = !dir.join("data.mdb").exists();
         let env = Environment::new()
             .set_max_dbs(MAX_DBS)
             .set_map_size(map_size)
-            .open(dir)
+            .open_with_permissions(dir, files::FILE_MODE)
             .map_err(|error| open_error(dir, error))?;
+        // The new names (directories, data.mdb, lock.mdb) reach the disk
+        // before anything is written that depends on them.
+        let synced = files::sync_created(&created).and_then(|()| {
+            if new_files {
+                files::sync_dir(dir)
+            } else {
+                Ok(())
+            }
+        });
+        synced.map_err(|error| StoreError::Io(format!("syncing {}: {error}", dir.display())))?;
         check_databases(&env, dir)?;
+        if let Some(free) = files::free_bytes(dir)
+            && free < map_size as u64
+        {
+            log::warn!(
+                "{} has {} MiB free, less than the {map_size_mb} MiB map (--db_size): writes will fail with 507 before the map is full",
+                dir.display(),
+                free >> 20
+            );
+        }
         let [meta, log, state] =
             DATABASES.map(|name| env.create_db(Some(name), DatabaseFlags::empty()));
         Ok(Store {
@@ -701,20 +722,17 @@ fn check_app(app: &AppRecord, last: Position) -> Result<(), String> {
     Ok(())
 }
 
-/// Creates `dir` and takes its lock file.
-fn lock_dir(dir: &Path) -> Result<File, StoreError> {
+/// Creates `dir` (0700) and takes its lock file (0600, never through a
+/// symlink); also returns the directories it created.
+fn lock_dir(dir: &Path) -> Result<(File, Vec<PathBuf>), StoreError> {
     let shown = dir.display();
-    fs::create_dir_all(dir)
+    let created = files::create_private_dirs(dir)
         .map_err(|error| StoreError::Io(format!("creating {shown}: {error}")))?;
     let path: PathBuf = dir.join(LOCK_FILE);
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
+    let file = files::open_private_no_follow(&path)
         .map_err(|error| StoreError::Io(format!("opening {}: {error}", path.display())))?;
     match file.try_lock() {
-        Ok(()) => Ok(file),
+        Ok(()) => Ok((file, created)),
         Err(fs::TryLockError::WouldBlock) => Err(StoreError::Locked(shown.to_string())),
         Err(fs::TryLockError::Error(error)) => Err(StoreError::Io(format!(
             "locking {}: {error}",
