@@ -438,10 +438,14 @@ impl Driver {
         self.periodic_members();
         self.expire_pending();
         let now = Instant::now();
-        if self.leader_ready && now.duration_since(self.last_expiry) >= self.config.expire_interval
-        {
+        if now.duration_since(self.last_expiry) >= self.config.expire_interval {
             self.last_expiry = now;
-            self.expire_sessions();
+            // turbosquid's sweep: emptied resources are gone for has-ticket
+            // too from now on (every node applies, so every node sweeps).
+            self.state.sweep_emptied();
+            if self.leader_ready {
+                self.expire_sessions();
+            }
         }
         if now.duration_since(self.last_compaction) >= self.config.snapshot_interval {
             self.last_compaction = now;

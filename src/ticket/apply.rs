@@ -150,6 +150,7 @@ impl State {
         };
         if tickets.is_empty() {
             self.resources.remove(resource);
+            self.emptied.insert(resource.to_owned());
         }
         let key = (resource.to_owned(), name.to_owned());
         if let Some(issuer) = self.sessions.get_mut(&ticket.issuer) {
@@ -175,6 +176,7 @@ impl State {
             return Err(ApplyError::DataTooLarge(data.len()));
         }
         if !self.resources.contains_key(resource) {
+            self.emptied.remove(resource);
             self.resources
                 .insert(resource.to_owned(), Resource::Tickets(BTreeMap::new()));
         }
@@ -305,6 +307,7 @@ impl State {
             None => {
                 check_names(&[resource])?;
                 let token = self.mint()?;
+                self.emptied.remove(resource);
                 self.resources.insert(
                     resource.to_owned(),
                     Resource::Lock(Claim { session, token }),
@@ -697,6 +700,30 @@ mod tests {
     }
 
     #[test]
+    fn has_claim_on_a_just_emptied_resource_is_false_until_the_sweep() {
+        let mut state = State::new();
+        let issuer = open(&mut state, "issuer");
+        let c = open(&mut state, "claimant");
+        issue(&mut state, issuer, "r", "t", b"x");
+        claim(&mut state, c, "r");
+        state.apply(&Command::RevokeTicket {
+            session: issuer,
+            resource: "r".into(),
+            name: "t".into(),
+        });
+        assert_eq!(state.has_claim(c, "r", "t"), Ok(false));
+        assert!(
+            state.has_claim(c, "never", "t").is_err(),
+            "an unknown resource"
+        );
+        state.sweep_emptied();
+        assert_eq!(
+            state.has_claim(c, "r", "t"),
+            Err(ApplyError::UnknownResource("r".into()))
+        );
+    }
+
+    #[test]
     fn revoke_ends_the_claim_and_removes_an_empty_resource() {
         let mut state = State::new();
         let issuer = open(&mut state, "issuer");
@@ -884,6 +911,7 @@ mod tests {
             failed(ApplyError::UnknownSession(a))
         );
         assert_eq!(state.apply(&Command::CloseSession { id: b }), Outcome::Done);
+        state.sweep_emptied();
         assert_eq!(
             state,
             State {
@@ -922,6 +950,7 @@ mod tests {
         issue(&mut state, s, "r", "t", b"");
         claim(&mut state, s, "r");
         state.apply(&Command::CloseSession { id: s });
+        state.sweep_emptied();
         assert_eq!(
             state,
             State {

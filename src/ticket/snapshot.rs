@@ -223,6 +223,7 @@ fn link(state: &mut State) -> Result<(), DecodeError> {
         high,
         sessions,
         resources,
+        ..
     } = state;
     for (resource, kind) in resources.iter() {
         match kind {

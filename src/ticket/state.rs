@@ -72,13 +72,32 @@ pub(super) enum Resource {
 }
 
 /// The whole replicated state. `apply` (in `apply.rs`) is its only writer.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default)]
 pub struct State {
     pub(super) high: u64,
     /// Both copy-on-write, so that a clone for a snapshot is cheap.
     pub(super) sessions: CowMap<SessionId, Session>,
     pub(super) resources: CowMap<String, Resource>,
+    /// Ticket resources whose last ticket went since the last expiry
+    /// pass ([`State::sweep_emptied`]). turbosquid removes an emptied
+    /// resource only at its next sweep, so until then it answers a
+    /// has-ticket on it with `false` rather than 404; ticketd removes the
+    /// resource at once and remembers its name for that one answer. Not
+    /// part of snapshots: it only shapes a read, for half a second.
+    pub(super) emptied: BTreeSet<String>,
 }
+
+/// Equal when the replicated state is: `emptied` only shapes one answer
+/// for a moment and is not in snapshots.
+impl PartialEq for State {
+    fn eq(&self, other: &State) -> bool {
+        self.high == other.high
+            && self.sessions == other.sessions
+            && self.resources == other.resources
+    }
+}
+
+impl Eq for State {}
 
 impl State {
     /// An empty state: no sessions, no resources, no ID handed out.
@@ -134,9 +153,18 @@ impl State {
         name: &str,
     ) -> Result<bool, ApplyError> {
         self.session(session)?;
+        if !self.resources.contains_key(resource) && self.emptied.contains(resource) {
+            return Ok(false);
+        }
         let tickets = self.existing_tickets(resource)?;
         let holder = tickets.get(name).and_then(|t| t.claim).map(|c| c.session);
         Ok(holder == Some(session))
+    }
+
+    /// The leader's expiry pass (every `--expire` ms, on every node):
+    /// emptied resources are now gone for has-ticket too.
+    pub fn sweep_emptied(&mut self) {
+        self.emptied.clear();
     }
 
     /// The holder of lock `resource` and the fencing token of its grant.
