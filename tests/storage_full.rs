@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use api_support::{Api, Json};
+use api_support::{Api, Json, LogsOnPanic, lock_grant};
 use common::Cluster;
 
 #[test]
@@ -68,4 +68,136 @@ fn a_full_map_refuses_writes_with_507_and_loses_nothing() {
         assert!(tickets.has(name), "ticket {name} was lost");
     }
     assert_eq!(api.issue(&session, "big", "after", &data).status, 200);
+}
+
+/// A tmpfs of the test's own, mounted for the test and lazily unmounted
+/// when it ends.
+struct SmallFs {
+    path: std::path::PathBuf,
+}
+
+impl SmallFs {
+    /// `None` when this process may not mount (not root).
+    fn mount(path: std::path::PathBuf, megabytes: u64) -> Option<SmallFs> {
+        std::fs::create_dir_all(&path).ok()?;
+        let status = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={megabytes}m,mode=0700"),
+                "tmpfs",
+            ])
+            .arg(&path)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .ok()?;
+        status.success().then_some(SmallFs { path })
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.path)
+            .status();
+    }
+}
+
+/// A full file system behaves like a full map: writes answer 507, reads
+/// go on, closing a session, releasing a claim and unlocking still work
+/// (from the reserve), the node serves writes again once space is freed
+/// (no restart), and nothing acknowledged is lost across kill -9.
+#[test]
+fn a_full_file_system_refuses_writes_frees_from_the_reserve_and_recovers() {
+    let mut cluster = Cluster::new("disk-full", 1);
+    let Some(fs) = SmallFs::mount(cluster.dir.path().join("small"), 24) else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI runs as root and can mount a tmpfs"
+        );
+        eprintln!("cannot mount a tmpfs (not root?): full file system not tested");
+        return;
+    };
+    // The map is larger than the file system: the disk fills first.
+    let filler = fs.path.join("filler");
+    std::fs::write(&filler, vec![0u8; 12 << 20]).unwrap();
+    cluster.nodes[0].data_dir = fs.path.join("data");
+    cluster.nodes[0].extra_args = vec!["--db_size".into(), "256".into()];
+    cluster.nodes[0].start();
+    let _logs = LogsOnPanic::new(&cluster);
+    cluster.wait_leader(Duration::from_secs(10));
+    let api = Api::new(&cluster.nodes[0].http());
+    let holder = api.open_session("holder", 600_000);
+    assert!(lock_grant(&api.lock(&holder, "held-lock")).granted);
+    let closer = api.open_session("closer", 600_000);
+    let session = api.open_session("filler", 600_000);
+    let data = vec![b'x'; 1000];
+    let mut acknowledged = Vec::new();
+    let mut refused = None;
+    for i in 0..50_000 {
+        let name = format!("t{i}");
+        let answer = api.issue(&session, "big", &name, &data);
+        match answer.status {
+            200 => acknowledged.push(name),
+            507 => {
+                refused = Some(answer);
+                break;
+            }
+            other => panic!("ticket {i}: {other} {}\n{}", answer.body, cluster.logs()),
+        }
+    }
+    let refused = refused.unwrap_or_else(|| panic!("the disk never filled\n{}", cluster.logs()));
+    assert_eq!(refused.body.lines().count(), 1, "{:?}", refused.body);
+    assert!(
+        acknowledged.len() > 100,
+        "only {} tickets fit",
+        acknowledged.len()
+    );
+    assert_eq!(api.issue(&session, "big", "one-more", &data).status, 507);
+    assert_eq!(
+        common::get(&cluster.nodes[0].http(), "/healthz")
+            .unwrap()
+            .status,
+        200,
+        "the node lives"
+    );
+    let dump = api.json("GET", "/dump/resources/big", b"");
+    assert_eq!(dump.get("big").get("Tickets").len(), acknowledged.len());
+
+    // What frees space works from the reserve.
+    assert_eq!(
+        api.unlock(&holder, "held-lock").status,
+        200,
+        "unlock when full"
+    );
+    let closed = api.close(&closer);
+    assert_eq!(closed.status, 200, "close when full: {}", closed.body);
+
+    // Space freed: writes work again without a restart.
+    std::fs::remove_file(&filler).unwrap();
+    let recovered = common::wait_for(Duration::from_secs(20), || {
+        (api.issue(&session, "big", "after-free", &data).status == 200).then_some(())
+    });
+    assert!(
+        recovered.is_some(),
+        "writes never resumed\n{}",
+        cluster.logs()
+    );
+    acknowledged.push("after-free".into());
+
+    // Nothing acknowledged is lost across kill -9.
+    cluster.nodes[0].kill();
+    cluster.nodes[0].start();
+    cluster.wait_leader(Duration::from_secs(10));
+    let dump: Json = api.json("GET", "/dump/resources/big", b"");
+    let tickets = dump.get("big").get("Tickets");
+    for name in &acknowledged {
+        assert!(tickets.has(name), "ticket {name} was lost");
+    }
+    let sessions = api.json("GET", "/dump/sessions", b"");
+    assert!(!sessions.has(&closer), "the closed session came back");
+    assert!(sessions.has(&holder), "a live session was lost");
+    cluster.nodes[0].kill();
 }

@@ -28,6 +28,10 @@ const DRAIN_MAX: usize = 16_384;
 const TICKS_CATCH_UP_MAX: u32 = 1000;
 /// Below this much free map space, client writes answer 507.
 const STORAGE_RESERVE_BYTES: u64 = 8 << 20;
+/// Disk kept allocated past the end of the data file, and the free file
+/// system space below which client writes answer 507: what is left
+/// serves the writes that free space (close, release, unlock).
+const DISK_RESERVE_BYTES: u64 = 4 << 20;
 /// Bytes of log written between two looks at the free space, at most.
 const USAGE_CHECK_BYTES: u64 = 32 << 10;
 
@@ -311,7 +315,13 @@ impl Driver {
             let _ = reply.send(Err(e));
             return;
         }
-        if self.storage_full {
+        // Writes that free space go ahead from the reserve (map and disk):
+        // a full node must still let clients let go of what they hold.
+        let frees = matches!(
+            command,
+            Command::CloseSession { .. } | Command::Release { .. } | Command::Unlock { .. }
+        );
+        if self.storage_full && !frees {
             let _ = reply.send(Err(NodeError::StorageFull));
             return;
         }
@@ -626,10 +636,10 @@ impl Driver {
                     ),
                 }
             }
-            WriteOutcome::Failed(StoreError::MapFull) => {
+            WriteOutcome::Failed(e) if e.is_full() => {
                 // The disk keeps the longer log and the older snapshot,
                 // which is as good; the next round tries again.
-                warn!("no room to store a snapshot at {index}; the map is full");
+                warn!("no room to store a snapshot at {index}: {e}");
                 self.storage_full = true;
             }
             WriteOutcome::Failed(e) => self.storage_failure("compaction", e),
@@ -640,7 +650,10 @@ impl Driver {
     /// False when the store was busy (a write is syncing): the next
     /// round looks again rather than wait for it.
     fn check_usage(&mut self) -> bool {
-        let usage = self.writer.try_store().map(|store| store.usage());
+        let usage = self.writer.try_store().map(|store| {
+            store.keep_disk_reserve(DISK_RESERVE_BYTES);
+            store.usage()
+        });
         let Some(usage) = usage else {
             return false;
         };
@@ -648,13 +661,21 @@ impl Driver {
             self.storage_bytes = (usage.map_size_bytes, usage.used_bytes);
             self.room_left = usage.available_bytes;
             self.room_floor = usage.map_size_bytes / 10;
-            let full = usage.available_bytes < STORAGE_RESERVE_BYTES.min(usage.map_size_bytes / 10);
+            let map_full =
+                usage.available_bytes < STORAGE_RESERVE_BYTES.min(usage.map_size_bytes / 10);
+            let disk_full = usage
+                .fs_free_bytes
+                .is_some_and(|free| free < DISK_RESERVE_BYTES);
+            let full = map_full || disk_full;
             if full != self.storage_full {
                 warn!(
-                    "storage {}: {} of {} bytes used",
+                    "storage {}: {} of {} map bytes used, {} file system bytes free",
                     if full { "full" } else { "available again" },
                     usage.used_bytes,
-                    usage.map_size_bytes
+                    usage.map_size_bytes,
+                    usage
+                        .fs_free_bytes
+                        .map_or_else(|| "?".to_string(), |f| f.to_string())
                 );
             }
             self.storage_full = full;
@@ -788,9 +809,9 @@ impl Driver {
                     self.raft.persisted(last.index, last.term);
                 }
             }
-            WriteOutcome::Failed(StoreError::MapFull) => {
+            WriteOutcome::Failed(e) if e.is_full() => {
                 if job.epoch == self.writer.epoch {
-                    error!("LMDB map full; writes are refused until space is freed");
+                    error!("{e}; writes are refused until space is freed");
                     self.storage_full = true;
                     self.raft.write_failed();
                     self.writer.epoch += 1;
@@ -854,9 +875,9 @@ impl Driver {
                 self.bytes_since_usage_check += bytes as u64;
                 true
             }
-            Err(StoreError::MapFull) => {
+            Err(e) if e.is_full() => {
                 if !self.storage_full {
-                    error!("LMDB map full; writes are refused until space is freed");
+                    error!("{e}; writes are refused until space is freed");
                 }
                 self.storage_full = true;
                 false

@@ -13,6 +13,11 @@ pub enum StoreError {
     /// The LMDB map is full; the write was rolled back. Reads and smaller
     /// writes (or writes after a compaction) still work.
     MapFull,
+    /// The file system is full (`ENOSPC`, `EDQUOT` from a write); the
+    /// transaction was rolled back, as for `MapFull`. Not an fsync
+    /// failure: LMDB writes the data pages, syncs them, and only then the
+    /// meta page, so a failed commit leaves the previous one in force.
+    NoSpace,
     /// What is on disk is inconsistent or unreadable; the string names the
     /// record and what is wrong with it.
     Corrupt(String),
@@ -34,6 +39,7 @@ impl fmt::Display for StoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             StoreError::MapFull => write!(f, "LMDB map is full (raise --db_size)"),
+            StoreError::NoSpace => write!(f, "no space left on the file system"),
             StoreError::Corrupt(what) => write!(f, "corrupt data store: {what}"),
             StoreError::UnknownVersion(version) => write!(
                 f,
@@ -51,10 +57,23 @@ impl fmt::Display for StoreError {
 
 impl std::error::Error for StoreError {}
 
+/// Linux's errno values for "no space" and "quota exceeded".
+const ENOSPC: i32 = 28;
+const EDQUOT: i32 = 122;
+
+impl StoreError {
+    /// The write did not fit (map or file system) and was rolled back:
+    /// the node answers 507 for writes and goes on.
+    pub fn is_full(&self) -> bool {
+        matches!(self, StoreError::MapFull | StoreError::NoSpace)
+    }
+}
+
 impl From<lmdb::Error> for StoreError {
     fn from(error: lmdb::Error) -> StoreError {
         match error {
             lmdb::Error::MapFull => StoreError::MapFull,
+            lmdb::Error::Other(ENOSPC | EDQUOT) => StoreError::NoSpace,
             lmdb::Error::Corrupted | lmdb::Error::PageNotFound | lmdb::Error::Invalid => {
                 StoreError::Corrupt(error.to_string())
             }
@@ -70,6 +89,12 @@ mod tests {
     #[test]
     fn lmdb_errors_map_to_the_right_variant() {
         assert_eq!(StoreError::from(lmdb::Error::MapFull), StoreError::MapFull);
+        assert_eq!(
+            StoreError::from(lmdb::Error::Other(28)),
+            StoreError::NoSpace
+        );
+        assert!(StoreError::NoSpace.is_full() && StoreError::MapFull.is_full());
+        assert!(!StoreError::from(lmdb::Error::Other(5)).is_full());
         assert!(matches!(
             StoreError::from(lmdb::Error::Corrupted),
             StoreError::Corrupt(_)

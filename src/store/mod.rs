@@ -97,6 +97,8 @@ pub struct Usage {
     pub used_bytes: u64,
     pub available_bytes: u64,
     pub log_entries: u64,
+    /// Free bytes on the file system (none if it cannot be asked).
+    pub fs_free_bytes: Option<u64>,
 }
 
 /// An index and the term of the entry there.
@@ -114,6 +116,8 @@ pub struct Store {
     meta: Database,
     log: Database,
     state: Database,
+    /// The directory, for the file system's free space.
+    dir: PathBuf,
     _lock: File,
 }
 
@@ -167,6 +171,7 @@ impl Store {
             log: log?,
             state: state?,
             env,
+            dir: dir.to_path_buf(),
             _lock: lock,
         })
     }
@@ -231,7 +236,7 @@ impl Store {
             &[&[1]],
             WriteFlags::empty(),
         )?;
-        txn.commit()?;
+        txn.commit().map_err(|e| self.commit_error(e))?;
         Ok(())
     }
 
@@ -258,7 +263,7 @@ impl Store {
             &[&body],
             WriteFlags::empty(),
         )?;
-        txn.commit()?;
+        txn.commit().map_err(|e| self.commit_error(e))?;
         Ok(())
     }
 
@@ -292,7 +297,7 @@ impl Store {
         self.put_hard_state(&mut txn, &HardState::default())?;
         self.put_snapshot(&mut txn, snapshot)?;
         self.put_app(&mut txn, &AppRecord::default())?;
-        txn.commit()?;
+        txn.commit().map_err(|e| self.commit_error(e))?;
         Ok(())
     }
 
@@ -320,7 +325,7 @@ impl Store {
         for write in writes {
             self.persist_in(&mut txn, write)?;
         }
-        txn.commit()?;
+        txn.commit().map_err(|e| self.commit_error(e))?;
         Ok(())
     }
 
@@ -397,7 +402,7 @@ impl Store {
         }
         self.put_snapshot(&mut txn, snapshot)?;
         self.delete_through(&mut txn, index)?;
-        txn.commit()?;
+        txn.commit().map_err(|e| self.commit_error(e))?;
         Ok(())
     }
 
@@ -419,7 +424,41 @@ impl Store {
             used_bytes,
             available_bytes: map_size_bytes.saturating_sub(used_bytes),
             log_entries,
+            fs_free_bytes: files::free_bytes(&self.dir),
         })
+    }
+
+    /// What a failed commit means. LMDB reports a short write as `EIO`
+    /// (it retries nothing): when the file system is as good as full, that
+    /// is the disk filling up mid-write, a transaction rolled back like any
+    /// other `ENOSPC`, not a failing disk.
+    fn commit_error(&self, error: lmdb::Error) -> StoreError {
+        const EIO: i32 = 5;
+        let nearly_full = || files::free_bytes(&self.dir).is_some_and(|free| free < 1 << 20);
+        match error {
+            lmdb::Error::Other(EIO) if nearly_full() => StoreError::NoSpace,
+            other => StoreError::from(other),
+        }
+    }
+
+    /// Keeps `bytes` of disk allocated past the end of `data.mdb`
+    /// (`fallocate` with `KEEP_SIZE`), so that once the file system is
+    /// full the writes that free space (closing a session, releasing,
+    /// unlocking) still find blocks for the pages they touch. Best
+    /// effort: a file system without `fallocate`, or one already full,
+    /// just has no reserve.
+    pub fn keep_disk_reserve(&self, bytes: u64) {
+        let path = self.dir.join("data.mdb");
+        if let Ok(file) = fs::OpenOptions::new().write(true).open(&path)
+            && let Ok(meta) = file.metadata()
+        {
+            let _ = rustix::fs::fallocate(
+                &file,
+                rustix::fs::FallocateFlags::KEEP_SIZE,
+                meta.len(),
+                bytes,
+            );
+        }
     }
 
     fn is_empty<T: Transaction>(&self, txn: &T) -> Result<bool, StoreError> {
