@@ -187,6 +187,7 @@ fn two_nodes_exchange_messages_snapshots_and_http_addresses() {
             }],
             commit: 1000,
             lease_tick: 78,
+            transfer_to: 0,
         },
     };
     let snapshot = snapshot_message(1, 2, 3 << 20);
