@@ -30,6 +30,7 @@ fn start_on(id: NodeId, cluster_id: u64, listen_addr: &str) -> (Transport, Recei
     let (sender, receiver) = mpsc::channel();
     let deliver = Arc::new(move |message: Message| {
         let _ = sender.send(message);
+        true
     });
     let config = TransportConfig {
         listen_addr: listen_addr.to_string(),
@@ -256,15 +257,16 @@ fn messages_are_delivered_only_from_the_handshake_node_to_us() {
     assert_eq!(reply.cluster_id, CLUSTER);
     assert_eq!(reply.http_addr, http_addr(2));
 
-    for message in [vote(1, 2, 1), vote(3, 4, 1), vote(3, 2, 9)] {
+    for message in [vote(3, 4, 1), vote(3, 2, 9), vote(1, 2, 1), vote(3, 2, 10)] {
         let payload = encode_message(&message).unwrap();
         write_frame(&mut raw, FrameKind::Message, &payload).unwrap();
     }
-    // Only the last one is from node 3 to node 2.
+    // The one to node 4 is dropped; the one claiming node 1 on node 3's
+    // connection closes it, so nothing after it arrives either.
     expect(&b_inbox, &vote(3, 2, 9));
     assert!(b_inbox.recv_timeout(Duration::from_millis(200)).is_err());
+    assert!(expect_closed(&mut raw).is_empty());
     assert_eq!(b.http_addr_of(3), Some("127.0.0.1:2".to_string()));
-    drop(raw);
     timed_shutdown(b);
 }
 
@@ -313,7 +315,7 @@ fn a_taken_port_is_an_error() {
         peer_addr: String::new(),
         http_addr: String::new(),
     };
-    assert!(Transport::start(config, Arc::new(|_| {})).is_err());
+    assert!(Transport::start(config, Arc::new(|_| true)).is_err());
     timed_shutdown(a);
 }
 
