@@ -22,6 +22,7 @@ mod cluster;
 mod disk;
 mod network;
 mod node;
+mod paper;
 mod rng;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
