@@ -23,6 +23,10 @@ pub struct Raft {
     pub(crate) vote: NodeId,
     pub(crate) role: Role,
     pub(crate) leader: NodeId,
+    /// The leader of `term` once known (us included), kept while `leader`
+    /// is forgotten by a pre-vote: a term has one leader, and a message
+    /// that names another is forged.
+    pub(crate) term_leader: NodeId,
     pub(crate) log: RaftLog,
     /// The configuration in force: the latest one in the log.
     pub(crate) membership: Membership,
@@ -115,6 +119,7 @@ impl Raft {
             vote: hard_state.vote,
             role: Role::Follower,
             leader: 0,
+            term_leader: 0,
             log,
             membership: Membership::default(),
             membership_index: 0,
@@ -265,11 +270,11 @@ impl Raft {
             message.body,
             MessageBody::Append { .. } | MessageBody::Snapshot { .. } | MessageBody::TimeoutNow
         );
-        if from_leader_only && self.leader != 0 && self.leader != from {
+        if from_leader_only && self.term_leader != 0 && self.term_leader != from {
             // One term has one leader, and we know it: this is forged.
             debug!(
                 "node {} drops a leader's message from {from} in term {term}, whose leader is {}",
-                self.config.id, self.leader
+                self.config.id, self.term_leader
             );
             return;
         }
@@ -316,7 +321,7 @@ impl Raft {
                 self.handle_snapshot(from, snapshot, lease_tick);
             }
             MessageBody::TimeoutNow => {
-                if self.leader == from {
+                if self.term_leader == from {
                     self.handle_timeout_now();
                 }
             }
@@ -350,7 +355,7 @@ impl Raft {
         // ... or as the one leader of a term it already holds (a voter
         // learns it from a member refusing its pre-vote): a non-member
         // never raises a voter's term.
-        message.term == self.term && (self.leader == 0 || self.leader == message.from)
+        message.term == self.term && (self.term_leader == 0 || self.term_leader == message.from)
     }
 
     /// Whether a forced vote from `from` for `term` is a transfer our
@@ -363,7 +368,7 @@ impl Raft {
         if self.role == Role::Leader {
             return self.lease_revoked && self.transfer.is_some_and(|(to, _)| to == from);
         }
-        self.leader != 0 && self.transfer_announced == from
+        self.term_leader != 0 && self.transfer_announced == from
     }
 
     /// A leader of our term spoke: make sure we follow it.

@@ -37,6 +37,7 @@ impl Raft {
         } else {
             self.role = Role::Candidate;
             self.term += 1;
+            self.term_leader = 0;
             self.vote = self.config.id;
             self.term
         };
@@ -157,6 +158,10 @@ impl Raft {
         if term > self.term {
             self.term = term;
             self.vote = 0;
+            self.term_leader = 0;
+        }
+        if leader != 0 {
+            self.term_leader = leader;
         }
         if self.role == Role::Leader {
             info!("node {} steps down in term {}", self.config.id, self.term);
@@ -177,6 +182,7 @@ impl Raft {
         info!("node {} is leader of term {}", self.config.id, self.term);
         self.role = Role::Leader;
         self.leader = self.config.id;
+        self.term_leader = self.config.id;
         self.votes.clear();
         self.transfer = None;
         self.transfer_announced = 0;

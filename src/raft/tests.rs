@@ -768,3 +768,27 @@ fn a_learner_hears_a_leader_it_does_not_know_yet() {
     node.step(message(6, 4, 4, vote(false, false, 9, 3)));
     assert_eq!(node.term(), 3);
 }
+
+#[test]
+fn a_pre_candidate_still_knows_the_leader_of_its_term() {
+    let mut node = follower_of_1();
+    let pre_candidate = |node: &Raft| node.role() == Role::PreCandidate;
+    for _ in 0..config(2).election_ticks_max {
+        if pre_candidate(&node) {
+            break;
+        }
+        node.tick();
+        flush(&mut node);
+    }
+    assert!(pre_candidate(&node));
+    assert_eq!(node.leader(), 0);
+    node.step(message(3, 2, 2, append(3, 2, vec![noop(4, 2)], 4)));
+    assert_eq!(node.last_index(), 3);
+    assert!(pre_candidate(&node));
+    // Its leader is still heard.
+    node.step(message(1, 2, 2, append(3, 2, vec![noop(4, 2)], 4)));
+    assert_eq!(
+        (node.role(), node.leader(), node.last_index()),
+        (Role::Follower, 1, 4)
+    );
+}
