@@ -387,3 +387,34 @@ fn a_changed_peer_address_moves_the_writer() {
     timed_shutdown(b);
     timed_shutdown(b2);
 }
+
+#[test]
+fn a_message_the_node_refuses_closes_its_connection() {
+    let (sender, inbox) = mpsc::channel();
+    let deliver = Arc::new(move |message: Message| {
+        let take = !matches!(message.body, MessageBody::Snapshot { .. });
+        if take {
+            let _ = sender.send(message);
+        }
+        take
+    });
+    let config = TransportConfig {
+        listen_addr: "127.0.0.1:0".to_string(),
+        cluster_id: CLUSTER,
+        node_id: 2,
+        peer_addr: "127.0.0.1:0".to_string(),
+        http_addr: http_addr(2),
+    };
+    let b = Transport::start(config, deliver).unwrap();
+    let mut raw = raw_handshake(b.local_addr(), CLUSTER, 1);
+    read_frame(&mut raw).unwrap();
+    let payload = encode_message(&vote(1, 2, 1)).unwrap();
+    write_frame(&mut raw, FrameKind::Message, &payload).unwrap();
+    ticketd::wire::write_message(&mut raw, &snapshot_message(1, 2, 10)).unwrap();
+    // May already fail: the node closes the connection on the snapshot.
+    let _ = write_frame(&mut raw, FrameKind::Message, &payload);
+    expect(&inbox, &vote(1, 2, 1));
+    assert!(expect_closed(&mut raw).is_empty());
+    assert!(inbox.recv_timeout(Duration::from_millis(200)).is_err());
+    timed_shutdown(b);
+}
