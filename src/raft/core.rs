@@ -11,8 +11,8 @@ use super::log::RaftLog;
 use super::progress::Progress;
 use super::rng::Rng;
 use super::types::{
-    CompactError, ConfigError, Entry, EntryKind, HardState, LogIndex, Membership, Message,
-    MessageBody, NodeId, Role, Snapshot, SnapshotMeta, TERM_MAX, Term,
+    CompactError, ConfigError, Entry, EntryKind, HardState, INDEX_MAX, LogIndex, Membership,
+    Message, MessageBody, NodeId, Role, Snapshot, SnapshotMeta, TERM_MAX, Term,
 };
 use super::{Config, Persisted, Ready};
 
@@ -649,7 +649,8 @@ impl Raft {
 }
 
 /// What no correct peer sends, whatever its state: a term over
-/// [`TERM_MAX`], a log position from a later term than the message's,
+/// [`TERM_MAX`], an index over [`INDEX_MAX`], a log position from a later
+/// term than the message's,
 /// entries that do not follow `prev_index` one by one, a snapshot without
 /// a membership.
 fn check_message(message: &Message) -> Result<(), &'static str> {
@@ -669,6 +670,9 @@ fn check_message(message: &Message) -> Result<(), &'static str> {
         } => check_entries(term, *prev_index, *prev_term, entries),
         MessageBody::Snapshot { snapshot, .. } => {
             let meta = &snapshot.meta;
+            if meta.index > INDEX_MAX {
+                return Err("snapshot index over the cap");
+            }
             if meta.term > term {
                 return Err("snapshot from a later term");
             }
@@ -692,10 +696,13 @@ fn check_entries(
     if prev_term > term {
         return Err("append after an entry from a later term");
     }
+    if prev_index > INDEX_MAX || entries.len() as u64 > INDEX_MAX - prev_index {
+        return Err("entry index over the cap");
+    }
     let mut index = prev_index;
     let mut last_term = prev_term;
     for entry in entries {
-        index = index.checked_add(1).ok_or("entry index overflows")?;
+        index += 1;
         if entry.index != index {
             return Err("entries not consecutive");
         }

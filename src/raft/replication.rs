@@ -426,6 +426,16 @@ impl Raft {
         hint_term: Term,
         lease_tick: u64,
     ) {
+        if index > self.log.last_index() || lease_tick > self.now {
+            // Within our term our log only grows and our clock only runs
+            // forward: an answer past either answers nothing we sent (and
+            // would stretch the lease or the commit index).
+            warn!(
+                "node {} drops an answer from {from} for index {index}, tick {lease_tick}",
+                self.config.id
+            );
+            return;
+        }
         let Some(progress) = self.progress.get_mut(&from) else {
             return;
         };

@@ -569,6 +569,25 @@ fn a_second_leader_of_a_known_term_is_ignored() {
     assert_eq!(node.commit_index(), 3);
     node.step(message(3, 2, 2, MessageBody::TimeoutNow));
     assert_eq!(node.role(), Role::Follower);
+    let snapshot = Snapshot {
+        meta: SnapshotMeta {
+            index: 50,
+            term: 2,
+            membership: membership(3),
+        },
+        data: b"forged".to_vec(),
+    };
+    node.step(message(
+        3,
+        2,
+        2,
+        MessageBody::Snapshot {
+            snapshot,
+            lease_tick: 0,
+        },
+    ));
+    assert!(node.snapshot().data.is_empty());
+    assert_eq!((node.leader(), node.last_index()), (1, 3));
     assert!(flush(&mut node).is_empty());
 }
 
@@ -791,4 +810,33 @@ fn a_pre_candidate_still_knows_the_leader_of_its_term() {
         (node.role(), node.leader(), node.last_index()),
         (Role::Follower, 1, 4)
     );
+}
+
+#[test]
+fn an_answer_past_the_leaders_log_or_clock_is_dropped() {
+    let mut cluster = Cluster::new(3);
+    cluster.run(50);
+    let leader = cluster.leader().unwrap();
+    let follower = if leader == 1 { 2 } else { 1 };
+    let node = cluster.nodes.get_mut(&leader).unwrap();
+    let (commit, matches) = (node.commit_index(), node.match_indexes());
+    for (index, lease_tick) in [(u64::MAX, 0), (0, u64::MAX), (node.last_index() + 1, 0)] {
+        let answer = MessageBody::AppendResponse {
+            success: true,
+            index,
+            hint_index: 0,
+            hint_term: 0,
+            lease_tick,
+        };
+        node.step(message(follower, leader, node.term(), answer));
+        assert_eq!(node.commit_index(), commit);
+        assert_eq!(node.match_indexes(), matches);
+    }
+    // Cut off from both followers, the lease runs out as it should.
+    let mut node = cluster.nodes.remove(&leader).unwrap();
+    for _ in 0..config(1).election_ticks_min {
+        node.tick();
+        flush(&mut node);
+    }
+    assert!(!node.lease_valid());
 }

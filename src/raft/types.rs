@@ -15,6 +15,10 @@ pub type Term = u64;
 /// can push a node to a term from which `term + 1` would wrap; 2^63
 /// elections are more than any cluster will hold.
 pub const TERM_MAX: Term = (1 << 63) - 1;
+
+/// The largest log index a message may name, for the same reason: no
+/// `index + 1` on a position a peer sent can wrap.
+pub const INDEX_MAX: LogIndex = (1 << 63) - 1;
 /// A position in the replicated log; the first entry has index 1.
 pub type LogIndex = u64;
 
