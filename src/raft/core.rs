@@ -59,6 +59,10 @@ pub struct Raft {
     /// Follower only: the leader of this term announced a transfer to
     /// this node (0: none), so its forced vote may override the lease.
     pub(crate) transfer_announced: NodeId,
+    /// Follower only: the leader clock of the append that set
+    /// `transfer_announced`; an older append, delivered late, does not
+    /// bring back an announcement a newer one withdrew.
+    pub(crate) transfer_announced_tick: u64,
     /// Leader only: a TimeoutNow went out in this term, so another node
     /// may be elected before the lease runs out; no lease for this term.
     pub(crate) lease_revoked: bool,
@@ -135,6 +139,7 @@ impl Raft {
             transfer: None,
             lease_floor: 0,
             transfer_announced: 0,
+            transfer_announced_tick: 0,
             lease_revoked: false,
             commit_news: false,
             messages: Vec::new(),
@@ -297,7 +302,10 @@ impl Raft {
                 transfer_to,
             } => {
                 self.follow(from);
-                self.transfer_announced = transfer_to;
+                if lease_tick >= self.transfer_announced_tick {
+                    self.transfer_announced = transfer_to;
+                    self.transfer_announced_tick = lease_tick;
+                }
                 self.handle_append(from, prev_index, prev_term, entries, commit, lease_tick);
             }
             MessageBody::AppendResponse {

@@ -169,6 +169,7 @@ impl Raft {
         self.role = Role::Follower;
         self.leader = leader;
         self.transfer_announced = 0;
+        self.transfer_announced_tick = 0;
         self.progress.clear();
         self.votes.clear();
         self.transfer = None;

@@ -53,7 +53,8 @@
 //! * **Announced leadership transfer** (thesis §3.10, hardened). While a
 //!   leader transfers to X, every AppendEntries it sends names X
 //!   (`transfer_to`); a follower remembers what the leader of its term
-//!   last said. The leader sends TimeoutNow only once X holds its whole
+//!   said last by the leader's clock (`lease_tick`: an older append
+//!   delivered late does not bring back a withdrawn announcement). The leader sends TimeoutNow only once X holds its whole
 //!   log *and* a quorum of voters (itself and X among them) has answered
 //!   an append sent after the transfer began (the answer echoes a
 //!   `lease_tick` later than the start). X's vote request then carries

@@ -720,6 +720,26 @@ fn a_forced_vote_overrides_the_lease_only_when_the_leader_announced_it() {
     node.step(message(1, 2, 3, vote(false, true, 3, 2)));
     node.step(message(3, 2, 4, vote(false, true, 3, 2)));
     assert_eq!(node.term(), 2);
+    // A withdrawal, then the announcement again but delivered late.
+    let with_tick = |transfer: NodeId, tick: u64| {
+        let mut body = append(3, 2, vec![], 3);
+        if let MessageBody::Append {
+            transfer_to,
+            lease_tick,
+            ..
+        } = &mut body
+        {
+            (*transfer_to, *lease_tick) = (transfer, tick);
+        }
+        message(1, 2, 2, body)
+    };
+    node.step(with_tick(0, 5));
+    node.step(with_tick(3, 4));
+    flush(&mut node);
+    node.step(message(3, 2, 3, vote(false, true, 3, 2)));
+    assert_eq!(node.term(), 2);
+    node.step(with_tick(3, 6));
+    flush(&mut node);
     node.step(message(3, 2, 3, vote(false, true, 3, 2)));
     assert_eq!(node.term(), 3);
     let granted = flush(&mut node).into_iter().any(|m| {
