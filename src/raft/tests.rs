@@ -700,6 +700,16 @@ fn timeout_now_only_from_the_leader_of_our_term() {
     assert_eq!((node.role(), node.term()), (Role::Follower, 2));
     node.step(message(1, 2, 2, MessageBody::TimeoutNow));
     assert_eq!((node.role(), node.term()), (Role::Candidate, 3));
+    // Nor from anybody in a term whose leader we do not know.
+    let mut node = follower_of_1();
+    let refusal = MessageBody::VoteResponse {
+        pre: true,
+        granted: false,
+    };
+    node.step(message(3, 2, 4, refusal));
+    assert_eq!((node.term(), node.leader()), (4, 0));
+    node.step(message(3, 2, 4, MessageBody::TimeoutNow));
+    assert_eq!((node.role(), node.term()), (Role::Follower, 4));
 }
 
 #[test]
