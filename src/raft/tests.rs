@@ -870,3 +870,34 @@ fn an_answer_past_the_leaders_log_or_clock_is_dropped() {
     }
     assert!(!node.lease_valid());
 }
+
+#[test]
+fn after_an_abandoned_transfer_the_lease_waits_for_fresh_acknowledgements() {
+    let mut cluster = Cluster::new(3);
+    cluster.run(50);
+    let leader = cluster.leader().unwrap();
+    let target = if leader == 1 { 2 } else { 1 };
+    // The target never answers: the transfer is abandoned in the end.
+    cluster.nodes.remove(&target);
+    let node = cluster.nodes.get_mut(&leader).unwrap();
+    node.transfer_leader(target).unwrap();
+    let mut abandoned = false;
+    for _ in 0..3 * config(1).election_ticks_min {
+        for node in cluster.nodes.values_mut() {
+            node.tick();
+        }
+        let node = &cluster.nodes[&leader];
+        if node.transfer.is_none() {
+            // The follower's acknowledgements so far answer appends that
+            // announced the transfer.
+            assert_eq!(node.role(), Role::Leader);
+            assert!(!node.lease_valid());
+            abandoned = true;
+            break;
+        }
+        cluster.drain();
+    }
+    assert!(abandoned);
+    cluster.run(5);
+    assert!(cluster.nodes[&leader].lease_valid());
+}
