@@ -689,6 +689,25 @@ fn entries_that_do_not_follow_one_by_one_are_dropped() {
     }
     node.step(message(1, 2, 2, append(u64::MAX, 2, vec![noop(0, 2)], 9)));
     assert_eq!(node.last_index(), 3);
+    // Nor may a snapshot put the log where index + 1 could wrap.
+    let snapshot = Snapshot {
+        meta: SnapshotMeta {
+            index: INDEX_MAX + 1,
+            term: 2,
+            membership: membership(3),
+        },
+        data: b"far".to_vec(),
+    };
+    node.step(message(
+        1,
+        2,
+        2,
+        MessageBody::Snapshot {
+            snapshot,
+            lease_tick: 0,
+        },
+    ));
+    assert_eq!((node.last_index(), node.commit_index()), (3, 3));
 }
 
 #[test]
