@@ -30,6 +30,7 @@ fn start_on(id: NodeId, cluster_id: u64, listen_addr: &str) -> (Transport, Recei
     let (sender, receiver) = mpsc::channel();
     let deliver = Arc::new(move |message: Message| {
         let _ = sender.send(message);
+        true
     });
     let config = TransportConfig {
         listen_addr: listen_addr.to_string(),
@@ -190,6 +191,7 @@ fn two_nodes_exchange_messages_snapshots_and_announcements() {
             }],
             commit: 1000,
             lease_tick: 78,
+            transfer_to: 0,
         },
     };
     let snapshot = snapshot_message(1, 2, 3 << 20);
@@ -264,17 +266,18 @@ fn messages_are_delivered_only_from_the_handshake_node_to_us() {
     assert_eq!(reply.cluster_id, CLUSTER);
     assert_eq!(reply.http_addr, http_addr(2));
 
-    for message in [vote(1, 2, 1), vote(3, 4, 1), vote(3, 2, 9)] {
+    for message in [vote(3, 4, 1), vote(3, 2, 9), vote(1, 2, 1), vote(3, 2, 10)] {
         let payload = encode_message(&message).unwrap();
         write_frame(&mut raw, FrameKind::Message, &payload).unwrap();
     }
-    // Only the last one is from node 3 to node 2.
+    // The one to node 4 is dropped; the one claiming node 1 on node 3's
+    // connection closes it, so nothing after it arrives either.
     expect(&b_inbox, &vote(3, 2, 9));
     assert!(b_inbox.recv_timeout(Duration::from_millis(200)).is_err());
+    assert!(expect_closed(&mut raw).is_empty());
     let announced = b.announced(3).unwrap();
     assert_eq!(announced.http_addr, "127.0.0.1:2");
     assert_eq!(announced.incarnation, 1003);
-    drop(raw);
     timed_shutdown(b);
 }
 
@@ -324,7 +327,7 @@ fn a_taken_port_is_an_error() {
         http_addr: String::new(),
         incarnation: 1,
     };
-    assert!(Transport::start(config, Arc::new(|_| {})).is_err());
+    assert!(Transport::start(config, Arc::new(|_| true)).is_err());
     timed_shutdown(a);
 }
 
@@ -524,4 +527,36 @@ fn peers_of_the_older_build_still_connect_both_ways() {
     expect(&a_inbox, &vote(3, 1, 2));
     drop(raw);
     timed_shutdown(a);
+}
+
+#[test]
+fn a_message_the_node_refuses_closes_its_connection() {
+    let (sender, inbox) = mpsc::channel();
+    let deliver = Arc::new(move |message: Message| {
+        let take = !matches!(message.body, MessageBody::Snapshot { .. });
+        if take {
+            let _ = sender.send(message);
+        }
+        take
+    });
+    let config = TransportConfig {
+        listen_addr: "127.0.0.1:0".to_string(),
+        cluster_id: CLUSTER,
+        node_id: 2,
+        peer_addr: "127.0.0.1:0".to_string(),
+        http_addr: http_addr(2),
+        incarnation: 1002,
+    };
+    let b = Transport::start(config, deliver).unwrap();
+    let mut raw = raw_handshake(b.local_addr(), CLUSTER, 1);
+    read_frame(&mut raw).unwrap();
+    let payload = encode_message(&vote(1, 2, 1)).unwrap();
+    write_frame(&mut raw, FrameKind::Message, &payload).unwrap();
+    ticketd::wire::write_message(&mut raw, &snapshot_message(1, 2, 10)).unwrap();
+    // May already fail: the node closes the connection on the snapshot.
+    let _ = write_frame(&mut raw, FrameKind::Message, &payload);
+    expect(&inbox, &vote(1, 2, 1));
+    assert!(expect_closed(&mut raw).is_empty());
+    assert!(inbox.recv_timeout(Duration::from_millis(200)).is_err());
+    timed_shutdown(b);
 }

@@ -24,6 +24,34 @@ use crate::transport::{Transport, TransportConfig};
 /// Inputs waiting for the node thread, at most.
 const INBOX_CAPACITY: usize = 65_536;
 
+/// A peer's message as the node thread takes it, or None to refuse it
+/// (its connection is closed). A snapshot's state is decoded and checked
+/// here, on the reader thread, before the core may install it: bad bytes
+/// from a peer never reach the core, and are decoded only once.
+fn admit(message: raft::Message) -> Option<Input> {
+    let raft::MessageBody::Snapshot { snapshot, .. } = &message.body else {
+        return Some(Input::Peer(message));
+    };
+    let decoded = if snapshot.data.is_empty() {
+        Ok(State::new())
+    } else {
+        State::decode_snapshot(&snapshot.data)
+    };
+    match decoded {
+        Ok(state) => Some(Input::PeerSnapshot {
+            message,
+            state: Box::new(state),
+        }),
+        Err(e) => {
+            warn!(
+                "refusing a snapshot at {} from node {}: its state does not decode: {e}",
+                snapshot.meta.index, message.from
+            );
+            None
+        }
+    }
+}
+
 /// Why a node refused to start (the process exits 1).
 #[derive(Debug)]
 pub struct BootError(pub String);
@@ -130,9 +158,12 @@ pub fn start(config: NodeConfig) -> Result<(NodeHandle, JoinHandle<()>), BootErr
     let (inbox, receiver) = sync_channel::<Input>(INBOX_CAPACITY);
     let peer_inbox = inbox.clone();
     let deliver = Arc::new(move |message| {
+        let Some(input) = admit(message) else {
+            return false;
+        };
         // Blocking: a slow node thread slows the peers' readers, which
         // is TCP backpressure rather than dropped messages.
-        let _ = peer_inbox.send(Input::Peer(message));
+        peer_inbox.send(input).is_ok()
     });
     let transport = Transport::start(
         TransportConfig {

@@ -106,6 +106,9 @@ pub(super) struct Driver {
     pub applied_through: LogIndex,
     /// The committed configuration, and what follows from it.
     pub members: MemberState,
+    /// The decoded state of the last snapshot the core took from a peer,
+    /// with its index and term, for the `Ready` that installs it.
+    installed_state: Option<(LogIndex, Term, Box<State>)>,
 }
 
 impl Driver {
@@ -153,6 +156,7 @@ impl Driver {
             published_membership: crate::raft::Membership::default(),
             last_counted: now,
             applied_through: 0,
+            installed_state: None,
         }
     }
 
@@ -201,6 +205,10 @@ impl Driver {
                 // leader's lease still runs.
                 self.run_ticks();
                 self.raft.step(message);
+            }
+            Input::PeerSnapshot { message, state } => {
+                Counters::add(&self.shared.counters.messages_received, 1);
+                self.step_snapshot(message, state);
             }
             Input::Propose {
                 command,
@@ -829,22 +837,49 @@ impl Driver {
         }
     }
 
+    /// A peer's snapshot, whose state the transport's reader already
+    /// decoded: keep that state if the core installs the snapshot.
+    fn step_snapshot(&mut self, message: crate::raft::Message, state: Box<State>) {
+        let crate::raft::MessageBody::Snapshot { snapshot, .. } = &message.body else {
+            return self.raft.step(message);
+        };
+        let meta = (snapshot.meta.index, snapshot.meta.term);
+        self.raft.step(message);
+        let now = &self.raft.snapshot().meta;
+        if (now.index, now.term) == meta {
+            self.installed_state = Some((meta.0, meta.1, state));
+        }
+    }
+
+    /// The state machine a `Ready`'s snapshot replaces ours with.
+    fn install_state(&mut self, snapshot: &Snapshot) {
+        let meta = (snapshot.meta.index, snapshot.meta.term);
+        match self.installed_state.take() {
+            Some((index, term, state)) if (index, term) == meta => {
+                self.state = *state;
+            }
+            // Handed out again after a failed write: already installed.
+            _ if self.applied_through == meta.0 => {}
+            _ => match State::decode_snapshot(&snapshot.data) {
+                Ok(state) => self.state = state,
+                Err(e) => {
+                    // Unreachable from peer input: every peer snapshot was
+                    // decoded before the core saw it (`Input::PeerSnapshot`).
+                    error!("the core installed a snapshot that does not decode: {e}");
+                    std::process::exit(1);
+                }
+            },
+        }
+        self.applied_through = meta.0;
+    }
+
     /// Step 1 of a `Ready`: one write transaction, one fsync. False when
     /// it could not be written (the map is full): nothing else of this
     /// `Ready` may happen; the core hands it out again.
     fn persist(&mut self, ready: &Ready) -> bool {
         if let Some(snapshot) = &ready.snapshot {
-            match State::decode_snapshot(&snapshot.data) {
-                Ok(state) => {
-                    self.state = state;
-                    self.applied_through = snapshot.meta.index;
-                    self.applied_membership(snapshot.meta.membership.clone());
-                }
-                Err(e) => {
-                    error!("snapshot from the leader does not decode: {e}");
-                    std::process::exit(1);
-                }
-            }
+            self.install_state(snapshot);
+            self.applied_membership(snapshot.meta.membership.clone());
         }
         if !ready.must_sync {
             return true;

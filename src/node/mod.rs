@@ -89,8 +89,12 @@ pub type ReadFn = Box<dyn FnOnce(Result<&State, NodeError>) + Send>;
 
 /// What the node thread is asked to do.
 pub enum Input {
-    /// A message from a peer.
+    /// A message from a peer (never a snapshot: see `PeerSnapshot`).
     Peer(Message),
+    /// A snapshot message from a peer, with its state already decoded and
+    /// checked (a snapshot whose state does not decode is refused before
+    /// it gets here).
+    PeerSnapshot { message: Message, state: Box<State> },
     /// A state machine command to replicate; `wait` parks a lock or claim
     /// that is not granted until it is, or until the wait passes.
     Propose {

@@ -5,12 +5,14 @@
 
 use std::collections::BTreeMap;
 
+use log::debug;
+
 use super::log::RaftLog;
 use super::progress::Progress;
 use super::rng::Rng;
 use super::types::{
-    CompactError, ConfigError, Entry, EntryKind, HardState, LogIndex, Membership, Message,
-    MessageBody, NodeId, Role, Snapshot, SnapshotMeta, Term,
+    CompactError, ConfigError, Entry, EntryKind, HardState, INDEX_MAX, LogIndex, Membership,
+    Message, MessageBody, NodeId, Role, Snapshot, SnapshotMeta, TERM_MAX, Term,
 };
 use super::{Config, Persisted, Ready};
 
@@ -21,6 +23,10 @@ pub struct Raft {
     pub(crate) vote: NodeId,
     pub(crate) role: Role,
     pub(crate) leader: NodeId,
+    /// The leader of `term` once known (us included), kept while `leader`
+    /// is forgotten by a pre-vote: a term has one leader, and a message
+    /// that names another is forged.
+    pub(crate) term_leader: NodeId,
     pub(crate) log: RaftLog,
     /// The configuration in force: the latest one in the log.
     pub(crate) membership: Membership,
@@ -46,6 +52,17 @@ pub struct Raft {
     pub(crate) term_start_index: LogIndex,
     /// Leader only: a leadership transfer to this node began at this tick.
     pub(crate) transfer: Option<(NodeId, u64)>,
+    /// Leader only: the lease counts only acknowledgements of appends sent
+    /// at or after this tick (set when a transfer is abandoned: appends
+    /// before it announced the transfer).
+    pub(crate) lease_floor: u64,
+    /// Follower only: the leader of this term announced a transfer to
+    /// this node (0: none), so its forced vote may override the lease.
+    pub(crate) transfer_announced: NodeId,
+    /// Follower only: the leader clock of the append that set
+    /// `transfer_announced`; an older append, delivered late, does not
+    /// bring back an announcement a newer one withdrew.
+    pub(crate) transfer_announced_tick: u64,
     /// Leader only: a TimeoutNow went out in this term, so another node
     /// may be elected before the lease runs out; no lease for this term.
     pub(crate) lease_revoked: bool,
@@ -82,6 +99,12 @@ impl Raft {
             snapshot,
             entries,
         } = persisted;
+        if hard_state.term > TERM_MAX {
+            return Err(ConfigError(format!(
+                "persisted term {} is over the cap {TERM_MAX}",
+                hard_state.term
+            )));
+        }
         let base = snapshot.meta.index;
         for (offset, entry) in entries.iter().enumerate() {
             if entry.index != base + 1 + offset as u64 {
@@ -100,6 +123,7 @@ impl Raft {
             vote: hard_state.vote,
             role: Role::Follower,
             leader: 0,
+            term_leader: 0,
             log,
             membership: Membership::default(),
             membership_index: 0,
@@ -113,6 +137,9 @@ impl Raft {
             leader_since: 0,
             term_start_index: 0,
             transfer: None,
+            lease_floor: 0,
+            transfer_announced: 0,
+            transfer_announced_tick: 0,
             lease_revoked: false,
             commit_news: false,
             messages: Vec::new(),
@@ -142,12 +169,29 @@ impl Raft {
     }
 
     /// Takes one message from a peer. Stale, duplicated and reordered
-    /// messages are expected and handled.
+    /// messages are expected and handled. A message no correct peer sends
+    /// (a term over [`TERM_MAX`], a sender outside the membership, a
+    /// second leader of a known term, ...) is dropped: see the module
+    /// docs, "What a message must be".
     pub fn step(&mut self, message: Message) {
         if message.to != self.config.id || message.from == self.config.id || message.from == 0 {
             return;
         }
         if self.is_removed_peer(message.from) {
+            return;
+        }
+        if let Err(why) = check_message(&message) {
+            debug!(
+                "node {} drops a message from {}: {why}",
+                self.config.id, message.from
+            );
+            return;
+        }
+        if !self.knows_sender(&message) {
+            debug!(
+                "node {} drops a message from non-member {}",
+                self.config.id, message.from
+            );
             return;
         }
         if message.term > self.term {
@@ -165,7 +209,8 @@ impl Raft {
     fn step_higher_term(&mut self, message: &Message) -> bool {
         match message.body {
             MessageBody::Vote { pre, force, .. } => {
-                if !force && self.in_leader_lease() {
+                let forced = force && self.transfer_announced_for(message.from, message.term);
+                if !forced && self.in_leader_lease() {
                     // A live leader exists as far as we know; disrupting it
                     // would break its lease. (Raft thesis §4.2.3.)
                     return false;
@@ -181,10 +226,14 @@ impl Raft {
                 pre: true,
                 granted: true,
             } => true,
-            MessageBody::Append { .. } | MessageBody::Snapshot { .. } | MessageBody::TimeoutNow => {
+            MessageBody::Append { .. } | MessageBody::Snapshot { .. } => {
                 self.become_follower(message.term, message.from);
                 true
             }
+            // A transfer target has acknowledged its leader's whole log in
+            // the leader's term before TimeoutNow is sent, so it knows that
+            // term: one from a later term is not from our leader.
+            MessageBody::TimeoutNow => false,
             _ => {
                 self.become_follower(message.term, 0);
                 true
@@ -225,6 +274,18 @@ impl Raft {
     fn step_current_term(&mut self, message: Message) {
         let from = message.from;
         let term = message.term;
+        let from_leader_only = matches!(
+            message.body,
+            MessageBody::Append { .. } | MessageBody::Snapshot { .. } | MessageBody::TimeoutNow
+        );
+        if from_leader_only && self.term_leader != 0 && self.term_leader != from {
+            // One term has one leader, and we know it: this is forged.
+            debug!(
+                "node {} drops a leader's message from {from} in term {term}, whose leader is {}",
+                self.config.id, self.term_leader
+            );
+            return;
+        }
         match message.body {
             MessageBody::Vote {
                 pre,
@@ -241,8 +302,13 @@ impl Raft {
                 entries,
                 commit,
                 lease_tick,
+                transfer_to,
             } => {
                 self.follow(from);
+                if lease_tick >= self.transfer_announced_tick {
+                    self.transfer_announced = transfer_to;
+                    self.transfer_announced_tick = lease_tick;
+                }
                 self.handle_append(from, prev_index, prev_term, entries, commit, lease_tick);
             }
             MessageBody::AppendResponse {
@@ -265,8 +331,60 @@ impl Raft {
                 self.follow(from);
                 self.handle_snapshot(from, snapshot, lease_tick);
             }
-            MessageBody::TimeoutNow => self.handle_timeout_now(),
+            MessageBody::TimeoutNow => {
+                if self.term_leader == from {
+                    self.handle_timeout_now();
+                }
+            }
         }
+    }
+
+    /// Whether `from` may speak to us: a member of the configuration in
+    /// force (voter or learner, committed or not), or anybody while we
+    /// have no configuration at all (a joining node before its first
+    /// snapshot). See the module docs for the one exception.
+    fn knows_sender(&self, message: &Message) -> bool {
+        if self.membership.members.is_empty() || self.membership.contains(message.from) {
+            return true;
+        }
+        // A leader hears a member it is removing, whose progress it keeps
+        // until that node has heard of its removal.
+        if self.role == Role::Leader && self.progress.contains_key(&message.from) {
+            return true;
+        }
+        // A node whose configuration is stale may not know a member added
+        // since, which may lead by now: it still hears a non-member's
+        // AppendEntries and snapshots (never its votes or answers) ...
+        let leads = matches!(
+            message.body,
+            MessageBody::Append { .. } | MessageBody::Snapshot { .. }
+        );
+        if !leads || self.role == Role::Leader {
+            return false;
+        }
+        // ... if it is no voter of its own configuration (it never
+        // campaigns, so it could never learn a new term from a member; its
+        // term decides nothing) ...
+        if !self.membership.is_voter(self.config.id) {
+            return true;
+        }
+        // ... or as the one leader of a term it already holds (a voter
+        // learns it from a member refusing its pre-vote): a non-member
+        // never raises a voter's term.
+        message.term == self.term && (self.term_leader == 0 || self.term_leader == message.from)
+    }
+
+    /// Whether a forced vote from `from` for `term` is a transfer our
+    /// leader announced: the leader of the term before named `from`, or
+    /// we are that leader and sent it TimeoutNow.
+    fn transfer_announced_for(&self, from: NodeId, term: Term) -> bool {
+        if term != self.term.saturating_add(1) {
+            return false;
+        }
+        if self.role == Role::Leader {
+            return self.lease_revoked && self.transfer.is_some_and(|(to, _)| to == from);
+        }
+        self.term_leader != 0 && self.transfer_announced == from
     }
 
     /// A leader of our term spoke: make sure we follow it.
@@ -544,6 +662,72 @@ impl Raft {
             .map(|(id, progress)| (*id, progress.match_index))
             .collect()
     }
+}
+
+/// What no correct peer sends, whatever its state: a term over
+/// [`TERM_MAX`], an index over [`INDEX_MAX`], a log position from a later
+/// term than the message's,
+/// entries that do not follow `prev_index` one by one, a snapshot without
+/// a membership.
+fn check_message(message: &Message) -> Result<(), &'static str> {
+    let term = message.term;
+    if term > TERM_MAX {
+        return Err("term over the cap");
+    }
+    match &message.body {
+        MessageBody::Vote { last_term, .. } if *last_term > term => {
+            Err("vote for a log from a later term")
+        }
+        MessageBody::Append {
+            prev_index,
+            prev_term,
+            entries,
+            ..
+        } => check_entries(term, *prev_index, *prev_term, entries),
+        MessageBody::Snapshot { snapshot, .. } => {
+            let meta = &snapshot.meta;
+            if meta.index > INDEX_MAX {
+                return Err("snapshot index over the cap");
+            }
+            if meta.term > term {
+                return Err("snapshot from a later term");
+            }
+            if meta.membership.members.is_empty() {
+                return Err("snapshot without a membership");
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The entries of an AppendEntries of `term`: consecutive from
+/// `prev_index + 1`, terms never decreasing and never above `term`.
+fn check_entries(
+    term: Term,
+    prev_index: LogIndex,
+    prev_term: Term,
+    entries: &[Entry],
+) -> Result<(), &'static str> {
+    if prev_term > term {
+        return Err("append after an entry from a later term");
+    }
+    if prev_index > INDEX_MAX || entries.len() as u64 > INDEX_MAX - prev_index {
+        return Err("entry index over the cap");
+    }
+    let mut index = prev_index;
+    let mut last_term = prev_term;
+    for entry in entries {
+        index += 1;
+        if entry.index != index {
+            return Err("entries not consecutive");
+        }
+        if entry.term < last_term || entry.term > term {
+            return Err("entry term out of order");
+        }
+        last_term = entry.term;
+    }
+    Ok(())
 }
 
 impl Config {

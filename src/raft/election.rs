@@ -5,7 +5,7 @@ use log::{debug, info};
 
 use super::core::Raft;
 use super::progress::Progress;
-use super::types::{EntryKind, LogIndex, MessageBody, NodeId, Role, Term};
+use super::types::{EntryKind, LogIndex, MessageBody, NodeId, Role, TERM_MAX, Term};
 
 impl Raft {
     /// Follower and candidate clock: campaign when the timer runs out.
@@ -24,12 +24,20 @@ impl Raft {
     /// Starts a pre-vote (`pre`) or a real election. `force` is set by a
     /// leadership transfer, which may override the voters' lease.
     pub(crate) fn campaign(&mut self, pre: bool, force: bool) {
+        if self.term >= TERM_MAX {
+            // No later term to campaign in; never wrap to 0. Unreachable
+            // but by 2^63 elections: no message may name a later term.
+            log::error!("node {} is at the last term", self.config.id);
+            self.reset_election_timer();
+            return;
+        }
         let term = if pre {
             self.role = Role::PreCandidate;
             self.term + 1
         } else {
             self.role = Role::Candidate;
             self.term += 1;
+            self.term_leader = 0;
             self.vote = self.config.id;
             self.term
         };
@@ -151,12 +159,18 @@ impl Raft {
         if term > self.term {
             self.term = term;
             self.vote = 0;
+            self.term_leader = 0;
+        }
+        if leader != 0 {
+            self.term_leader = leader;
         }
         if self.role == Role::Leader {
             info!("node {} steps down in term {}", self.config.id, self.term);
         }
         self.role = Role::Follower;
         self.leader = leader;
+        self.transfer_announced = 0;
+        self.transfer_announced_tick = 0;
         self.progress.clear();
         self.votes.clear();
         self.transfer = None;
@@ -170,8 +184,11 @@ impl Raft {
         info!("node {} is leader of term {}", self.config.id, self.term);
         self.role = Role::Leader;
         self.leader = self.config.id;
+        self.term_leader = self.config.id;
         self.votes.clear();
         self.transfer = None;
+        self.transfer_announced = 0;
+        self.lease_floor = 0;
         self.lease_revoked = false;
         self.heartbeat_elapsed = 0;
         self.election_elapsed = 0;

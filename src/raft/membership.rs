@@ -201,27 +201,46 @@ impl Raft {
         }
         info!("node {} transfers leadership to {to}", self.config.id);
         self.transfer = Some((to, self.now));
-        self.maybe_finish_transfer(to);
-        if self.transfer.is_some() && !self.lease_revoked {
-            self.send_append(to, true);
+        // Announce it at once: every append from here on names `to`.
+        let peers: Vec<NodeId> = self.progress.keys().copied().collect();
+        for peer in peers {
+            self.send_append(peer, true);
         }
+        self.maybe_finish_transfer();
         Ok(())
     }
 
-    /// Sends TimeoutNow once the transfer target holds our whole log.
-    pub(crate) fn maybe_finish_transfer(&mut self, peer: NodeId) {
-        let Some((target, _)) = self.transfer else {
+    /// Sends TimeoutNow once the transfer target holds our whole log and
+    /// a quorum of voters (us and the target among them) has answered an
+    /// append that announced the transfer: their forced votes then make
+    /// the target's election one that can win.
+    pub(crate) fn maybe_finish_transfer(&mut self) {
+        let Some((target, started)) = self.transfer else {
             return;
         };
+        if self.lease_revoked {
+            return;
+        }
         let caught_up = self
             .progress
-            .get(&peer)
+            .get(&target)
             .is_some_and(|p| p.match_index == self.log.last_index());
-        if target == peer && caught_up && !self.lease_revoked {
+        // An answer echoing a tick after `started` answers an append sent
+        // after the announcement began (appends sent at `started` itself
+        // may predate it).
+        let announced = |id: NodeId| {
+            id == self.config.id
+                || self
+                    .progress
+                    .get(&id)
+                    .is_some_and(|p| p.lease_ack > started)
+        };
+        let heard = self.membership.voters().filter(|id| announced(*id)).count();
+        if caught_up && announced(target) && heard >= self.membership.quorum() {
             // From here on another node may win an election before our
             // lease would run out: the lease is gone for this term.
             self.lease_revoked = true;
-            self.send(peer, MessageBody::TimeoutNow);
+            self.send(target, MessageBody::TimeoutNow);
         }
     }
 

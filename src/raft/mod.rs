@@ -74,8 +74,24 @@
 //!   timer fires first asks whether it could win, without changing terms;
 //!   a node that heard from a leader within the minimum election timeout
 //!   ignores vote and pre-vote requests (unless the request comes from a
-//!   leadership transfer). A leader that has not heard from a quorum for
-//!   an election timeout steps down.
+//!   leadership transfer its leader announced, see below). A leader that
+//!   has not heard from a quorum for an election timeout steps down.
+//! * **Announced leadership transfer** (thesis §3.10, hardened). While a
+//!   leader transfers to X, every AppendEntries it sends names X
+//!   (`transfer_to`); a follower remembers what the leader of its term
+//!   said last by the leader's clock (`lease_tick`: an older append
+//!   delivered late does not bring back a withdrawn announcement). The leader sends TimeoutNow only once X holds its whole
+//!   log *and* a quorum of voters (itself and X among them) has answered
+//!   an append sent after the transfer began (the answer echoes a
+//!   `lease_tick` later than the start). X's vote request then carries
+//!   `force`, which skips the voter's lease check only if the voter's
+//!   leader of the term before announced X (or the voter is that leader
+//!   and sent X its TimeoutNow); otherwise `force` is ignored and the vote
+//!   judged like any other. The announcing quorum is what keeps the
+//!   transfer live: without it X could be refused by every voter still
+//!   within its lease. A transfer that does not finish within the minimum
+//!   election timeout is abandoned (and the leader steps down if its
+//!   TimeoutNow had gone out).
 //! * **Single-server membership changes** (thesis §4.1) rather than joint
 //!   consensus: a cluster of 1, 3 or 5 changes one member at a time, and
 //!   new members first join as learners so that adding one never costs
@@ -92,6 +108,47 @@
 //!   leader installed meanwhile is refused. The driver's disk must
 //!   store such a snapshot before it stores any snapshot the leader sends
 //!   later.
+//!
+//! # What a message must be
+//!
+//! [`Raft::step`] drops, without an answer or any change, every message
+//! that no correct peer sends, so that one frame from a stranger (or from
+//! a removed node) changes nothing:
+//! * a term over [`TERM_MAX`] (2^63 − 1; the wire decoder refuses such a
+//!   frame too). No term ever wraps: a node at the cap does not campaign,
+//!   and [`Raft::new`] refuses a persisted term over it;
+//! * a log position from a later term than the message's own (a vote's
+//!   `last_term`, an append's `prev_term` or entry terms, a snapshot's
+//!   term), entries that do not follow `prev_index` one by one with terms
+//!   that never decrease, a snapshot without a membership;
+//! * a sender outside the configuration in force (voters and learners,
+//!   uncommitted entries included), unless this node has no configuration
+//!   yet (a joining node before its first snapshot). One narrow exception
+//!   keeps a node with a stale configuration live when a member added
+//!   since then leads: AppendEntries and snapshots (never votes or
+//!   answers) from a non-member are heard by a node that is no voter of
+//!   its own configuration (it never campaigns, so it could learn the
+//!   new term from nobody else), and by a voter only in a term it already
+//!   holds and from the one leader it knows in it (a stale voter learns
+//!   the term from a member refusing its pre-vote). A non-member never
+//!   raises a voter's term, and is never voted for;
+//! * AppendEntries, snapshots and TimeoutNow of the current term from a
+//!   node other than the leader already known in it (a term has one
+//!   leader), and a TimeoutNow from a later term (a transfer target has
+//!   acknowledged its leader's whole log in the leader's term).
+//!
+//! A snapshot replaces a follower's log only when it comes from the leader
+//! of the follower's term and reaches past its commit index; one at or
+//! below the commit index is answered with an acknowledgement of the
+//! commit index and replaces nothing. A snapshot naming this node the
+//! only voter replaces nothing either: had it been the only voter at that
+//! index, it would have written every entry up to it itself. The
+//! application state inside a snapshot is opaque here; the driver checks
+//! it before a peer's snapshot reaches `step`.
+//!
+//! None of this authenticates a peer: a stranger that speaks in a
+//! member's name within the term bounds is believed until the peer
+//! protocol carries a MAC.
 //!
 //! # The lease
 //!
@@ -110,8 +167,14 @@
 //!   as above;
 //! * a restarted node counting its start as contact with a leader (it may
 //!   have acknowledged one just before it crashed);
-//! * leadership transfer: the `force` flag overrides the refusal, so a
-//!   leader that sent TimeoutNow holds no lease for the rest of its term;
+//! * leadership transfer: the `force` flag overrides the refusal, but only
+//!   at followers whose leader announced the transfer to that candidate.
+//!   A leader holds no lease while a transfer is under way, none for the
+//!   rest of its term once TimeoutNow went out, and after abandoning a
+//!   transfer whose TimeoutNow never went out its lease counts only from
+//!   acknowledgements of appends sent after the abandonment (which no
+//!   longer announce it), so every follower counted has forgotten the
+//!   announcement;
 //! * every node running the same `election_ticks_min` and tick length
 //!   (the driver derives both from constants, not from flags);
 //! * a new leader's lease starting only once its no-op entry is

@@ -38,7 +38,10 @@ impl Raft {
                 self.become_follower(self.term, 0);
                 return;
             }
+            // Followers heard the announcement; the lease counts again
+            // only from appends that withdraw it.
             self.transfer = None;
+            self.lease_floor = self.now + 1;
         }
         let stuck = self.config.election_ticks_max;
         for progress in self.progress.values_mut() {
@@ -93,7 +96,8 @@ impl Raft {
             && !self.lease_revoked
             && self.membership.is_voter(self.config.id)
             && self.log.commit >= self.term_start_index;
-        eligible.then(|| self.quorum_ack_tick())
+        let start = self.quorum_ack_tick();
+        (eligible && start >= self.lease_floor).then_some(start)
     }
 
     /// Ticks since this core started.
@@ -173,6 +177,7 @@ impl Raft {
                 entries,
                 commit: self.log.commit,
                 lease_tick: self.now,
+                transfer_to: self.transfer_target(),
             };
             self.send(peer, body);
             sent = true;
@@ -243,6 +248,7 @@ impl Raft {
             entries: Vec::new(),
             commit: self.log.commit,
             lease_tick: self.now,
+            transfer_to: self.transfer_target(),
         };
         self.send(peer, body);
     }
@@ -368,6 +374,15 @@ impl Raft {
             // We hold the snapshot's last entry: our log up to it is the
             // leader's, nothing to replace.
             self.log.commit_to(index);
+        } else if self.is_sole_voter_of(&snapshot.meta.membership) {
+            // Had we been the only voter at `index`, we would have written
+            // every entry up to it ourselves (and hold it or a snapshot
+            // past it): "the cluster is you alone" is no leader's word.
+            warn!(
+                "node {} drops a snapshot at {index} from {from} naming it the only voter",
+                self.config.id
+            );
+            return;
         } else {
             debug!("node {} installs snapshot at {index}", self.config.id);
             self.membership = snapshot.meta.membership.clone();
@@ -375,6 +390,16 @@ impl Raft {
             self.log.install(snapshot);
         }
         self.respond_append(from, true, index, 0, 0, lease_tick);
+    }
+
+    /// The transfer target every AppendEntries announces (0: none).
+    pub(crate) fn transfer_target(&self) -> NodeId {
+        self.transfer.map_or(0, |(target, _)| target)
+    }
+
+    fn is_sole_voter_of(&self, membership: &Membership) -> bool {
+        let mut voters = membership.voters();
+        voters.next() == Some(self.config.id) && voters.next().is_none()
     }
 
     /// Leader side of an AppendEntries answer (the term is ours).
@@ -387,6 +412,31 @@ impl Raft {
         hint_term: Term,
         lease_tick: u64,
     ) {
+        self.handle_append_answer(from, success, index, hint_index, hint_term, lease_tick);
+        if self.role == Role::Leader {
+            self.maybe_finish_transfer();
+        }
+    }
+
+    fn handle_append_answer(
+        &mut self,
+        from: NodeId,
+        success: bool,
+        index: LogIndex,
+        hint_index: LogIndex,
+        hint_term: Term,
+        lease_tick: u64,
+    ) {
+        if index > self.log.last_index() || lease_tick > self.now {
+            // Within our term our log only grows and our clock only runs
+            // forward: an answer past either answers nothing we sent (and
+            // would stretch the lease or the commit index).
+            warn!(
+                "node {} drops an answer from {from} for index {index}, tick {lease_tick}",
+                self.config.id
+            );
+            return;
+        }
         let Some(progress) = self.progress.get_mut(&from) else {
             return;
         };
@@ -401,7 +451,6 @@ impl Raft {
                     _ => {}
                 }
                 self.maybe_commit();
-                self.maybe_finish_transfer(from);
             } else if progress.state == ProgressState::Probe {
                 if lease_tick >= progress.probe_tick {
                     progress.paused = false;

@@ -545,3 +545,557 @@ fn published_attributes_are_recorded_once_per_incarnation() {
         assert_eq!(node.membership().members[&target].http_addr, "moved:1");
     }
 }
+
+// ---- one frame from a stranger must change nothing ----
+
+fn message(from: NodeId, to: NodeId, term: Term, body: MessageBody) -> Message {
+    Message {
+        from,
+        to,
+        term,
+        body,
+    }
+}
+
+fn vote(pre: bool, force: bool, last_index: LogIndex, last_term: Term) -> MessageBody {
+    MessageBody::Vote {
+        pre,
+        force,
+        last_index,
+        last_term,
+    }
+}
+
+fn append(
+    prev_index: LogIndex,
+    prev_term: Term,
+    entries: Vec<Entry>,
+    commit: LogIndex,
+) -> MessageBody {
+    MessageBody::Append {
+        prev_index,
+        prev_term,
+        entries,
+        commit,
+        lease_tick: 0,
+        transfer_to: 0,
+    }
+}
+
+fn noop(index: LogIndex, term: Term) -> Entry {
+    Entry {
+        term,
+        index,
+        kind: EntryKind::Noop,
+        data: Vec::new(),
+    }
+}
+
+fn fresh(id: NodeId, members: u64) -> Raft {
+    let persisted = Persisted {
+        snapshot: Snapshot {
+            meta: SnapshotMeta {
+                index: 0,
+                term: 0,
+                membership: membership(members),
+            },
+            data: Vec::new(),
+        },
+        ..Persisted::default()
+    };
+    Raft::new(config(id), persisted).unwrap()
+}
+
+/// Hands out and acknowledges everything waiting; returns the messages.
+fn flush(node: &mut Raft) -> Vec<Message> {
+    let mut out = Vec::new();
+    while node.has_ready() {
+        let ready = node.ready();
+        out.extend(ready.messages);
+        node.advance();
+    }
+    out
+}
+
+/// Node 2 of three, following leader 1 of term 2, with entries 1..=3
+/// committed.
+fn follower_of_1() -> Raft {
+    let mut node = fresh(2, 3);
+    let entries = (1..=3).map(|i| noop(i, 2)).collect();
+    node.step(message(1, 2, 2, append(0, 0, entries, 3)));
+    flush(&mut node);
+    assert_eq!(node.leader(), 1);
+    assert_eq!(node.commit_index(), 3);
+    node
+}
+
+/// Ticks `node` until its lease on leader contact has run out (it may
+/// start a pre-vote meanwhile, which changes no term; its requests are
+/// dropped).
+fn outlive_the_lease(node: &mut Raft) {
+    for _ in 0..config(1).election_ticks_min {
+        node.tick();
+    }
+    flush(node);
+}
+
+#[test]
+fn a_term_over_the_cap_is_dropped() {
+    let mut node = follower_of_1();
+    for term in [u64::MAX, TERM_MAX + 1] {
+        node.step(message(3, 2, term, vote(false, true, 100, 2)));
+        node.step(message(1, 2, term, append(3, 2, vec![], 3)));
+        assert_eq!(node.term(), 2);
+        assert!(flush(&mut node).is_empty());
+    }
+    // The cap itself is a term like any other.
+    outlive_the_lease(&mut node);
+    let term_before = node.term();
+    node.step(message(3, 2, TERM_MAX, vote(false, false, 100, 2)));
+    assert!(node.term() > term_before);
+    assert_eq!(node.term(), TERM_MAX);
+}
+
+#[test]
+fn the_term_never_wraps() {
+    let mut node = fresh(1, 3);
+    outlive_the_lease(&mut node);
+    node.step(message(2, 1, TERM_MAX, vote(false, false, 0, 0)));
+    assert_eq!(node.term(), TERM_MAX);
+    flush(&mut node);
+    for _ in 0..200 {
+        node.tick();
+        for m in flush(&mut node) {
+            assert!(m.term <= TERM_MAX, "{m:?}");
+        }
+        assert_eq!(node.term(), TERM_MAX);
+    }
+}
+
+#[test]
+fn a_persisted_term_over_the_cap_is_refused() {
+    let mut persisted = Persisted::default();
+    persisted.snapshot.meta.membership = membership(3);
+    persisted.hard_state.term = TERM_MAX + 1;
+    assert!(Raft::new(config(1), persisted.clone()).is_err());
+    persisted.hard_state.term = TERM_MAX;
+    assert!(Raft::new(config(1), persisted).is_ok());
+}
+
+#[test]
+fn non_members_are_not_heard() {
+    let mut node = follower_of_1();
+    outlive_the_lease(&mut node);
+    let snapshot = MessageBody::Snapshot {
+        snapshot: Snapshot {
+            meta: SnapshotMeta {
+                index: 50,
+                term: 3,
+                membership: membership(9),
+            },
+            data: b"forged".to_vec(),
+        },
+        lease_tick: 0,
+    };
+    for body in [
+        vote(false, false, 100, 2),
+        vote(true, false, 100, 2),
+        append(3, 2, vec![noop(4, 3)], 4),
+        snapshot,
+    ] {
+        node.step(message(9, 2, 3, body));
+        assert_eq!(node.term(), 2);
+        assert_eq!(node.commit_index(), 3);
+        assert_eq!(node.last_index(), 3);
+        assert!(flush(&mut node).is_empty());
+    }
+}
+
+#[test]
+fn a_stale_follower_hears_a_new_member_leading_a_term_it_already_holds() {
+    // Node 2 never saw node 4 added; node 4 leads term 3 by now.
+    let mut node = follower_of_1();
+    // From a non-member, a later term is not heard ...
+    node.step(message(4, 2, 3, append(3, 2, vec![], 3)));
+    assert_eq!(node.term(), 2);
+    // ... but once a member told us of term 3, its leader is.
+    node.step(message(
+        1,
+        2,
+        3,
+        MessageBody::VoteResponse {
+            pre: true,
+            granted: false,
+        },
+    ));
+    assert_eq!((node.term(), node.leader()), (3, 0));
+    node.step(message(4, 2, 3, append(3, 2, vec![noop(4, 3)], 4)));
+    assert_eq!(node.leader(), 4);
+    assert_eq!(node.commit_index(), 4);
+    // Only as the one leader of that term: no second non-member.
+    node.step(message(5, 2, 3, append(4, 3, vec![noop(5, 3)], 5)));
+    assert_eq!(node.last_index(), 4);
+}
+
+#[test]
+fn a_second_leader_of_a_known_term_is_ignored() {
+    let mut node = follower_of_1();
+    node.step(message(3, 2, 2, append(3, 2, vec![noop(4, 2)], 4)));
+    assert_eq!(node.leader(), 1);
+    assert_eq!(node.last_index(), 3);
+    assert_eq!(node.commit_index(), 3);
+    node.step(message(3, 2, 2, MessageBody::TimeoutNow));
+    assert_eq!(node.role(), Role::Follower);
+    let snapshot = Snapshot {
+        meta: SnapshotMeta {
+            index: 50,
+            term: 2,
+            membership: membership(3),
+        },
+        data: b"forged".to_vec(),
+    };
+    node.step(message(
+        3,
+        2,
+        2,
+        MessageBody::Snapshot {
+            snapshot,
+            lease_tick: 0,
+        },
+    ));
+    assert!(node.snapshot().data.is_empty());
+    assert_eq!((node.leader(), node.last_index()), (1, 3));
+    assert!(flush(&mut node).is_empty());
+}
+
+#[test]
+fn a_snapshot_at_or_below_the_commit_index_replaces_nothing() {
+    let mut node = follower_of_1();
+    let mut you_alone = Membership::default();
+    you_alone
+        .members
+        .insert(1, membership(1).members[&1].clone());
+    you_alone
+        .members
+        .insert(2, membership(2).members[&2].clone());
+    node.step(message(
+        1,
+        2,
+        2,
+        MessageBody::Snapshot {
+            snapshot: Snapshot {
+                meta: SnapshotMeta {
+                    index: 3,
+                    term: 1,
+                    membership: you_alone,
+                },
+                data: b"forged".to_vec(),
+            },
+            lease_tick: 0,
+        },
+    ));
+    let answers = flush(&mut node);
+    assert!(node.snapshot().data.is_empty());
+    assert_eq!(node.membership(), &membership(3));
+    assert_eq!(node.last_index(), 3);
+    assert!(matches!(
+        answers.as_slice(),
+        [Message {
+            body: MessageBody::AppendResponse {
+                success: true,
+                index: 3,
+                ..
+            },
+            ..
+        }]
+    ));
+}
+
+#[test]
+fn a_snapshot_naming_us_the_only_voter_replaces_nothing() {
+    let mut node = follower_of_1();
+    let you_alone = |node: &mut Raft, term: Term| {
+        let mut alone = Membership::default();
+        alone.members.insert(2, membership(2).members[&2].clone());
+        alone.members.insert(
+            1,
+            Member {
+                voter: false,
+                peer_addr: "p1".into(),
+                http_addr: "h1".into(),
+                incarnation: 1,
+            },
+        );
+        node.step(message(
+            1,
+            2,
+            term,
+            MessageBody::Snapshot {
+                snapshot: Snapshot {
+                    meta: SnapshotMeta {
+                        index: 50,
+                        term,
+                        membership: alone,
+                    },
+                    data: b"no ids yet".to_vec(),
+                },
+                lease_tick: 0,
+            },
+        ));
+        flush(node);
+    };
+    you_alone(&mut node, 2);
+    you_alone(&mut node, 3);
+    assert!(node.snapshot().data.is_empty());
+    assert_eq!(node.membership(), &membership(3));
+    assert_eq!(node.last_index(), 3);
+    assert_eq!(node.commit_index(), 3);
+}
+
+#[test]
+fn entries_that_do_not_follow_one_by_one_are_dropped() {
+    let mut node = follower_of_1();
+    for entries in [
+        vec![noop(5, 2)],
+        vec![noop(4, 2), noop(6, 2)],
+        vec![noop(4, 3)],
+        vec![noop(u64::MAX, 2)],
+    ] {
+        node.step(message(1, 2, 2, append(3, 2, entries, 9)));
+        assert_eq!(node.last_index(), 3);
+        assert!(flush(&mut node).is_empty());
+    }
+    node.step(message(1, 2, 2, append(u64::MAX, 2, vec![noop(0, 2)], 9)));
+    assert_eq!(node.last_index(), 3);
+    // Nor may a snapshot put the log where index + 1 could wrap.
+    let snapshot = Snapshot {
+        meta: SnapshotMeta {
+            index: INDEX_MAX + 1,
+            term: 2,
+            membership: membership(3),
+        },
+        data: b"far".to_vec(),
+    };
+    node.step(message(
+        1,
+        2,
+        2,
+        MessageBody::Snapshot {
+            snapshot,
+            lease_tick: 0,
+        },
+    ));
+    assert_eq!((node.last_index(), node.commit_index()), (3, 3));
+}
+
+#[test]
+fn timeout_now_only_from_the_leader_of_our_term() {
+    let mut node = follower_of_1();
+    node.step(message(3, 2, 2, MessageBody::TimeoutNow));
+    node.step(message(3, 2, 5, MessageBody::TimeoutNow));
+    node.step(message(1, 2, 3, MessageBody::TimeoutNow));
+    assert_eq!((node.role(), node.term()), (Role::Follower, 2));
+    node.step(message(1, 2, 2, MessageBody::TimeoutNow));
+    assert_eq!((node.role(), node.term()), (Role::Candidate, 3));
+    // Nor from anybody in a term whose leader we do not know.
+    let mut node = follower_of_1();
+    let refusal = MessageBody::VoteResponse {
+        pre: true,
+        granted: false,
+    };
+    node.step(message(3, 2, 4, refusal));
+    assert_eq!((node.term(), node.leader()), (4, 0));
+    node.step(message(3, 2, 4, MessageBody::TimeoutNow));
+    assert_eq!((node.role(), node.term()), (Role::Follower, 4));
+}
+
+#[test]
+fn a_forced_vote_overrides_the_lease_only_when_the_leader_announced_it() {
+    let mut node = follower_of_1();
+    // Within the lease, no announcement: `force` counts for nothing.
+    node.step(message(3, 2, 3, vote(false, true, 3, 2)));
+    assert_eq!(node.term(), 2);
+    assert!(flush(&mut node).is_empty());
+    // Leader 1 announces a transfer to node 3.
+    let mut announce = append(3, 2, vec![], 3);
+    if let MessageBody::Append { transfer_to, .. } = &mut announce {
+        *transfer_to = 3;
+    }
+    node.step(message(1, 2, 2, announce));
+    flush(&mut node);
+    // Not for another candidate, nor for a term other than the next.
+    node.step(message(1, 2, 3, vote(false, true, 3, 2)));
+    node.step(message(3, 2, 4, vote(false, true, 3, 2)));
+    assert_eq!(node.term(), 2);
+    // A withdrawal, then the announcement again but delivered late.
+    let with_tick = |transfer: NodeId, tick: u64| {
+        let mut body = append(3, 2, vec![], 3);
+        if let MessageBody::Append {
+            transfer_to,
+            lease_tick,
+            ..
+        } = &mut body
+        {
+            (*transfer_to, *lease_tick) = (transfer, tick);
+        }
+        message(1, 2, 2, body)
+    };
+    node.step(with_tick(0, 5));
+    node.step(with_tick(3, 4));
+    flush(&mut node);
+    node.step(message(3, 2, 3, vote(false, true, 3, 2)));
+    assert_eq!(node.term(), 2);
+    node.step(with_tick(3, 6));
+    flush(&mut node);
+    node.step(message(3, 2, 3, vote(false, true, 3, 2)));
+    assert_eq!(node.term(), 3);
+    let granted = flush(&mut node).into_iter().any(|m| {
+        m.to == 3
+            && matches!(
+                m.body,
+                MessageBody::VoteResponse {
+                    pre: false,
+                    granted: true
+                }
+            )
+    });
+    assert!(granted);
+}
+
+#[test]
+fn a_leader_sends_timeout_now_once_a_quorum_heard_the_announcement() {
+    let mut cluster = Cluster::new(3);
+    cluster.run(50);
+    let leader = cluster.leader().unwrap();
+    let target = if leader == 1 { 2 } else { 1 };
+    let node = cluster.nodes.get_mut(&leader).unwrap();
+    node.transfer_leader(target).unwrap();
+    let sent = flush(node);
+    // The announcement goes to every follower, TimeoutNow not yet.
+    assert!(sent.iter().all(|m| matches!(
+        m.body,
+        MessageBody::Append { transfer_to, .. } if transfer_to == target
+    )));
+    assert_eq!(sent.len(), 2);
+    cluster.run(10);
+    assert_eq!(cluster.leader(), Some(target));
+}
+
+#[test]
+fn a_learner_hears_a_leader_it_does_not_know_yet() {
+    // A learner never campaigns, so it could never learn the term of a
+    // member added after its configuration from anybody else.
+    let mut members = membership(3);
+    members.members.insert(
+        4,
+        Member {
+            voter: false,
+            peer_addr: "p4".into(),
+            http_addr: "h4".into(),
+            incarnation: 4,
+        },
+    );
+    let persisted = Persisted {
+        snapshot: Snapshot {
+            meta: SnapshotMeta {
+                index: 0,
+                term: 0,
+                membership: members,
+            },
+            data: Vec::new(),
+        },
+        ..Persisted::default()
+    };
+    let mut node = Raft::new(config(4), persisted).unwrap();
+    node.step(message(1, 4, 2, append(0, 0, vec![noop(1, 2)], 1)));
+    flush(&mut node);
+    node.step(message(5, 4, 3, append(1, 2, vec![noop(2, 3)], 2)));
+    assert_eq!((node.term(), node.leader(), node.commit_index()), (3, 5, 2));
+    // Its votes and answers still are not heard.
+    node.step(message(6, 4, 4, vote(false, false, 9, 3)));
+    assert_eq!(node.term(), 3);
+}
+
+#[test]
+fn a_pre_candidate_still_knows_the_leader_of_its_term() {
+    let mut node = follower_of_1();
+    let pre_candidate = |node: &Raft| node.role() == Role::PreCandidate;
+    for _ in 0..config(2).election_ticks_max {
+        if pre_candidate(&node) {
+            break;
+        }
+        node.tick();
+        flush(&mut node);
+    }
+    assert!(pre_candidate(&node));
+    assert_eq!(node.leader(), 0);
+    node.step(message(3, 2, 2, append(3, 2, vec![noop(4, 2)], 4)));
+    assert_eq!(node.last_index(), 3);
+    assert!(pre_candidate(&node));
+    // Its leader is still heard.
+    node.step(message(1, 2, 2, append(3, 2, vec![noop(4, 2)], 4)));
+    assert_eq!(
+        (node.role(), node.leader(), node.last_index()),
+        (Role::Follower, 1, 4)
+    );
+}
+
+#[test]
+fn an_answer_past_the_leaders_log_or_clock_is_dropped() {
+    let mut cluster = Cluster::new(3);
+    cluster.run(50);
+    let leader = cluster.leader().unwrap();
+    let follower = if leader == 1 { 2 } else { 1 };
+    let node = cluster.nodes.get_mut(&leader).unwrap();
+    let (commit, matches) = (node.commit_index(), node.match_indexes());
+    for (index, lease_tick) in [(u64::MAX, 0), (0, u64::MAX), (node.last_index() + 1, 0)] {
+        let answer = MessageBody::AppendResponse {
+            success: true,
+            index,
+            hint_index: 0,
+            hint_term: 0,
+            lease_tick,
+        };
+        node.step(message(follower, leader, node.term(), answer));
+        assert_eq!(node.commit_index(), commit);
+        assert_eq!(node.match_indexes(), matches);
+    }
+    // Cut off from both followers, the lease runs out as it should.
+    let mut node = cluster.nodes.remove(&leader).unwrap();
+    for _ in 0..config(1).election_ticks_min {
+        node.tick();
+        flush(&mut node);
+    }
+    assert!(!node.lease_valid());
+}
+
+#[test]
+fn after_an_abandoned_transfer_the_lease_waits_for_fresh_acknowledgements() {
+    let mut cluster = Cluster::new(3);
+    cluster.run(50);
+    let leader = cluster.leader().unwrap();
+    let target = if leader == 1 { 2 } else { 1 };
+    // The target never answers: the transfer is abandoned in the end.
+    cluster.nodes.remove(&target);
+    let node = cluster.nodes.get_mut(&leader).unwrap();
+    node.transfer_leader(target).unwrap();
+    let mut abandoned = false;
+    for _ in 0..3 * config(1).election_ticks_min {
+        for node in cluster.nodes.values_mut() {
+            node.tick();
+        }
+        let node = &cluster.nodes[&leader];
+        if node.transfer.is_none() {
+            // The follower's acknowledgements so far answer appends that
+            // announced the transfer.
+            assert_eq!(node.role(), Role::Leader);
+            assert!(!node.lease_valid());
+            abandoned = true;
+            break;
+        }
+        cluster.drain();
+    }
+    assert!(abandoned);
+    cluster.run(5);
+    assert!(cluster.nodes[&leader].lease_valid());
+}

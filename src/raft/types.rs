@@ -7,8 +7,18 @@ use std::fmt;
 
 /// A node's identity inside one cluster. Never 0 (0 means "none").
 pub type NodeId = u64;
-/// A Raft term. Never decreases on a node.
+/// A Raft term. Never decreases on a node, and never exceeds [`TERM_MAX`].
 pub type Term = u64;
+
+/// The largest term a node takes or campaigns in. A message naming a
+/// later term is dropped (and refused by the wire decoder), so no peer
+/// can push a node to a term from which `term + 1` would wrap; 2^63
+/// elections are more than any cluster will hold.
+pub const TERM_MAX: Term = (1 << 63) - 1;
+
+/// The largest log index a message may name, for the same reason: no
+/// `index + 1` on a position a peer sent can wrap.
+pub const INDEX_MAX: LogIndex = (1 << 63) - 1;
 /// A position in the replicated log; the first entry has index 1.
 pub type LogIndex = u64;
 
@@ -304,12 +314,15 @@ pub enum MessageBody {
     VoteResponse { pre: bool, granted: bool },
     /// AppendEntries; with no entries, a heartbeat. `lease_tick` is the
     /// leader's clock when sent, echoed back to measure the lease.
+    /// `transfer_to` announces a leadership transfer under way to that
+    /// node (0: none): only then do followers honour its forced vote.
     Append {
         prev_index: LogIndex,
         prev_term: Term,
         entries: Vec<Entry>,
         commit: LogIndex,
         lease_tick: u64,
+        transfer_to: NodeId,
     },
     /// The answer to `Append` or `Snapshot`. On success `index` is the
     /// follower's match; on failure it is the rejected `prev_index`, and

@@ -1,6 +1,8 @@
 //! The receiving side: the acceptor thread and one reader thread per
 //! inbound connection, which checks the peer's handshake, answers with
-//! ours and hands every message addressed to us to `deliver`.
+//! ours and hands every message addressed to us to `deliver`. A message
+//! whose sender is not the handshake's node, or that `deliver` refuses,
+//! closes the connection (logged).
 
 use std::io;
 use std::io::BufReader;
@@ -151,31 +153,42 @@ fn receive(
         if shared.stopping.load(Ordering::SeqCst) {
             return Err(ConnError::Stopped);
         }
-        if is_for_us(shared, peer, &message) {
-            (shared.deliver)(message);
-        } else {
+        check_sender(peer, &message)?;
+        if message.to != shared.config.node_id {
             debug!(
-                "dropping a message from {} to {} on the connection of node {} from {remote}",
-                message.from, message.to, peer.node_id
+                "dropping a message to {} on the connection of node {} from {remote}",
+                message.to, peer.node_id
             );
+            continue;
+        }
+        if !(shared.deliver)(message) {
+            return Err(ConnError::Refused(format!(
+                "node {} sent a message the node refused",
+                peer.node_id
+            )));
         }
     }
 }
 
-/// A connection speaks for the node of its handshake only, and only to us.
-fn is_for_us(shared: &Shared, peer: &Handshake, message: &Message) -> bool {
-    message.to == shared.config.node_id && message.from == peer.node_id
+/// A connection speaks for the node of its handshake only: a message
+/// claiming another sender is a forgery, and ends the connection.
+fn check_sender(peer: &Handshake, message: &Message) -> Result<(), ConnError> {
+    if message.from == peer.node_id {
+        return Ok(());
+    }
+    Err(ConnError::Refused(format!(
+        "a message from node {} on the connection of node {}",
+        message.from, peer.node_id
+    )))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::raft::MessageBody;
-    use crate::transport::tests::shared;
 
     #[test]
-    fn only_messages_from_the_handshake_node_to_us_pass() {
-        let us = shared(7, 2);
+    fn only_messages_from_the_handshake_node_pass() {
         let peer = Handshake {
             cluster_id: 7,
             node_id: 3,
@@ -189,8 +202,11 @@ mod tests {
             term: 1,
             body: MessageBody::TimeoutNow,
         };
-        assert!(is_for_us(&us, &peer, &message(3, 2)));
-        assert!(!is_for_us(&us, &peer, &message(1, 2)));
-        assert!(!is_for_us(&us, &peer, &message(3, 4)));
+        assert!(check_sender(&peer, &message(3, 2)).is_ok());
+        assert!(check_sender(&peer, &message(3, 4)).is_ok());
+        assert!(matches!(
+            check_sender(&peer, &message(1, 2)),
+            Err(ConnError::Refused(_))
+        ));
     }
 }

@@ -52,6 +52,12 @@ const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(3);
 /// prefix could carry more, but no real `host:port` needs it.
 const ADDRESS_BYTES_MAX: usize = 1024;
 
+/// Where received messages go (the node thread's mailbox): called from the
+/// reader threads, one message at a time per connection. It returns false
+/// to refuse a message (one the node judged bad, e.g. a snapshot whose
+/// state does not decode): that connection is then closed and logged.
+pub type Deliver = Arc<dyn Fn(Message) -> bool + Send + Sync>;
+
 /// Where and as whom a transport runs.
 #[derive(Clone, Debug)]
 pub struct TransportConfig {
@@ -95,7 +101,7 @@ struct Shared {
     /// What we announce, built once.
     handshake: Handshake,
     /// Where received messages go (the node thread's mailbox).
-    deliver: Arc<dyn Fn(Message) + Send + Sync>,
+    deliver: Deliver,
     /// What peers announced in accepted handshakes.
     announced: Mutex<BTreeMap<NodeId, Announced>>,
     /// Who may connect, from the committed configuration.
@@ -293,15 +299,13 @@ impl Transport {
     /// Binds the listener (error if the port is taken) and starts the
     /// acceptor thread. `deliver` is called from the reader threads, one
     /// message at a time per connection; while it blocks, that peer's
-    /// messages wait in the socket buffers.
+    /// messages wait in the socket buffers. A message it refuses closes
+    /// its connection.
     ///
     /// # Errors
     /// An invalid config (node id 0, overlong addresses), a failed bind or
     /// a failed thread spawn.
-    pub fn start(
-        config: TransportConfig,
-        deliver: Arc<dyn Fn(Message) + Send + Sync>,
-    ) -> io::Result<Transport> {
+    pub fn start(config: TransportConfig, deliver: Deliver) -> io::Result<Transport> {
         validate(&config)?;
         let listener = TcpListener::bind(&config.listen_addr)?;
         let local_addr = listener.local_addr()?;
@@ -578,7 +582,7 @@ mod tests {
                 http_addr: String::new(),
                 incarnation: 1,
             },
-            deliver: Arc::new(|_| {}),
+            deliver: Arc::new(|_| true),
             announced: Mutex::new(BTreeMap::new()),
             roster: Mutex::new(Roster::default()),
             refusal: Mutex::new(None),

@@ -1,9 +1,14 @@
 //! The codec of one Raft [`Message`] as the payload of a `Message` frame:
-//! `from u64 | to u64 | term u64 | body tag u8 | body fields`.
+//! `from u64 | to u64 | term u64 | body tag u8 | body fields`. A term
+//! over [`TERM_MAX`] is malformed. AppendEntries' fields are `prev_index
+//! | prev_term | commit | lease_tick | transfer_to | entry count u32 |
+//! entries`.
 
 use super::WireError;
 use super::codec::{Decoder, Encoder};
-use crate::raft::{Entry, EntryKind, Membership, Message, MessageBody, Snapshot, SnapshotMeta};
+use crate::raft::{
+    Entry, EntryKind, Membership, Message, MessageBody, Snapshot, SnapshotMeta, TERM_MAX,
+};
 
 const TAG_VOTE: u8 = 1;
 const TAG_VOTE_RESPONSE: u8 = 2;
@@ -67,12 +72,14 @@ fn encode_body(enc: &mut Encoder, body: &MessageBody) -> Result<(), WireError> {
             entries,
             commit,
             lease_tick,
+            transfer_to,
         } => {
             enc.u8(TAG_APPEND);
             enc.u64(*prev_index);
             enc.u64(*prev_term);
             enc.u64(*commit);
             enc.u64(*lease_tick);
+            enc.u64(*transfer_to);
             encode_entries(enc, entries)?;
         }
         MessageBody::AppendResponse {
@@ -130,6 +137,9 @@ pub fn decode_message(payload: &[u8]) -> Result<Message, WireError> {
     let from = dec.u64("message from")?;
     let to = dec.u64("message to")?;
     let term = dec.u64("message term")?;
+    if term > TERM_MAX {
+        return Err(WireError::Malformed("message term over the cap"));
+    }
     let body = decode_body(&mut dec)?;
     dec.finish()?;
     Ok(Message {
@@ -157,6 +167,7 @@ fn decode_body(dec: &mut Decoder<'_>) -> Result<MessageBody, WireError> {
             prev_term: dec.u64("append prev term")?,
             commit: dec.u64("append commit")?,
             lease_tick: dec.u64("append lease tick")?,
+            transfer_to: dec.u64("append transfer target")?,
             entries: decode_entries(dec)?,
         },
         TAG_APPEND_RESPONSE => MessageBody::AppendResponse {
@@ -278,6 +289,7 @@ pub(crate) mod tests {
                 entries,
                 commit: 8,
                 lease_tick: 12345,
+                transfer_to: 3,
             });
         }
         for success in [false, true] {
@@ -354,14 +366,29 @@ pub(crate) mod tests {
             entries: vec![entry(1, EntryKind::Normal, b"")],
             commit: 0,
             lease_tick: 0,
+            transfer_to: 0,
         };
         let mut bytes = encode_message(&message(append)).unwrap();
-        let kind_at = 24 + 1 + 32 + 4 + 16;
+        let kind_at = 24 + 1 + 40 + 4 + 16;
         bytes[kind_at] = 9;
         assert!(matches!(
             decode_message(&bytes),
             Err(WireError::Malformed("entry kind"))
         ));
+    }
+
+    #[test]
+    fn a_term_over_the_cap_is_malformed() {
+        let mut over = message(MessageBody::TimeoutNow);
+        over.term = TERM_MAX + 1;
+        let bytes = encode_message(&over).unwrap();
+        assert!(matches!(
+            decode_message(&bytes),
+            Err(WireError::Malformed("message term over the cap"))
+        ));
+        over.term = TERM_MAX;
+        let bytes = encode_message(&over).unwrap();
+        assert_eq!(decode_message(&bytes).unwrap(), over);
     }
 
     #[test]
@@ -372,6 +399,7 @@ pub(crate) mod tests {
             entries: vec![],
             commit: 0,
             lease_tick: 0,
+            transfer_to: 0,
         };
         let mut bytes = encode_message(&message(append)).unwrap();
         let count_at = bytes.len() - 4;

@@ -12,7 +12,7 @@ use super::WireError;
 use super::codec::{Decoder, Encoder};
 use super::frame::{FrameKind, write_frame};
 use crate::raft::{
-    LogIndex, Membership, Message, MessageBody, NodeId, Snapshot, SnapshotMeta, Term,
+    LogIndex, Membership, Message, MessageBody, NodeId, Snapshot, SnapshotMeta, TERM_MAX, Term,
 };
 
 /// The most snapshot data one chunk carries.
@@ -138,6 +138,9 @@ fn decode_chunk(payload: &[u8]) -> Result<Chunk<'_>, WireError> {
 /// Checks what a chunk says about itself, before it is compared with the
 /// chunks that came before it.
 fn check_chunk(chunk: &Chunk<'_>) -> Result<(), WireError> {
+    if chunk.header.term > TERM_MAX || chunk.header.meta_term > TERM_MAX {
+        return Err(WireError::BadSnapshotChunk("term over the cap"));
+    }
     let total = chunk.header.total;
     if total > SNAPSHOT_BYTES_MAX {
         return Err(WireError::BadSnapshotChunk(

@@ -23,6 +23,7 @@ mod disk;
 mod membership;
 mod network;
 mod node;
+mod paper;
 mod rng;
 mod stall;
 
