@@ -15,12 +15,16 @@ const DEFAULT_DB_SIZE_MB: u64 = 1024;
 const DEFAULT_EXPIRE_MS: u64 = 500;
 const DEFAULT_SNAPSHOT_MS: u64 = 1000;
 const DEFAULT_LOG_LEVEL: u8 = 2;
+const DEFAULT_CONNECTIONS_MAX: u64 = 4096;
 
 /// LMDB map limit: 1 TiB.
 pub const DB_SIZE_MB_MAX: u64 = 1 << 20;
 /// An hour: any longer interval is a typo, and keeps `Duration` math small.
 pub const INTERVAL_MS_MAX: u64 = 3_600_000;
 pub const LOG_LEVEL_MAX: u8 = 4;
+/// `--max_connections`: each connection holds a thread and two
+/// descriptors; more than this is a typo.
+pub const CONNECTIONS_MAX_MAX: u64 = 1 << 20;
 /// Clusters are 1, 3 or 5 nodes; this only bounds a runaway list.
 pub const PEERS_MAX: usize = 16;
 /// The longest DNS name.
@@ -71,6 +75,8 @@ pub struct Options {
     pub log_level: u8,
     /// Status of a follower's redirect for `POST /`: 301, 307 or 308.
     pub redirect: u16,
+    /// `--max_connections`: HTTP connections served at once.
+    pub connections_max: usize,
 }
 
 /// The outcome of a successful parse.
@@ -151,6 +157,12 @@ fn options() -> getopts::Options {
             "redirect",
             "a follower's redirect for POST /: 301 (default), 307 or 308 (clients that turn a POST into a GET on 301)",
             "CODE",
+        )
+        .optopt(
+            "",
+            "max_connections",
+            "HTTP connections served at once; more get 503 and are closed (default 4096)",
+            "N",
         )
         .optflag("h", "help", "print this help and exit")
         .optflag("", "version", "print the version and exit");
@@ -265,6 +277,14 @@ fn options_from(matches: &getopts::Matches) -> Result<Options, String> {
             u64::from(LOG_LEVEL_MAX),
         )? as u8,
         redirect: redirect_option(matches)?,
+        // At most CONNECTIONS_MAX_MAX, so the cast cannot truncate.
+        connections_max: number_option(
+            matches,
+            "max_connections",
+            DEFAULT_CONNECTIONS_MAX,
+            1,
+            CONNECTIONS_MAX_MAX,
+        )? as usize,
     })
 }
 
@@ -490,6 +510,7 @@ mod tests {
                 snapshot_ms: 1000,
                 log_level: 2,
                 redirect: 301,
+                connections_max: 4096,
             }
         );
     }
@@ -522,6 +543,7 @@ mod tests {
             "--snapshot",
             "--loglevel",
             "--redirect",
+            "--max_connections",
         ] {
             assert!(text.contains(needle), "usage lacks {needle}:\n{text}");
         }
@@ -668,6 +690,20 @@ mod tests {
         }
         for bad in ["302", "x", ""] {
             assert!(error(&["--redirect", bad]).contains("--redirect"), "{bad}");
+        }
+    }
+
+    #[test]
+    fn max_connections() {
+        assert_eq!(
+            run(&["--max_connections", "20"]).unwrap().connections_max,
+            20
+        );
+        for bad in ["0", "-1", "x", "1048577"] {
+            assert!(
+                error(&["--max_connections", bad]).contains("--max_connections"),
+                "{bad}"
+            );
         }
     }
 

@@ -98,6 +98,7 @@ fn run(options: &Options) -> Result<(), String> {
     let (handle, node_thread) = node::start(config).map_err(|e| e.to_string())?;
     let http_options = HttpOptions {
         id_redirect: options.redirect,
+        connections_max: options.connections_max,
     };
     let http = match HttpServer::start(&options.http_listen, handle.clone(), http_options) {
         Ok(http) => http,

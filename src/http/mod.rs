@@ -105,11 +105,18 @@ impl RequestCounts {
 pub struct HttpOptions {
     /// A follower's redirect for `POST /`: 301 (willemt's), 307 or 308.
     pub id_redirect: u16,
+    /// Connections served at once (`--max_connections`); one more is
+    /// answered `503` and closed by tiny_http's accept thread. A request
+    /// that waits (`?wait=`) holds its connection, so it counts.
+    pub connections_max: usize,
 }
 
 impl Default for HttpOptions {
     fn default() -> HttpOptions {
-        HttpOptions { id_redirect: 301 }
+        HttpOptions {
+            id_redirect: 301,
+            connections_max: tiny_http::CONNECTIONS_MAX_DEFAULT,
+        }
     }
 }
 
@@ -163,8 +170,12 @@ impl HttpServer {
         let handler_context = Arc::clone(&context);
         let handler: tiny_http::Handler =
             Arc::new(move |request| handle(request, &handler_context));
-        let server = Server::from_listener_with_handler(listener, handler)
-            .map_err(|e| format!("cannot serve HTTP on {listen}: {e}"))?;
+        let server = Server::from_listener_with_handler_and_limit(
+            listener,
+            handler,
+            options.connections_max,
+        )
+        .map_err(|e| format!("cannot serve HTTP on {listen}: {e}"))?;
         Ok(HttpServer {
             server,
             context,
