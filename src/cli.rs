@@ -15,12 +15,16 @@ const DEFAULT_DB_SIZE_MB: u64 = 1024;
 const DEFAULT_EXPIRE_MS: u64 = 500;
 const DEFAULT_SNAPSHOT_MS: u64 = 1000;
 const DEFAULT_LOG_LEVEL: u8 = 2;
+const DEFAULT_CONNECTIONS_MAX: u64 = 4096;
 
 /// LMDB map limit: 1 TiB.
 pub const DB_SIZE_MB_MAX: u64 = 1 << 20;
 /// An hour: any longer interval is a typo, and keeps `Duration` math small.
 pub const INTERVAL_MS_MAX: u64 = 3_600_000;
 pub const LOG_LEVEL_MAX: u8 = 4;
+/// `--max_connections`: each connection holds a thread and two
+/// descriptors; more than this is a typo.
+pub const CONNECTIONS_MAX_MAX: u64 = 1 << 20;
 /// Clusters are 1, 3 or 5 nodes; this only bounds a runaway list.
 pub const PEERS_MAX: usize = 16;
 /// The longest DNS name.
@@ -74,6 +78,8 @@ pub struct Options {
     /// Files holding the bearer tokens for admin and client calls.
     pub admin_token: Option<PathBuf>,
     pub client_token: Option<PathBuf>,
+    /// `--max_connections`: HTTP connections served at once.
+    pub connections_max: usize,
 }
 
 /// The outcome of a successful parse.
@@ -166,6 +172,12 @@ fn options() -> getopts::Options {
             "client_token",
             "file with the bearer token every other request needs but /healthz and /readyz (default: open)",
             "FILE",
+        )
+        .optopt(
+            "",
+            "max_connections",
+            "HTTP connections served at once; more get 503 and are closed (default 4096)",
+            "N",
         )
         .optflag("h", "help", "print this help and exit")
         .optflag("", "version", "print the version and exit");
@@ -282,6 +294,14 @@ fn options_from(matches: &getopts::Matches) -> Result<Options, String> {
         redirect: redirect_option(matches)?,
         admin_token: file_option(matches, "admin_token")?,
         client_token: file_option(matches, "client_token")?,
+        // At most CONNECTIONS_MAX_MAX, so the cast cannot truncate.
+        connections_max: number_option(
+            matches,
+            "max_connections",
+            DEFAULT_CONNECTIONS_MAX,
+            1,
+            CONNECTIONS_MAX_MAX,
+        )? as usize,
     })
 }
 
@@ -518,6 +538,7 @@ mod tests {
                 redirect: 301,
                 admin_token: None,
                 client_token: None,
+                connections_max: 4096,
             }
         );
     }
@@ -552,6 +573,7 @@ mod tests {
             "--redirect",
             "--admin_token",
             "--client_token",
+            "--max_connections",
         ] {
             assert!(text.contains(needle), "usage lacks {needle}:\n{text}");
         }
@@ -698,6 +720,20 @@ mod tests {
         }
         for bad in ["302", "x", ""] {
             assert!(error(&["--redirect", bad]).contains("--redirect"), "{bad}");
+        }
+    }
+
+    #[test]
+    fn max_connections() {
+        assert_eq!(
+            run(&["--max_connections", "20"]).unwrap().connections_max,
+            20
+        );
+        for bad in ["0", "-1", "x", "1048577"] {
+            assert!(
+                error(&["--max_connections", bad]).contains("--max_connections"),
+                "{bad}"
+            );
         }
     }
 

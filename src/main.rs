@@ -151,6 +151,7 @@ fn run(options: &Options, tokens: Tokens, serving: &mut bool) -> Result<(), Stri
     let http_options = HttpOptions {
         id_redirect: options.redirect,
         tokens,
+        connections_max: options.connections_max,
     };
     let http = match HttpServer::start(&options.http_listen, handle.clone(), http_options) {
         Ok(http) => http,

@@ -176,8 +176,9 @@ fn garbage_on_the_peer_port_does_not_stop_a_node() {
     assert_cluster_still_works(&mut cluster, before);
 }
 
-/// Malformed HTTP: the node may answer 4xx or just close.
-fn http_garbage(rng: &mut XorShift) -> Vec<(&'static str, Vec<u8>)> {
+/// Malformed HTTP: the node may answer 4xx or just close, but a head too
+/// large must be answered for what it is (and the HTTP/2 preface 505).
+fn http_garbage(rng: &mut XorShift) -> Vec<(&'static str, Vec<u8>, Option<u16>)> {
     let mut huge_header = b"POST / HTTP/1.1\r\nHost: x\r\nX-Big: ".to_vec();
     huge_header.extend(vec![b'a'; 1 << 20]);
     huge_header.extend(b"\r\n\r\n");
@@ -198,38 +199,42 @@ fn http_garbage(rng: &mut XorShift) -> Vec<(&'static str, Vec<u8>)> {
     }
     absurd_api.extend(b"?sessid=%zz&name=%&& HTTP/1.1\r\n\r\n");
     vec![
-        ("random bytes", rng.bytes(64 << 10)),
-        ("huge header", huge_header),
-        ("many headers", many_headers),
-        ("absurd URL", absurd_url),
-        ("absurd count", absurd_count),
-        ("absurd API path", absurd_api),
-        ("truncated head", b"POST / HTTP/1.1\r\nHost: x\r\nContent-Le".to_vec()),
+        ("random bytes", rng.bytes(64 << 10), None),
+        ("huge header", huge_header, Some(431)),
+        ("many headers", many_headers, Some(431)),
+        ("absurd URL", absurd_url, Some(414)),
+        ("absurd count", absurd_count, Some(414)),
+        ("absurd API path", absurd_api, Some(414)),
+        ("truncated head", b"POST / HTTP/1.1\r\nHost: x\r\nContent-Le".to_vec(), None),
         (
             "truncated body",
             b"POST /api/v1/sessions?name=x HTTP/1.1\r\nContent-Length: 1000\r\n\r\nabc".to_vec(),
+            None,
         ),
         (
             "bad chunk",
             b"POST /api/v1/tickets/r?sessid=1&name=t HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"
                 .to_vec(),
+            None,
         ),
         (
             "huge content length",
             b"POST / HTTP/1.1\r\nContent-Length: 99999999999999999999999\r\n\r\n".to_vec(),
+            None,
         ),
         (
             "negative content length",
             b"POST / HTTP/1.1\r\nContent-Length: -5\r\n\r\n".to_vec(),
+            None,
         ),
-        ("binary request line", b"P\xffST /\xfe\x00 HTTP/1.1\r\n\r\n".to_vec()),
-        ("no version", b"GET /\r\n\r\n".to_vec()),
-        ("unknown method", b"BREW / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec()),
+        ("binary request line", b"P\xffST /\xfe\x00 HTTP/1.1\r\n\r\n".to_vec(), None),
+        ("no version", b"GET /\r\n\r\n".to_vec(), None),
+        ("unknown method", b"BREW / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(), None),
         // Upstream tiny_http 0.12 never answered this one and never freed
         // its thread (see vendor/tiny_http/README.md); now a 505.
-        ("HTTP/2 preface", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec()),
-        ("bare newlines", b"POST /?count=3 HTTP/1.1\n\n".to_vec()),
-        ("nothing", Vec::new()),
+        ("HTTP/2 preface", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec(), Some(505)),
+        ("bare newlines", b"POST /?count=3 HTTP/1.1\n\n".to_vec(), None),
+        ("nothing", Vec::new(), None),
     ]
 }
 
@@ -247,11 +252,19 @@ fn malformed_http_does_not_stop_a_node() {
     let mut rng = XorShift(0x2545_f491_4f6c_dd1d);
     let mut senders = Vec::new();
     for node in 0..3 {
-        for (name, bytes) in http_garbage(&mut rng) {
+        for (name, bytes, expected) in http_garbage(&mut rng) {
             let addr = cluster.nodes[node].http();
             senders.push(thread::spawn(move || {
                 let answer = raw_exchange(&addr, &bytes, true, CLOSE_WAIT);
                 let answer = answer.unwrap_or_else(|| panic!("{name}: connection refused"));
+                if let Some(expected) = expected {
+                    assert_eq!(
+                        raw_status(&answer),
+                        Some(expected),
+                        "{name}: {:?}",
+                        String::from_utf8_lossy(&answer[..answer.len().min(200)])
+                    );
+                }
                 // An answer, if any, refuses the request or (for what
                 // happens to parse) is an ordinary one; never a 5xx of
                 // a handler gone wrong.
@@ -405,6 +418,24 @@ fn an_endless_header_line_is_cut_off() {
     assert!(
         sent_mib < 16,
         "the node took {sent_mib} MiB of one header line\n{}",
+        node.log()
+    );
+    // Cut off, not just no longer read: answered 431 and closed (what it
+    // sent before the close is still readable after a reset).
+    stream.set_read_timeout(Some(CLOSE_WAIT)).expect("timeout");
+    let mut answer = Vec::new();
+    let mut buffer = [0u8; 4096];
+    while let Ok(n) = std::io::Read::read(&mut stream, &mut buffer) {
+        if n == 0 {
+            break;
+        }
+        answer.extend_from_slice(&buffer[..n]);
+    }
+    assert_eq!(
+        raw_status(&answer),
+        Some(431),
+        "{:?}\n{}",
+        String::from_utf8_lossy(&answer),
         node.log()
     );
 }

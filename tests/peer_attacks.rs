@@ -57,21 +57,33 @@ fn public_ids(cluster: &Cluster) -> (BTreeMap<String, NodeId>, u64) {
 }
 
 /// A connection to `peer` that has passed the handshake as `as_node`.
+/// Claiming a member's id closes that member's own connection, and the
+/// member's reconnect may in turn close ours before the reply is out: a
+/// few attempts, then a failure.
 fn connect(peer: &str, cluster_id: u64, as_node: NodeId) -> TcpStream {
-    let mut stream = TcpStream::connect(peer).unwrap();
-    stream.set_read_timeout(Some(CLOSE_WAIT)).unwrap();
-    let hello = Handshake {
-        cluster_id,
-        node_id: as_node,
-        peer_addr: String::new(),
-        http_addr: String::new(),
-        // 0: the older build's form, which skips the lost-data check.
-        incarnation: 0,
-    };
-    write_handshake(&mut stream, &hello).unwrap();
-    let reply = read_frame(&mut stream).unwrap();
-    assert_eq!(reply.kind, FrameKind::Handshake, "no handshake from {peer}");
-    stream
+    let mut last_error = String::new();
+    for _ in 0..10 {
+        let mut stream = TcpStream::connect(peer).unwrap();
+        stream.set_read_timeout(Some(CLOSE_WAIT)).unwrap();
+        let hello = Handshake {
+            cluster_id,
+            node_id: as_node,
+            peer_addr: String::new(),
+            http_addr: String::new(),
+            // 0: the older build's form, which skips the lost-data check.
+            incarnation: 0,
+        };
+        write_handshake(&mut stream, &hello).unwrap();
+        match read_frame(&mut stream) {
+            Ok(reply) => {
+                assert_eq!(reply.kind, FrameKind::Handshake, "no handshake from {peer}");
+                return stream;
+            }
+            Err(e) => last_error = e.to_string(),
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("no handshake reply from {peer} to node {as_node}: {last_error}");
 }
 
 /// Whether the node closed the connection (EOF or reset) within

@@ -109,6 +109,10 @@ pub struct HttpOptions {
     pub id_redirect: u16,
     /// Bearer tokens for admin and client calls.
     pub tokens: Tokens,
+    /// Connections served at once (`--max_connections`); one more is
+    /// answered `503` and closed by tiny_http's accept thread. A request
+    /// that waits (`?wait=`) holds its connection, so it counts.
+    pub connections_max: usize,
 }
 
 impl Default for HttpOptions {
@@ -116,6 +120,7 @@ impl Default for HttpOptions {
         HttpOptions {
             id_redirect: 301,
             tokens: Tokens::default(),
+            connections_max: tiny_http::CONNECTIONS_MAX_DEFAULT,
         }
     }
 }
@@ -160,6 +165,7 @@ impl HttpServer {
             .local_addr()
             .map(|a| a.to_string())
             .unwrap_or_else(|_| listen.to_string());
+        let connections_max = options.connections_max;
         let context = Arc::new(Context {
             node,
             options,
@@ -170,8 +176,9 @@ impl HttpServer {
         let handler_context = Arc::clone(&context);
         let handler: tiny_http::Handler =
             Arc::new(move |request| handle(request, &handler_context));
-        let server = Server::from_listener_with_handler(listener, handler)
-            .map_err(|e| format!("cannot serve HTTP on {listen}: {e}"))?;
+        let server =
+            Server::from_listener_with_handler_and_limit(listener, handler, connections_max)
+                .map_err(|e| format!("cannot serve HTTP on {listen}: {e}"))?;
         Ok(HttpServer {
             server,
             context,

@@ -6,13 +6,23 @@ use std::io::{BufReader, BufWriter, ErrorKind, Read, Write};
 
 use std::net::SocketAddr;
 use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::common::{HTTPVersion, Method};
 
-/// ticketd: the longest request or header line accepted.
-const LINE_BYTES_MAX: usize = 16 * 1024;
-/// ticketd: the most headers accepted in one request.
+/// ticketd: the longest request line accepted (longer: `414`).
+const REQUEST_LINE_BYTES_MAX: usize = 8 * 1024;
+/// ticketd: the largest request head (request line and headers, line
+/// ends included) accepted (larger: `431`).
+const HEAD_BYTES_MAX: usize = 32 * 1024;
+/// ticketd: the most headers accepted in one request (more: `431`).
 const HEADERS_MAX: usize = 128;
+/// ticketd: how long a request head may take to arrive, from the
+/// connection's accept for its first request and from its first byte for
+/// later ones, whatever the byte rate (longer: `408`).
+pub(crate) const HEAD_DEADLINE: Duration = Duration::from_secs(10);
+use crate::util::read_deadline::ReadDeadline;
 use crate::util::RefinedTcpStream;
 use crate::util::{SequentialReader, SequentialReaderBuilder, SequentialWriterBuilder};
 use crate::Request;
@@ -39,6 +49,12 @@ pub struct ClientConnection {
 
     // true if the connection goes through SSL
     secure: bool,
+
+    /// ticketd: bounds the time the request head takes to arrive.
+    deadline: Arc<ReadDeadline>,
+
+    /// ticketd: bytes of the current request head read so far.
+    head_bytes: usize,
 }
 
 /// Error that can happen when reading a request.
@@ -48,6 +64,10 @@ enum ReadError {
     WrongHeader(HTTPVersion),
     /// the client sent an unrecognized `Expect` header
     ExpectationFailed(HTTPVersion),
+    /// ticketd: the request line is over `REQUEST_LINE_BYTES_MAX`.
+    RequestLineTooLong,
+    /// ticketd: the head is over `HEAD_BYTES_MAX` or `HEADERS_MAX`.
+    HeadTooLarge,
     ReadIoError(IoError),
 }
 
@@ -59,6 +79,10 @@ impl ClientConnection {
     ) -> ClientConnection {
         let remote_addr = read_socket.peer_addr();
         let secure = read_socket.secure();
+        // ticketd: the first request's head is due from the accept on.
+        let deadline = Arc::new(ReadDeadline::new(crate::CLIENT_IDLE_TIMEOUT));
+        deadline.set(Some(Instant::now() + HEAD_DEADLINE));
+        read_socket.set_deadline(Arc::clone(&deadline));
 
         let mut source = SequentialReaderBuilder::new(BufReader::with_capacity(1024, read_socket));
         let first_header = source.next().unwrap();
@@ -70,6 +94,8 @@ impl ClientConnection {
             next_header_source: first_header,
             no_more_requests: false,
             secure,
+            deadline,
+            head_bytes: 0,
         }
     }
 
@@ -82,27 +108,46 @@ impl ClientConnection {
     ///
     /// Reads until `CRLF` is reached. The next read will start
     ///  at the first byte of the new line.
-    fn read_next_line(&mut self) -> IoResult<AsciiString> {
+    ///
+    /// ticketd: a line of any length was kept in memory, so one client
+    /// could make the server run out of it. The request line is now at
+    /// most `REQUEST_LINE_BYTES_MAX` and the whole head `HEAD_BYTES_MAX`;
+    /// the first byte of a request starts its head's deadline.
+    fn read_next_line(&mut self, request_line: bool) -> Result<AsciiString, ReadError> {
         let mut buf = Vec::new();
         let mut prev_byte_was_cr = false;
 
         loop {
-            // ticketd: a line of any length was kept in memory; one client
-            // could make the server run out of it.
-            if buf.len() > LINE_BYTES_MAX {
-                return Err(IoError::new(ErrorKind::InvalidData, "header line too long"));
+            if request_line && buf.len() > REQUEST_LINE_BYTES_MAX {
+                return Err(ReadError::RequestLineTooLong);
+            }
+            if self.head_bytes >= HEAD_BYTES_MAX {
+                return Err(ReadError::HeadTooLarge);
             }
             let byte = self.next_header_source.by_ref().bytes().next();
 
             let byte = match byte {
-                Some(b) => b?,
-                None => return Err(IoError::new(ErrorKind::ConnectionAborted, "Unexpected EOF")),
+                Some(b) => b.map_err(ReadError::ReadIoError)?,
+                None => {
+                    return Err(ReadError::ReadIoError(IoError::new(
+                        ErrorKind::ConnectionAborted,
+                        "Unexpected EOF",
+                    )))
+                }
             };
+            if self.head_bytes == 0 {
+                self.deadline.set_if_unset(Instant::now() + HEAD_DEADLINE);
+            }
+            self.head_bytes += 1;
 
             if byte == b'\n' && prev_byte_was_cr {
                 buf.pop(); // removing the '\r'
-                return AsciiString::from_ascii(buf)
-                    .map_err(|_| IoError::new(ErrorKind::InvalidInput, "Header is not in ASCII"));
+                return AsciiString::from_ascii(buf).map_err(|_| {
+                    ReadError::ReadIoError(IoError::new(
+                        ErrorKind::InvalidInput,
+                        "Header is not in ASCII",
+                    ))
+                });
             }
 
             prev_byte_was_cr = byte == b'\r';
@@ -114,10 +159,11 @@ impl ClientConnection {
     /// Reads a request from the stream.
     /// Blocks until the header has been read.
     fn read(&mut self) -> Result<Request, ReadError> {
+        self.head_bytes = 0;
         let (method, path, version, headers) = {
             // reading the request line
             let (method, path, version) = {
-                let line = self.read_next_line().map_err(ReadError::ReadIoError)?;
+                let line = self.read_next_line(true)?;
 
                 parse_request_line(
                     line.as_str().trim(), // TODO: remove this conversion
@@ -128,14 +174,14 @@ impl ClientConnection {
             let headers = {
                 let mut headers = Vec::new();
                 loop {
-                    let line = self.read_next_line().map_err(ReadError::ReadIoError)?;
+                    let line = self.read_next_line(false)?;
 
                     if line.is_empty() {
                         break;
                     };
                     // ticketd: so was any number of headers.
                     if headers.len() >= HEADERS_MAX {
-                        return Err(ReadError::WrongHeader(version));
+                        return Err(ReadError::HeadTooLarge);
                     }
                     headers.push(match FromStr::from_str(line.as_str().trim()) {
                         // TODO: remove this conversion
@@ -149,6 +195,9 @@ impl ClientConnection {
 
             (method, path, version, headers)
         };
+        // ticketd: the head is in; the body and the next request's wait
+        // have the idle timeout only.
+        self.deadline.set(None);
 
         // ticketd: the peer address was unwrapped below, which panicked
         // the connection's thread when the client had already gone.
@@ -195,6 +244,29 @@ impl ClientConnection {
     }
 }
 
+impl ClientConnection {
+    /// ticketd: answers `status` with a one-line `body` and
+    /// `Connection: close`, before the connection is closed.
+    fn refuse(&mut self, status: u16, body: &str) {
+        if let Some(mut writer) = self.sink.next() {
+            let answer = refusal(status, "", body);
+            let _ = writer.write_all(&answer).and_then(|()| writer.flush());
+        }
+    }
+}
+
+/// ticketd: a whole short answer that closes the connection: status line,
+/// `extra_headers` (each ending in CRLF), and a one-line text body.
+pub(crate) fn refusal(status: u16, extra_headers: &str, body: &str) -> Vec<u8> {
+    let reason = crate::StatusCode(status).default_reason_phrase();
+    format!(
+        "HTTP/1.1 {status} {reason}\r\nConnection: close\r\n{extra_headers}\
+         Content-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n\r\n{body}\n",
+        body.len() + 1
+    )
+    .into_bytes()
+}
+
 impl Iterator for ClientConnection {
     type Item = Request;
 
@@ -229,14 +301,24 @@ impl Iterator for ClientConnection {
                                  // se we have to close
                 }
 
-                Err(ReadError::ReadIoError(ref err)) if err.kind() == ErrorKind::TimedOut => {
-                    // request timeout
-                    let writer = self.sink.next().unwrap();
-                    let response = Response::new_empty(StatusCode(408));
-                    response
-                        .raw_print(writer, HTTPVersion(1, 1), &[], false, None)
-                        .ok();
+                // ticketd: a timeout in the middle of a head (its deadline,
+                // see `HEAD_DEADLINE`) is answered; one between requests
+                // (an idle keep-alive client) just closes.
+                Err(ReadError::ReadIoError(ref err))
+                    if err.kind() == ErrorKind::TimedOut && self.head_bytes > 0 =>
+                {
+                    self.refuse(408, "the request head took too long");
                     return None; // closing the connection
+                }
+
+                Err(ReadError::RequestLineTooLong) => {
+                    self.refuse(414, "the request line is too long");
+                    return None;
+                }
+
+                Err(ReadError::HeadTooLarge) => {
+                    self.refuse(431, "the request head is too large");
+                    return None;
                 }
 
                 Err(ReadError::ExpectationFailed(ver)) => {

@@ -93,6 +93,24 @@ impl Connection {
         }
     }
 
+    /// ticketd: bounds how long a read on the connection blocks.
+    pub(crate) fn set_read_timeout(&self, timeout: std::time::Duration) -> std::io::Result<()> {
+        match self {
+            Self::Tcp(s) => s.set_read_timeout(Some(timeout)),
+            #[cfg(unix)]
+            Self::Unix(s) => s.set_read_timeout(Some(timeout)),
+        }
+    }
+
+    /// ticketd: for answering from the accept thread without blocking it.
+    pub(crate) fn set_nonblocking(&self, nonblocking: bool) -> std::io::Result<()> {
+        match self {
+            Self::Tcp(s) => s.set_nonblocking(nonblocking),
+            #[cfg(unix)]
+            Self::Unix(s) => s.set_nonblocking(nonblocking),
+        }
+    }
+
     /// Gets the peer's address. Some for TCP, None for Unix sockets.
     pub(crate) fn peer_addr(&mut self) -> std::io::Result<Option<SocketAddr>> {
         match self {

@@ -99,8 +99,8 @@ use std::io::Error as IoError;
 use std::io::ErrorKind as IoErrorKind;
 use std::io::Result as IoResult;
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
-use std::sync::atomic::AtomicBool;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread;
@@ -127,6 +127,12 @@ mod test;
 /// ticketd: how long a client connection may stay silent (or refuse to
 /// read) before it is closed; longer than any request may wait.
 const CLIENT_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+/// ticketd: connections served at once by default (see
+/// [`Server::from_listener_with_handler_and_limit`]).
+pub const CONNECTIONS_MAX_DEFAULT: usize = 4096;
+/// ticketd: how often, at most, the accept thread logs connections it
+/// had to turn away, so that a flood of them does not flood the log.
+const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
 mod util;
 
 /// The main class of this library.
@@ -144,6 +150,52 @@ pub struct Server {
 
     // result of TcpListener::local_addr()
     listening_addr: ListenAddr,
+
+    /// ticketd: connections being served now.
+    connections: Arc<AtomicUsize>,
+}
+
+/// ticketd: one connection counted against the limit, from its accept
+/// until its thread is done with it (or it could not get one).
+struct ConnectionPermit {
+    connections: Arc<AtomicUsize>,
+}
+
+impl ConnectionPermit {
+    fn new(connections: &Arc<AtomicUsize>) -> ConnectionPermit {
+        connections.fetch_add(1, SeqCst);
+        ConnectionPermit {
+            connections: Arc::clone(connections),
+        }
+    }
+}
+
+impl Drop for ConnectionPermit {
+    fn drop(&mut self) {
+        self.connections.fetch_sub(1, SeqCst);
+    }
+}
+
+/// ticketd: turns away a connection over the limit from the accept thread
+/// without ever blocking it: what the client sent already is read (so
+/// that closing does not reset the connection and lose the answer), then
+/// a short `503` is written if the socket takes it at once, and the
+/// connection is closed.
+fn turn_away(mut sock: Connection) {
+    use std::io::{Read, Write};
+    if sock.set_nonblocking(true).is_err() {
+        return;
+    }
+    let mut sink = [0u8; 4096];
+    for _ in 0..16 {
+        match sock.read(&mut sink) {
+            Ok(n) if n > 0 => continue,
+            _ => break,
+        }
+    }
+    let answer = client::refusal(503, "Retry-After: 1\r\n", "too many connections");
+    let _ = sock.write(&answer);
+    let _ = sock.shutdown(Shutdown::Both);
 }
 
 /// ticketd: what [`Server::from_listener_with_handler`] runs for each
@@ -251,7 +303,7 @@ impl Server {
         listener: L,
         ssl_config: Option<SslConfig>,
     ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
-        Self::start(listener.into(), ssl_config, None)
+        Self::start(listener.into(), ssl_config, None, CONNECTIONS_MAX_DEFAULT)
     }
 
     /// ticketd: builds a server that runs `handler` for each request on
@@ -264,13 +316,27 @@ impl Server {
         listener: L,
         handler: Handler,
     ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
-        Self::start(listener.into(), None, Some(handler))
+        Self::from_listener_with_handler_and_limit(listener, handler, CONNECTIONS_MAX_DEFAULT)
+    }
+
+    /// ticketd: as [`Server::from_listener_with_handler`], serving at most
+    /// `connections_max` connections at once (each holds a thread until
+    /// its client leaves or times out). One more is answered `503` with
+    /// `Retry-After: 1` and closed by the accept thread, which never
+    /// starts a thread for it nor waits for it.
+    pub fn from_listener_with_handler_and_limit<L: Into<Listener>>(
+        listener: L,
+        handler: Handler,
+        connections_max: usize,
+    ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
+        Self::start(listener.into(), None, Some(handler), connections_max)
     }
 
     fn start(
         listener: Listener,
         ssl_config: Option<SslConfig>,
         handler: Option<Handler>,
+        connections_max: usize,
     ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
         // building the "close" variable
         let close_trigger = Arc::new(AtomicBool::new(false));
@@ -313,13 +379,24 @@ impl Server {
 
         let inside_close_trigger = close_trigger.clone();
         let inside_messages = messages.clone();
-        thread::spawn(move || {
+        let connections = Arc::new(AtomicUsize::new(0));
+        let inside_connections = Arc::clone(&connections);
+        // ticketd: `thread::spawn` panicked if it could not start one.
+        thread::Builder::new().name("http-accept".into()).spawn(move || {
             // a tasks pool is used to dispatch the connections into threads
             let tasks_pool = util::TaskPool::new();
+            let mut refusals = Refusals::default();
 
             log::debug!("Running accept thread");
             while !inside_close_trigger.load(Relaxed) {
                 let new_client = match server.accept() {
+                    // ticketd: only this thread adds connections, so the
+                    // count cannot pass the limit between load and add.
+                    Ok((sock, _)) if inside_connections.load(SeqCst) >= connections_max => {
+                        turn_away(sock);
+                        refusals.note("over the connection limit");
+                        continue;
+                    }
                     Ok((sock, _)) => {
                         // ticketd: nothing timed out idle clients, so they
                         // held a thread and two descriptors each for good.
@@ -361,9 +438,12 @@ impl Server {
                     Ok(client) => {
                         let messages = inside_messages.clone();
                         let handler = handler.clone();
-                        let mut client = Some(client);
-                        tasks_pool.spawn(Box::new(move || {
-                            if let Some(client) = client.take() {
+                        let mut client = Some((client, ConnectionPermit::new(&inside_connections)));
+                        // ticketd: if no thread can be started, the task
+                        // is dropped, and with it the connection and its
+                        // permit; the server goes on.
+                        let spawned = tasks_pool.spawn(Box::new(move || {
+                            if let Some((client, _permit)) = client.take() {
                                 if let Some(handler) = &handler {
                                     for rq in client {
                                         handler(rq);
@@ -382,6 +462,9 @@ impl Server {
                                 }
                             }
                         }));
+                        if let Err(e) = spawned {
+                            refusals.note(&format!("cannot start a thread: {}", e));
+                        }
                     }
 
                     Err(e) => {
@@ -395,13 +478,14 @@ impl Server {
                 }
             }
             log::debug!("Terminating accept thread");
-        });
+        })?;
 
         // result
         Ok(Server {
             messages,
             close: close_trigger,
             listening_addr: local_addr,
+            connections,
         })
     }
 
@@ -420,9 +504,10 @@ impl Server {
     }
 
     /// Returns the number of clients currently connected to the server.
+    ///
+    /// ticketd: this was `unimplemented!()`.
     pub fn num_connections(&self) -> usize {
-        unimplemented!()
-        //self.requests_receiver.lock().len()
+        self.connections.load(SeqCst)
     }
 
     /// Blocks until an HTTP request has been submitted and returns it.
@@ -457,6 +542,32 @@ impl Server {
     /// This method allows graceful shutdown of server.
     pub fn unblock(&self) {
         self.messages.unblock();
+    }
+}
+
+/// ticketd: connections the accept thread dropped, logged at most once
+/// per `REFUSAL_LOG_INTERVAL`, with how many there were.
+#[derive(Default)]
+struct Refusals {
+    last_logged: Option<std::time::Instant>,
+    unlogged: u64,
+}
+
+impl Refusals {
+    fn note(&mut self, why: &str) {
+        self.unlogged += 1;
+        let due = self
+            .last_logged
+            .map_or(true, |at| at.elapsed() >= REFUSAL_LOG_INTERVAL);
+        if due {
+            log::warn!(
+                "HTTP connection dropped ({} since the last such message): {}",
+                self.unlogged,
+                why
+            );
+            self.last_logged = Some(std::time::Instant::now());
+            self.unlogged = 0;
+        }
     }
 }
 

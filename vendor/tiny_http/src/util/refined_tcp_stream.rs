@@ -1,6 +1,10 @@
 use std::io::Result as IoResult;
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::read_deadline::ReadDeadline;
 
 use crate::connection::Connection;
 #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
@@ -55,6 +59,14 @@ impl Stream {
         }
     }
 
+    fn set_read_timeout(&self, timeout: Duration) -> IoResult<()> {
+        match self {
+            Stream::Http(tcp_stream) => tcp_stream.set_read_timeout(timeout),
+            #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
+            Stream::Https(_) => Ok(()),
+        }
+    }
+
     fn shutdown(&mut self, how: Shutdown) -> IoResult<()> {
         match self {
             Stream::Http(tcp_stream) => tcp_stream.shutdown(how),
@@ -96,6 +108,8 @@ pub struct RefinedTcpStream {
     stream: Stream,
     close_read: bool,
     close_write: bool,
+    /// ticketd: what bounds this (read) half's reads, if anything.
+    deadline: Option<Arc<ReadDeadline>>,
 }
 
 impl RefinedTcpStream {
@@ -113,12 +127,14 @@ impl RefinedTcpStream {
             stream: read,
             close_read: true,
             close_write: false,
+            deadline: None,
         };
 
         let write = RefinedTcpStream {
             stream: write,
             close_read: false,
             close_write: true,
+            deadline: None,
         };
 
         Ok((read, write))
@@ -132,6 +148,11 @@ impl RefinedTcpStream {
 
     pub(crate) fn peer_addr(&mut self) -> IoResult<Option<SocketAddr>> {
         self.stream.peer_addr()
+    }
+
+    /// ticketd: makes reads obey `deadline` (see `read_deadline.rs`).
+    pub(crate) fn set_deadline(&mut self, deadline: Arc<ReadDeadline>) {
+        self.deadline = Some(deadline);
     }
 }
 
@@ -149,7 +170,19 @@ impl Drop for RefinedTcpStream {
 
 impl Read for RefinedTcpStream {
     fn read(&mut self, buf: &mut [u8]) -> IoResult<usize> {
-        self.stream.read(buf)
+        if let Some(deadline) = &self.deadline {
+            if let Some(timeout) = deadline.before_read()? {
+                self.stream.set_read_timeout(timeout)?;
+            }
+        }
+        // ticketd: a socket's read timeout is `WouldBlock` on Unix, which
+        // nothing here took for a timeout (the 408 below never went out).
+        match self.stream.read(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                Err(std::io::Error::new(std::io::ErrorKind::TimedOut, e))
+            }
+            other => other,
+        }
     }
 }
 
