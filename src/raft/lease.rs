@@ -14,7 +14,7 @@ use super::core::Raft;
 /// older than an election timeout; older starts are not leases.
 const TICKS_KEPT: usize = 1024;
 
-/// When each of the last [`TICKS_KEPT`] ticks ran.
+/// When each of the last 1024 ticks ran.
 #[derive(Clone, Debug)]
 pub struct TickTimes<T> {
     /// `(tick, when it ran)`, oldest first.

@@ -99,7 +99,28 @@
 //!   the moment it is appended; only one may be uncommitted, and only
 //!   after the leader committed an entry of its own term (the 2015 fix to
 //!   single-server changes). A removed leader steps down once its removal
-//!   is committed.
+//!   is committed; a leader asked to remove itself hands leadership to its
+//!   most up-to-date voter first ([`ProposeError::Transferring`]) and the
+//!   new leader removes it.
+//! * **Node IDs are never reused**: every configuration carries the
+//!   highest ID ever assigned (`Membership::max_id`); a new member gets an
+//!   ID above it, and an ID at or below it that is not a member is
+//!   refused (the old process may still run under it).
+//! * **A removed member learns it**: the leader keeps replicating to it
+//!   until it holds the removal and has heard that it is committed (or
+//!   gives up after four maximal election timeouts), and hears its
+//!   answers meanwhile; once the removal is committed, its messages are
+//!   dropped everywhere, so its pre-votes disturb nobody.
+//! * **A log with nothing beyond the bootstrap vouches only for an empty
+//!   one.** Such a log may be a wiped data directory under a member's ID:
+//!   its node may have voted for, or acknowledged, entries it no longer
+//!   has. Granting votes only to candidates whose log is empty too keeps
+//!   a brand-new cluster electable and stops a wiped node from handing a
+//!   lagging candidate the majority (which could lose committed entries).
+//!   The cost: in a brand-new cluster whose first leader dies before a
+//!   second node got any entry, the others wait for it to come back.
+//!   Each member also publishes an incarnation through the log, which the
+//!   transport checks, so a wiped node is told and stops (`node/`).
 //! * **The log lives in memory** from the last snapshot on; the driver's
 //!   compaction keeps it short. A driver with a large state may take the
 //!   snapshot's meta now ([`Raft::snapshot_meta`]), encode and store the
