@@ -27,7 +27,7 @@ pub(crate) fn quiet_net() -> NetParams {
 
 /// An entry whose data is a function of (index, term), so equal pairs in
 /// different hand-built logs are equal entries.
-fn entry(index: u64, term: Term) -> Entry {
+pub(crate) fn entry(index: u64, term: Term) -> Entry {
     Entry {
         term,
         index,
@@ -36,7 +36,7 @@ fn entry(index: u64, term: Term) -> Entry {
     }
 }
 
-fn disk(voters: &[NodeId], hard_state: HardState, terms: &[Term]) -> Disk {
+pub(crate) fn disk(voters: &[NodeId], hard_state: HardState, terms: &[Term]) -> Disk {
     let entries = terms
         .iter()
         .enumerate()
@@ -56,7 +56,7 @@ fn disk(voters: &[NodeId], hard_state: HardState, terms: &[Term]) -> Disk {
     })
 }
 
-fn hard(term: Term, vote: NodeId, commit: u64) -> HardState {
+pub(crate) fn hard(term: Term, vote: NodeId, commit: u64) -> HardState {
     HardState { term, vote, commit }
 }
 

@@ -5,78 +5,12 @@
 //! safety check still runs after each event. Owns only these scenarios.
 
 use ticketd::raft::{
-    ConfChange, Entry, EntryKind, HardState, Membership, Message, MessageBody, NodeId, Persisted,
-    ProposeError, Role, Snapshot, SnapshotMeta, Term,
+    ConfChange, Entry, Membership, Message, MessageBody, NodeId, ProposeError, Role, Term,
 };
 
-use crate::cluster::{Cluster, membership_of, sim_config};
+use crate::classic::{disk, entry, everything, hard, leads, quiet_net, run_until};
+use crate::cluster::{Cluster, sim_config};
 use crate::disk::Disk;
-use crate::network::NetParams;
-
-fn quiet_net() -> NetParams {
-    NetParams {
-        delay_ticks_max: 1,
-        ..NetParams::default()
-    }
-}
-
-/// An entry whose data is a function of (index, term), so equal pairs in
-/// different hand-built logs are equal entries.
-fn entry(index: u64, term: Term) -> Entry {
-    Entry {
-        term,
-        index,
-        kind: EntryKind::Normal,
-        data: vec![index as u8, term as u8],
-    }
-}
-
-fn disk(voters: &[NodeId], hard_state: HardState, terms: &[Term]) -> Disk {
-    let entries = terms
-        .iter()
-        .enumerate()
-        .map(|(i, &t)| entry(i as u64 + 1, t))
-        .collect();
-    Disk::from_persisted(Persisted {
-        hard_state,
-        snapshot: Snapshot {
-            meta: SnapshotMeta {
-                index: 0,
-                term: 0,
-                membership: membership_of(voters),
-            },
-            data: Vec::new(),
-        },
-        entries,
-    })
-}
-
-fn hard(term: Term, vote: NodeId, commit: u64) -> HardState {
-    HardState { term, vote, commit }
-}
-
-fn everything(_: &mut Message) -> bool {
-    true
-}
-
-/// Hand mode: one tick for every running node, then everything in flight
-/// is delivered (if `allow` lets it), until `done` or `ticks_max`.
-fn run_until(
-    cluster: &mut Cluster,
-    ticks_max: u64,
-    mut allow: impl FnMut(&mut Message) -> bool,
-    done: impl Fn(&Cluster) -> bool,
-) -> bool {
-    for _ in 0..ticks_max {
-        if done(cluster) {
-            return true;
-        }
-        cluster.now += 1;
-        cluster.tick_all().unwrap();
-        cluster.settle(&mut allow).unwrap();
-    }
-    done(cluster)
-}
 
 /// Runs `ticks` ticks; false as soon as `holds` does not.
 fn holds_for(cluster: &mut Cluster, ticks: u64, holds: impl Fn(&Cluster) -> bool) -> bool {
@@ -89,10 +23,6 @@ fn holds_for(cluster: &mut Cluster, ticks: u64, holds: impl Fn(&Cluster) -> bool
         cluster.settle(everything).unwrap();
     }
     holds(cluster)
-}
-
-fn leads(id: NodeId) -> impl Fn(&Cluster) -> bool {
-    move |c| c.is_up(id) && c.raft(id).role() == Role::Leader
 }
 
 /// A cluster of `n` fresh voters that elected node 1 and settled.
