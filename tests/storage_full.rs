@@ -11,6 +11,28 @@ use std::time::Duration;
 use api_support::{Api, Json, LogsOnPanic, lock_grant};
 use common::Cluster;
 
+/// Issues tickets of `data` on resource `big` until one is refused with
+/// 507: the names acknowledged before, and the refusal.
+fn fill_until_507(
+    cluster: &Cluster,
+    api: &Api,
+    session: &str,
+    data: &[u8],
+    at_most: usize,
+) -> (Vec<String>, common::Response) {
+    let mut acknowledged = Vec::new();
+    for i in 0..at_most {
+        let name = format!("t{i}");
+        let answer = api.issue(session, "big", &name, data);
+        match answer.status {
+            200 => acknowledged.push(name),
+            507 => return (acknowledged, answer),
+            other => panic!("ticket {i}: {other} {}\n{}", answer.body, cluster.logs()),
+        }
+    }
+    panic!("storage never filled\n{}", cluster.logs());
+}
+
 #[test]
 fn a_full_map_refuses_writes_with_507_and_loses_nothing() {
     let mut cluster = Cluster::new("storage-full", 1);
@@ -20,21 +42,7 @@ fn a_full_map_refuses_writes_with_507_and_loses_nothing() {
     let api = Api::new(&cluster.nodes[0].http());
     let session = api.open_session("filler", 600_000);
     let data = vec![b'x'; 1000];
-    let mut acknowledged = Vec::new();
-    let mut refused = None;
-    for i in 0..5_000 {
-        let name = format!("t{i}");
-        let answer = api.issue(&session, "big", &name, &data);
-        match answer.status {
-            200 => acknowledged.push(name),
-            507 => {
-                refused = Some(answer);
-                break;
-            }
-            other => panic!("ticket {i}: {other} {}\n{}", answer.body, cluster.logs()),
-        }
-    }
-    let refused = refused.unwrap_or_else(|| panic!("the map never filled\n{}", cluster.logs()));
+    let (acknowledged, refused) = fill_until_507(&cluster, &api, &session, &data, 5_000);
     assert_eq!(refused.body.lines().count(), 1, "{:?}", refused.body);
     assert!(
         acknowledged.len() > 50,
@@ -134,21 +142,7 @@ fn a_full_file_system_refuses_writes_frees_from_the_reserve_and_recovers() {
     let closer = api.open_session("closer", 600_000);
     let session = api.open_session("filler", 600_000);
     let data = vec![b'x'; 1000];
-    let mut acknowledged = Vec::new();
-    let mut refused = None;
-    for i in 0..50_000 {
-        let name = format!("t{i}");
-        let answer = api.issue(&session, "big", &name, &data);
-        match answer.status {
-            200 => acknowledged.push(name),
-            507 => {
-                refused = Some(answer);
-                break;
-            }
-            other => panic!("ticket {i}: {other} {}\n{}", answer.body, cluster.logs()),
-        }
-    }
-    let refused = refused.unwrap_or_else(|| panic!("the disk never filled\n{}", cluster.logs()));
+    let (mut acknowledged, refused) = fill_until_507(&cluster, &api, &session, &data, 50_000);
     assert_eq!(refused.body.lines().count(), 1, "{:?}", refused.body);
     assert!(
         acknowledged.len() > 100,
