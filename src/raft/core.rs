@@ -73,6 +73,10 @@ pub struct Raft {
     pub(crate) hard_state_sent: HardState,
     /// What the outstanding `Ready` covered, for `advance`.
     pub(crate) in_ready: Option<InReady>,
+    /// This core started from an empty disk (default hard state, no
+    /// snapshot, no entries): maybe a wiped data directory under a
+    /// member's ID (see [`Raft::log_vouches_for`]).
+    pub(crate) booted_empty: bool,
 }
 
 /// What the driver is handling, between `ready()` and `advance()`.
@@ -94,6 +98,9 @@ impl Raft {
     /// state is inconsistent (entries not contiguous after the snapshot).
     pub fn new(config: Config, persisted: Persisted) -> Result<Raft, ConfigError> {
         config.validate()?;
+        let booted_empty = persisted.hard_state == HardState::default()
+            && persisted.snapshot.meta.index == 0
+            && persisted.entries.is_empty();
         let Persisted {
             hard_state,
             snapshot,
@@ -145,6 +152,7 @@ impl Raft {
             messages: Vec::new(),
             hard_state_sent: HardState::default(),
             in_ready: None,
+            booted_empty,
         };
         raft.hard_state_sent = raft.hard_state();
         raft.reload_membership();

@@ -23,6 +23,10 @@ impl ConfChange {
     }
 }
 
+/// How long (in maximal election timeouts) a core that started from an
+/// empty disk refuses to vouch for a candidate with entries.
+pub const FRESH_REFUSAL_TIMEOUTS: u64 = 10;
+
 impl Raft {
     /// Appends an application command to the log. It is committed when a
     /// `Ready` hands out an entry with this index *and* term.
@@ -147,14 +151,25 @@ impl Raft {
     }
 
     /// Whether our log lets us vouch for a candidate whose log ends at
-    /// `last_index`. A log with nothing beyond the bootstrap may be one
-    /// whose data directory was wiped: its owner may have voted for, or
-    /// acknowledged, entries it no longer has, so it backs only a
-    /// candidate that has nothing either (a brand-new cluster, where
-    /// every log is empty). Once anything is committed, a wiped node
-    /// cannot help a lagging candidate win.
+    /// `last_index`. A core that started from an empty disk and has no
+    /// entry yet may be a wiped data directory: its owner may have voted
+    /// for, or acknowledged, entries it no longer has. For its first
+    /// [`FRESH_REFUSAL_TIMEOUTS`] maximal election timeouts it therefore
+    /// backs only a candidate that has nothing either (a brand-new
+    /// cluster, where every log is empty), so a wiped node cannot help a
+    /// lagging candidate win while its peers tell it that its data is gone
+    /// (the incarnation check, which stops it). After that it votes as
+    /// usual: a node that simply never received an entry (cut off since
+    /// the cluster's birth) must not block elections for good — the
+    /// simulator found a five-node cluster leaderless for ever with two
+    /// such nodes and a stale configuration on the most up-to-date one
+    /// (seed 10573). A node whose disk kept a term lost nothing and votes
+    /// as usual from the start.
     pub(crate) fn log_vouches_for(&self, last_index: LogIndex) -> bool {
-        self.log.last_index() > 0 || last_index == 0
+        let suspect = self.booted_empty
+            && self.log.last_index() == 0
+            && self.now < FRESH_REFUSAL_TIMEOUTS * self.config.election_ticks_max;
+        !suspect || last_index == 0
     }
 
     /// Starts a leadership transfer to the most up-to-date other voter,

@@ -217,6 +217,7 @@ mod tests;
 
 pub use self::core::Raft;
 pub use lease::TickTimes;
+pub use membership::FRESH_REFUSAL_TIMEOUTS;
 pub use types::*;
 
 /// Settings of one core, validated once by [`Config::validate`].

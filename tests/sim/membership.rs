@@ -3,7 +3,7 @@
 //! wiped comes back with an empty log under its old id. Owns only these
 //! scenarios.
 
-use ticketd::raft::{Message, MessageBody, NodeId, Role};
+use ticketd::raft::{FRESH_REFUSAL_TIMEOUTS, Message, MessageBody, NodeId, Role};
 
 use crate::cluster::{Cluster, membership_of, sim_config};
 use crate::disk::Disk;
@@ -85,7 +85,12 @@ fn a_wiped_node_does_not_help_a_lagging_node_win() {
         wipe(&mut cluster, b);
         assert_eq!(cluster.raft(b).last_index(), 0);
         let mut everything = |_: &mut Message| true;
-        for _ in 0..400 {
+        // B refuses for FRESH_REFUSAL_TIMEOUTS maximal election timeouts:
+        // long enough for its peers to tell it that its data is gone (the
+        // incarnation check, which stops the node; tests/membership.rs),
+        // which this simulator does not model.
+        let refusal = FRESH_REFUSAL_TIMEOUTS * sim_config().election_ticks_max;
+        for _ in 0..refusal / 2 {
             if let Err(e) = tick_and_settle(&mut cluster, &mut everything) {
                 panic!("seed {seed}: {e}\n{}", cluster.describe());
             }
@@ -99,7 +104,7 @@ fn a_wiped_node_does_not_help_a_lagging_node_win() {
         // A comes back: with A and B, or A and C, the cluster elects a
         // leader holding everything committed, and B catches up.
         cluster.restart(a).unwrap();
-        for _ in 0..400 {
+        for _ in 0..refusal / 2 - 10 {
             if cluster.leader().is_some() && cluster.raft(b).last_index() > 0 {
                 break;
             }
