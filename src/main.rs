@@ -9,7 +9,7 @@ use std::time::Duration;
 use log::{LevelFilter, error, info};
 use ticketd::cli::{self, Command, Options, Parsed};
 use ticketd::http::{HttpOptions, HttpServer, Tokens};
-use ticketd::node::{self, NodeConfig, NodeHandle};
+use ticketd::node::{self, Bootstrap, NodeConfig, NodeHandle};
 use ticketd::notify::Notifier;
 use ticketd::raft::Role;
 use ticketd::secret::{SECRET_BYTES_MIN, Secret};
@@ -93,9 +93,22 @@ fn load_tokens(options: &Options) -> Result<Tokens, String> {
 }
 
 fn run(options: &Options, tokens: Tokens) -> Result<(), String> {
-    if options.command != Command::Run {
-        return Err("start, join and leave are not supported yet; run with a peer list".into());
-    }
+    let bootstrap = match &options.command {
+        Command::Run => Bootstrap::Peers,
+        Command::Drop => {
+            return node::wipe(&options.data_dir, options.db_size_mb, true)
+                .map_err(|e| e.to_string());
+        }
+        Command::Start => {
+            node::wipe(&options.data_dir, options.db_size_mb, false).map_err(|e| e.to_string())?;
+            Bootstrap::NewCluster {
+                node_id: options.node_id.unwrap_or(1),
+            }
+        }
+        Command::Join { .. } | Command::Leave => {
+            return Err("join and leave are not supported yet".into());
+        }
+    };
     let compact_entries = std::env::var("TICKETD_COMPACT_ENTRIES")
         .ok()
         .and_then(|v| v.parse::<u64>().ok())
@@ -105,6 +118,7 @@ fn run(options: &Options, tokens: Tokens) -> Result<(), String> {
         data_dir: options.data_dir.clone(),
         db_size_mb: options.db_size_mb,
         peers: options.peers.clone(),
+        bootstrap,
         peer_addr: options.peer_addr.clone(),
         peer_listen: options.peer_listen.clone(),
         http_addr: advertised_http(options),

@@ -15,9 +15,9 @@ use super::driver::Driver;
 use super::members::MemberState;
 use super::status::{Shared, Status};
 use super::writer::Writer;
-use super::{Input, NodeConfig, NodeHandle};
+use super::{Bootstrap, Input, NodeConfig, NodeHandle};
 use crate::raft::{self, Member, Membership, Persisted, Raft, Snapshot, SnapshotMeta};
-use crate::store::{Identity, Loaded, Store};
+use crate::store::{Identity, Loaded, Store, Wiped};
 use crate::ticket::State;
 use crate::transport::{Transport, TransportConfig};
 
@@ -61,11 +61,12 @@ pub fn initial_membership(peers: &[String]) -> Membership {
     }
 }
 
-/// A random non-zero number for a newly bootstrapped data directory.
+/// A random non-zero number: a data directory's incarnation, a new
+/// cluster's id.
 ///
 /// # Errors
 /// `BootError` when the system's random source cannot be read.
-fn draw_incarnation() -> Result<u64, BootError> {
+pub fn draw_random() -> Result<u64, BootError> {
     use std::io::Read;
     let mut bytes = [0u8; 8];
     std::fs::File::open("/dev/urandom")
@@ -107,7 +108,7 @@ pub fn start(config: NodeConfig) -> Result<(NodeHandle, JoinHandle<()>), BootErr
     if identity.incarnation == 0 {
         // A directory from before incarnations: it gets one now, and
         // publishes it like a new one.
-        identity.incarnation = draw_incarnation()?;
+        identity.incarnation = draw_random()?;
         store
             .set_identity(identity)
             .map_err(|e| BootError(format!("cannot record the incarnation: {e}")))?;
@@ -195,21 +196,52 @@ fn raft_config(id: u64, tick: std::time::Duration) -> raft::Config {
     }
 }
 
-fn bootstrap(config: &NodeConfig, store: &mut Store) -> Result<Loaded, BootError> {
-    let peers = if config.peers.is_empty() {
-        vec![config.peer_addr.clone()]
-    } else {
-        config.peers.clone()
+/// The identity and first membership of an empty data directory.
+fn first_identity(config: &NodeConfig) -> Result<(Identity, Membership), BootError> {
+    let (cluster_id, node_id, mut membership) = match config.bootstrap {
+        Bootstrap::Joined {
+            cluster_id,
+            node_id,
+            incarnation,
+        } => {
+            let identity = Identity {
+                cluster_id,
+                node_id,
+                incarnation,
+            };
+            return Ok((identity, Membership::default()));
+        }
+        Bootstrap::NewCluster { node_id } => {
+            let mut membership = Membership::default();
+            let me = Member {
+                voter: true,
+                peer_addr: config.peer_addr.clone(),
+                http_addr: String::new(),
+                incarnation: 0,
+            };
+            membership.members.insert(node_id, me);
+            membership.max_id = node_id;
+            (draw_random()?, node_id, membership)
+        }
+        Bootstrap::Peers => {
+            let peers = if config.peers.is_empty() {
+                vec![config.peer_addr.clone()]
+            } else {
+                config.peers.clone()
+            };
+            let membership = initial_membership(&peers);
+            let node_id = membership
+                .members
+                .iter()
+                .find(|(_, m)| m.peer_addr == config.peer_addr)
+                .map(|(id, _)| *id)
+                .ok_or_else(|| {
+                    BootError(format!("{} is not in the peer list", config.peer_addr))
+                })?;
+            (cluster_id_of(&membership), node_id, membership)
+        }
     };
-    let mut membership = initial_membership(&peers);
-    let cluster_id = cluster_id_of(&membership);
-    let node_id = membership
-        .members
-        .iter()
-        .find(|(_, m)| m.peer_addr == config.peer_addr)
-        .map(|(id, _)| *id)
-        .ok_or_else(|| BootError(format!("{} is not in the peer list", config.peer_addr)))?;
-    let incarnation = draw_incarnation()?;
+    let incarnation = draw_random()?;
     if let Some(me) = membership.members.get_mut(&node_id) {
         me.http_addr = config.http_addr.clone();
         me.incarnation = incarnation;
@@ -219,6 +251,12 @@ fn bootstrap(config: &NodeConfig, store: &mut Store) -> Result<Loaded, BootError
         node_id,
         incarnation,
     };
+    Ok((identity, membership))
+}
+
+fn bootstrap(config: &NodeConfig, store: &mut Store) -> Result<Loaded, BootError> {
+    let (identity, membership) = first_identity(config)?;
+    let cluster_id = identity.cluster_id;
     let snapshot = Snapshot {
         meta: SnapshotMeta {
             index: 0,
@@ -235,6 +273,41 @@ fn bootstrap(config: &NodeConfig, store: &mut Store) -> Result<Loaded, BootError
         .load()
         .map_err(|e| BootError(format!("{e}")))?
         .ok_or_else(|| BootError("bootstrap wrote nothing".into()))
+}
+
+/// Empties the data directory for `start` or `join` (or `drop`), saying
+/// first what it holds: one line with the cluster id, node id and
+/// directory.
+///
+/// # Errors
+/// `BootError` while a node runs on the directory, for a directory that
+/// is not a ticketd store, or when a file cannot be removed.
+pub fn wipe(
+    data_dir: &std::path::Path,
+    db_size_mb: u64,
+    remove_dir: bool,
+) -> Result<(), BootError> {
+    let shown = data_dir.display();
+    let wiped = if remove_dir {
+        Store::drop_dir(data_dir, db_size_mb)
+    } else {
+        Store::wipe(data_dir, db_size_mb)
+    };
+    match wiped {
+        Ok(Wiped::Empty) => {}
+        Ok(Wiped::Identity(identity)) => info!(
+            "wiped the data of node {} of cluster {:016x} in {shown}",
+            identity.node_id, identity.cluster_id
+        ),
+        Ok(Wiped::Unreadable(why)) => info!("wiped unreadable data ({why}) in {shown}"),
+        Err(crate::store::StoreError::Locked(_)) => {
+            return Err(BootError(format!(
+                "data directory {shown} is in use by a running node; stop it first (or `ticketd leave` it)"
+            )));
+        }
+        Err(e) => return Err(BootError(format!("cannot wipe {shown}: {e}"))),
+    }
+    Ok(())
 }
 
 /// A restarted node keeps its own membership; a peer list that describes
