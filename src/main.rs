@@ -13,6 +13,8 @@ use ticketd::node::{self, Bootstrap, NodeConfig, NodeHandle};
 use ticketd::notify::Notifier;
 use ticketd::raft::Role;
 use ticketd::secret::{SECRET_BYTES_MIN, Secret};
+use ticketd::transport::request_admission;
+use ticketd::wire::JoinRequest;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -105,9 +107,21 @@ fn run(options: &Options, tokens: Tokens) -> Result<(), String> {
                 node_id: options.node_id.unwrap_or(1),
             }
         }
-        Command::Join { .. } | Command::Leave => {
-            return Err("join and leave are not supported yet".into());
+        Command::Join { peer } => {
+            node::wipe(&options.data_dir, options.db_size_mb, false).map_err(|e| e.to_string())?;
+            join(options, peer)?
         }
+        Command::Leave => {
+            return Err("leave is not supported yet".into());
+        }
+    };
+    let joined = match bootstrap {
+        Bootstrap::Joined {
+            cluster_id,
+            node_id,
+            ..
+        } => Some((cluster_id, node_id)),
+        _ => None,
     };
     let compact_entries = std::env::var("TICKETD_COMPACT_ENTRIES")
         .ok()
@@ -146,6 +160,12 @@ fn run(options: &Options, tokens: Tokens) -> Result<(), String> {
         }
     };
     info!("serving HTTP on {}", http.local_addr);
+    if let Some((cluster_id, node_id)) = joined {
+        // The one line an operator's script reads.
+        println!("joined cluster {cluster_id:016x} as node {node_id}");
+        let _ = std::io::Write::flush(&mut std::io::stdout());
+        info!("joined cluster {cluster_id:016x} as node {node_id}");
+    }
     // systemd (Type=notify): ready once the data is loaded and HTTP is
     // served; a status line on every change of role or leader.
     let notifier = Notifier::from_env();
@@ -173,6 +193,30 @@ fn run(options: &Options, tokens: Tokens) -> Result<(), String> {
         Some(why) => Err(why),
         None => Ok(()),
     }
+}
+
+/// How long `join` keeps asking before it gives up.
+const JOIN_WAIT: Duration = Duration::from_secs(30);
+
+/// Asks the member at `peer` to admit this node (its data dir already
+/// wiped); the identity to bootstrap with.
+fn join(options: &Options, peer: &str) -> Result<Bootstrap, String> {
+    let incarnation = node::draw_random().map_err(|e| e.to_string())?;
+    let request = JoinRequest {
+        peer_addr: options.peer_addr.clone(),
+        http_addr: advertised_http(options),
+        incarnation,
+        wanted_id: options.node_id.unwrap_or(0),
+    };
+    info!("asking {peer} to admit this node ({})", request.peer_addr);
+    let deadline = std::time::Instant::now() + JOIN_WAIT;
+    let admission = request_admission(peer, &request, deadline)
+        .map_err(|why| format!("join {peer} failed: {why}"))?;
+    Ok(Bootstrap::Joined {
+        cluster_id: admission.cluster_id,
+        node_id: admission.node_id,
+        incarnation,
+    })
 }
 
 /// What `systemctl status` shows: this node's role and who leads.

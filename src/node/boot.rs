@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
-use std::sync::mpsc::sync_channel;
+use std::sync::mpsc::{SyncSender, sync_channel};
 use std::thread::JoinHandle;
 
 use log::{info, warn};
@@ -15,14 +15,18 @@ use super::driver::Driver;
 use super::members::MemberState;
 use super::status::{Shared, Status};
 use super::writer::Writer;
-use super::{Bootstrap, Input, NodeConfig, NodeHandle};
+use super::{Bootstrap, Input, NodeConfig, NodeHandle, oneshot};
 use crate::raft::{self, Member, Membership, Persisted, Raft, Snapshot, SnapshotMeta};
 use crate::store::{Identity, Loaded, Store, Wiped};
 use crate::ticket::State;
 use crate::transport::{Transport, TransportConfig};
+use crate::wire::{JoinAnswer, JoinRequest};
 
 /// Inputs waiting for the node thread, at most.
 const INBOX_CAPACITY: usize = 65_536;
+/// How long a joiner's request waits for the node's answer at most; the
+/// node itself gives up a little earlier ([`super::members`]).
+const JOIN_ANSWER_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Why a node refused to start (the process exits 1).
 #[derive(Debug)]
@@ -159,6 +163,8 @@ pub fn start(config: NodeConfig) -> Result<(NodeHandle, JoinHandle<()>), BootErr
         config.peer_addr,
         config.data_dir.display()
     );
+    let admit_inbox = inbox.clone();
+    transport.set_admit(Arc::new(move |request| admit(&admit_inbox, request)));
     let writer = Writer::start(store, inbox.clone())
         .map_err(|e| BootError(format!("cannot start the writer thread: {e}")))?;
     let handle = NodeHandle {
@@ -167,11 +173,30 @@ pub fn start(config: NodeConfig) -> Result<(NodeHandle, JoinHandle<()>), BootErr
     };
     let mut driver = Driver::new(config, raft, writer, state, transport, shared, loaded.app);
     driver.members = MemberState::new(applied_membership, identity.incarnation);
+    driver.members.cluster_id = identity.cluster_id;
     let thread = std::thread::Builder::new()
         .name("node".into())
         .spawn(move || driver.run(receiver))
         .map_err(|e| BootError(format!("cannot start the node thread: {e}")))?;
     Ok((handle, thread))
+}
+
+/// Hands a joiner's request to the node thread and waits for its answer
+/// (on a transport reader thread).
+fn admit(inbox: &SyncSender<Input>, request: JoinRequest) -> JoinAnswer {
+    let (reply, answer) = oneshot::channel();
+    if inbox.try_send(Input::Join { request, reply }).is_err() {
+        return JoinAnswer::Refused {
+            retry: true,
+            message: "the node is overloaded or stopping".into(),
+        };
+    }
+    answer
+        .recv_timeout(JOIN_ANSWER_WAIT)
+        .unwrap_or_else(|| JoinAnswer::Refused {
+            retry: true,
+            message: "the membership change did not commit in time".into(),
+        })
 }
 
 /// The Raft settings: 10 ms ticks, elections after 0.8–1.6 s of

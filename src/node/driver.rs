@@ -218,6 +218,7 @@ impl Driver {
                         .map_err(|e| self.propose_error(e)),
                 );
             }
+            Input::Join { request, reply } => self.join(request, reply),
             Input::WakeIds | Input::Written => {}
             Input::Shutdown => self.begin_shutdown(),
         }

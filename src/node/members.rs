@@ -10,12 +10,24 @@ use std::time::{Duration, Instant};
 use log::{error, info, warn};
 
 use super::driver::Driver;
-use crate::raft::{ConfChange, Membership, NodeId, Role};
+use super::oneshot;
+use crate::raft::{ConfChange, Membership, NodeId, ProposeError, Role};
 use crate::transport::Roster;
-use crate::wire::{Refusal, RefusalReason};
+use crate::wire::{JoinAnswer, JoinRequest, Refusal, RefusalReason};
 
 /// How often a leader compares what members announce with the log.
 const ATTRIBUTES_CHECK_INTERVAL: Duration = Duration::from_millis(200);
+/// How long a joiner's request waits for its `AddLearner` to commit;
+/// then the joiner is told to retry (and gets the same id).
+const JOIN_COMMIT_WAIT: Duration = Duration::from_secs(8);
+
+/// A joiner's request, admitted, waiting for its entry to commit.
+pub(super) struct PendingJoin {
+    id: NodeId,
+    peer_addr: String,
+    since: Instant,
+    reply: oneshot::Sender<JoinAnswer>,
+}
 
 /// What the driver keeps about membership beyond the core's view.
 pub(super) struct MemberState {
@@ -34,6 +46,10 @@ pub(super) struct MemberState {
     /// This node was removed (or refused): it serves nothing and stops.
     pub stopping: bool,
     last_attributes_check: Instant,
+    /// Our cluster's id, for the answers to joiners.
+    pub cluster_id: u64,
+    /// Joiners waiting for their `AddLearner` to commit.
+    pending_joins: Vec<PendingJoin>,
 }
 
 impl MemberState {
@@ -46,6 +62,8 @@ impl MemberState {
             roster_stale: true,
             stopping: false,
             last_attributes_check: Instant::now(),
+            cluster_id: 0,
+            pending_joins: Vec::new(),
         }
     }
 }
@@ -143,10 +161,12 @@ impl Driver {
         if let Some(refusal) = self.transport.take_refusal() {
             self.refused(refusal);
         }
+        self.answer_joins();
         if self.members.last_attributes_check.elapsed() < ATTRIBUTES_CHECK_INTERVAL {
             return;
         }
         self.members.last_attributes_check = Instant::now();
+        self.answer_while_joining();
         if self.raft.role() != Role::Leader || !self.leader_ready || self.members.stopping {
             return;
         }
@@ -202,6 +222,157 @@ impl Driver {
             }
         }
         None
+    }
+
+    /// A node that is not in its own membership yet (it joined, and the
+    /// leader's log has not reached it) knows no member to dial: it
+    /// answers the peers that connected to it, as they announced
+    /// themselves (their cluster id was checked).
+    fn answer_while_joining(&mut self) {
+        if self.members.stopping || self.raft.membership().contains(self.raft.id()) {
+            return;
+        }
+        let mut peers = self.peer_addresses();
+        for (id, addr) in self.transport.announced_peers() {
+            peers.entry(id).or_insert(addr);
+        }
+        self.transport.set_peers(&peers);
+    }
+
+    /// A node asks to join: a leader proposes it as a learner (or finds
+    /// it already added by an earlier try of the same request) and
+    /// answers once that is committed; a follower names its leader.
+    pub(super) fn join(&mut self, request: JoinRequest, reply: oneshot::Sender<JoinAnswer>) {
+        match self.admit(&request) {
+            Ok(id) => self.members.pending_joins.push(PendingJoin {
+                id,
+                peer_addr: request.peer_addr,
+                since: Instant::now(),
+                reply,
+            }),
+            Err(answer) => {
+                let _ = reply.send(answer);
+            }
+        }
+        self.answer_joins();
+    }
+
+    /// The id the joiner gets, or the answer that says why not.
+    fn admit(&mut self, request: &JoinRequest) -> Result<NodeId, JoinAnswer> {
+        let refuse = |retry, message: String| JoinAnswer::Refused { retry, message };
+        if self.members.stopping {
+            return Err(refuse(false, "this node is leaving its cluster".into()));
+        }
+        if self.raft.role() != Role::Leader {
+            let leader = self.raft.leader();
+            return Err(match self.raft.membership().members.get(&leader) {
+                Some(member) if leader != self.raft.id() => JoinAnswer::AskLeader {
+                    peer_addr: member.peer_addr.clone(),
+                },
+                _ => refuse(true, "no leader known".into()),
+            });
+        }
+        if request.peer_addr.is_empty() {
+            return Err(refuse(false, "a joiner must give its peer address".into()));
+        }
+        let membership = self.raft.membership();
+        let wanted = request.wanted_id;
+        let same_address = membership
+            .members
+            .iter()
+            .find(|(_, m)| m.peer_addr == request.peer_addr);
+        if let Some((&id, member)) = same_address {
+            // A learner at that address that has not announced another
+            // data directory: this request's earlier try (its answer was
+            // lost), or a member an operator added by address. A voter's
+            // slot is never handed to a new data directory.
+            let ours = !member.voter
+                && (member.incarnation == 0 || member.incarnation == request.incarnation);
+            return match ours {
+                true if wanted == 0 || wanted == id => Ok(id),
+                true => Err(refuse(
+                    false,
+                    format!(
+                        "{} was admitted as node {id}, not {wanted}",
+                        request.peer_addr
+                    ),
+                )),
+                false => Err(refuse(
+                    false,
+                    format!(
+                        "{} is the peer address of member {id}; remove it first (DELETE /api/v1/cluster/members/{id})",
+                        request.peer_addr
+                    ),
+                )),
+            };
+        }
+        let max_id = membership.max_id();
+        let id = match wanted {
+            0 => max_id
+                .checked_add(1)
+                .ok_or_else(|| refuse(false, "no node id left".into()))?,
+            wanted if wanted <= max_id => {
+                return Err(refuse(
+                    false,
+                    format!(
+                        "node id {wanted} was used before in this cluster (ids up to {max_id} were); ids are never reused"
+                    ),
+                ));
+            }
+            wanted => wanted,
+        };
+        let change = ConfChange::AddLearner {
+            id,
+            peer_addr: request.peer_addr.clone(),
+            http_addr: request.http_addr.clone(),
+        };
+        match self.raft.propose_conf_change(change) {
+            Ok(_) => Ok(id),
+            Err(
+                e @ (ProposeError::ConfChangePending
+                | ProposeError::Transferring
+                | ProposeError::NotLeader { .. }),
+            ) => Err(refuse(true, e.to_string())),
+            Err(e) => Err(refuse(false, e.to_string())),
+        }
+    }
+
+    /// Answers the joiners whose entry committed (or was lost, or is
+    /// taking too long: they retry and get the same id).
+    fn answer_joins(&mut self) {
+        if self.members.pending_joins.is_empty() {
+            return;
+        }
+        let pending = std::mem::take(&mut self.members.pending_joins);
+        for join in pending {
+            let committed = self
+                .members
+                .applied
+                .members
+                .get(&join.id)
+                .is_some_and(|m| m.peer_addr == join.peer_addr);
+            let answer = if committed {
+                info!("node {} ({}) joined as a learner", join.id, join.peer_addr);
+                JoinAnswer::Admitted {
+                    cluster_id: self.members.cluster_id,
+                    node_id: join.id,
+                }
+            } else if !self.raft.membership().contains(join.id) {
+                JoinAnswer::Refused {
+                    retry: true,
+                    message: "the change was lost in a leader change".into(),
+                }
+            } else if join.since.elapsed() > JOIN_COMMIT_WAIT {
+                JoinAnswer::Refused {
+                    retry: true,
+                    message: "the change has not committed yet".into(),
+                }
+            } else {
+                self.members.pending_joins.push(join);
+                continue;
+            };
+            let _ = join.reply.send(answer);
+        }
     }
 
     /// A new member without an id gets the next one never used.

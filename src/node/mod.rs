@@ -26,6 +26,7 @@ pub use status::{Counters, Shared, Status};
 
 use crate::raft::{ConfChange, Message, NodeId};
 use crate::ticket::{Command, Outcome, SessionId, State};
+use crate::wire::{JoinAnswer, JoinRequest};
 
 /// How long a proposal may wait for its entry to apply before the
 /// client is told to retry.
@@ -132,6 +133,12 @@ pub enum Input {
     },
     /// Hand leadership to a member.
     Transfer { to: NodeId, reply: Reply<()> },
+    /// A node asks to join (over the peer protocol); answered once its
+    /// `AddLearner` is committed, or with why not.
+    Join {
+        request: JoinRequest,
+        reply: oneshot::Sender<JoinAnswer>,
+    },
     /// The ID pool ran low: reserve another range.
     WakeIds,
     /// The writer thread finished a write.

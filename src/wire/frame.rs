@@ -34,6 +34,12 @@ pub enum FrameKind {
     /// Instead of a handshake reply: why the connection is refused
     /// ([`super::Refusal`]). The last frame on that connection.
     Refusal,
+    /// After a handshake with node id 0: a node asks to be admitted
+    /// ([`super::JoinRequest`]).
+    JoinRequest,
+    /// The answer to a `JoinRequest` ([`super::JoinAnswer`]), the last
+    /// frame on that connection.
+    JoinAnswer,
 }
 
 impl FrameKind {
@@ -44,6 +50,8 @@ impl FrameKind {
             FrameKind::Message => 2,
             FrameKind::SnapshotChunk => 3,
             FrameKind::Refusal => 4,
+            FrameKind::JoinRequest => 5,
+            FrameKind::JoinAnswer => 6,
         }
     }
 
@@ -54,6 +62,8 @@ impl FrameKind {
             2 => Some(FrameKind::Message),
             3 => Some(FrameKind::SnapshotChunk),
             4 => Some(FrameKind::Refusal),
+            5 => Some(FrameKind::JoinRequest),
+            6 => Some(FrameKind::JoinAnswer),
             _ => None,
         }
     }
