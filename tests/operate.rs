@@ -374,3 +374,102 @@ fn a_retried_join_gets_the_same_id_and_used_ids_are_refused() {
         other => panic!("{other:?}"),
     }
 }
+
+/// `ticketd leave` for node `index`, with its flags; its exit status and
+/// stderr.
+fn leave(cluster: &Cluster, index: usize) -> (Option<i32>, String) {
+    let node = &cluster.nodes[index];
+    let (peer_port, http_port) = (node.peer_port.to_string(), node.http_port.to_string());
+    let path = node.data_dir.display().to_string();
+    let args = [
+        "leave",
+        "--peer_port",
+        &peer_port,
+        "--http_port",
+        &http_port,
+        "--path",
+        &path,
+    ];
+    let (status, stderr) = run_ticketd(&args, Duration::from_secs(90)).expect("leave exits");
+    (status.code(), stderr)
+}
+
+/// `start` node 0, `join` the others to it one after the other, and
+/// wait until all are voters.
+fn grow(cluster: &mut Cluster, n: usize) {
+    start_with(cluster, 0, &["start"]);
+    cluster.wait_leader(LEADER_WAIT);
+    let first = cluster.nodes[0].peer();
+    let mut expected = vec![(1, true)];
+    for index in 1..n {
+        start_with(cluster, index, &["join", &first]);
+        joined_line(cluster, index);
+        expected.push((index as u64 + 1, true));
+        wait_members(cluster, &expected);
+    }
+}
+
+#[test]
+fn leave_on_a_follower_and_on_the_leader_shrinks_3_to_1() {
+    let mut cluster = nodes("shrink", 3);
+    grow(&mut cluster, 3);
+    let stop = Arc::new(AtomicBool::new(false));
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let all: Vec<String> = cluster.nodes.iter().map(|n| n.http()).collect();
+    let addrs = Arc::new(Mutex::new(all));
+    let client = spawn_client(Arc::clone(&addrs), Arc::clone(&stop), Arc::clone(&seen));
+    wait_more_ids(&cluster, &seen, 0, "from three nodes");
+
+    let leader = cluster.wait_leader_status(LEADER_WAIT);
+    let follower = (0..3).find(|i| *i != leader).unwrap();
+    let (code, stderr) = leave(&cluster, follower);
+    assert_eq!(code, Some(0), "{stderr}\n{}", cluster.logs());
+    let status = cluster.nodes[follower].wait_exit(EXIT_WAIT);
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{}", cluster.logs());
+    let left: Vec<u64> = (0..3)
+        .filter(|i| *i != follower)
+        .map(|i| i as u64 + 1)
+        .collect();
+    wait_members(&cluster, &[(left[0], true), (left[1], true)]);
+    let count = seen.lock().unwrap().ids.len();
+    wait_more_ids(&cluster, &seen, count, "after a follower left");
+
+    let (code, stderr) = leave(&cluster, leader);
+    assert_eq!(code, Some(0), "{stderr}\n{}", cluster.logs());
+    let status = cluster.nodes[leader].wait_exit(EXIT_WAIT);
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{}", cluster.logs());
+    let last = (0..3).find(|i| *i != leader && *i != follower).unwrap();
+    wait_members(&cluster, &[(last as u64 + 1, true)]);
+    let count = seen.lock().unwrap().ids.len();
+    wait_more_ids(&cluster, &seen, count, "after the leader left");
+    stop.store(true, Ordering::SeqCst);
+    client.join().unwrap();
+    check_client(&cluster, &seen);
+
+    // Both refuse a plain restart, and say what to do.
+    cluster.nodes[leader].start();
+    let status = cluster.nodes[leader].wait_exit(EXIT_WAIT).expect("refused");
+    assert_eq!(status.code(), Some(1));
+    assert!(cluster.nodes[leader].log().contains("ticketd join"));
+}
+
+#[test]
+fn leave_on_a_stopped_node_starts_it_to_leave() {
+    let mut cluster = nodes("leave-stopped", 2);
+    grow(&mut cluster, 2);
+    assert_eq!(
+        cluster.nodes[1].terminate(EXIT_WAIT).unwrap().code(),
+        Some(0)
+    );
+    let (code, stderr) = leave(&cluster, 1);
+    assert_eq!(code, Some(0), "{stderr}\n{}", cluster.logs());
+    wait_members(&cluster, &[(1, true)]);
+    take_ids_anywhere(&[cluster.nodes[0].http()], 1, LEADER_WAIT).expect("IDs");
+    // Leaving again is done already; the last voter cannot leave.
+    let (code, _) = leave(&cluster, 1);
+    assert_eq!(code, Some(0));
+    let (code, stderr) = leave(&cluster, 0);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("only voter"), "{stderr}");
+    assert!(cluster.nodes[0].is_healthy());
+}

@@ -20,7 +20,7 @@ use crate::raft::{self, Member, Membership, Persisted, Raft, Snapshot, SnapshotM
 use crate::store::{Identity, Loaded, Store, Wiped};
 use crate::ticket::State;
 use crate::transport::{Transport, TransportConfig};
-use crate::wire::{JoinAnswer, JoinRequest};
+use crate::wire::{JoinAnswer, MemberRequest};
 
 /// Inputs waiting for the node thread, at most.
 const INBOX_CAPACITY: usize = 65_536;
@@ -183,7 +183,7 @@ pub fn start(config: NodeConfig) -> Result<(NodeHandle, JoinHandle<()>), BootErr
 
 /// Hands a joiner's request to the node thread and waits for its answer
 /// (on a transport reader thread).
-fn admit(inbox: &SyncSender<Input>, request: JoinRequest) -> JoinAnswer {
+fn admit(inbox: &SyncSender<Input>, request: MemberRequest) -> JoinAnswer {
     let (reply, answer) = oneshot::channel();
     if inbox.try_send(Input::Join { request, reply }).is_err() {
         return JoinAnswer::Refused {
@@ -333,6 +333,44 @@ pub fn wipe(
         Err(e) => return Err(BootError(format!("cannot wipe {shown}: {e}"))),
     }
     Ok(())
+}
+
+/// What a data directory holds, for `ticketd leave`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DirState {
+    /// A node runs on it (it holds the lock).
+    Running,
+    /// Nobody runs on it: whether it holds a node, and whether that node
+    /// was removed from its cluster.
+    Stopped { empty: bool, removed: bool },
+}
+
+/// Looks at a data directory without changing it.
+///
+/// # Errors
+/// `BootError` for a directory that cannot be opened or read.
+pub fn dir_state(data_dir: &std::path::Path, db_size_mb: u64) -> Result<DirState, BootError> {
+    if !data_dir.exists() {
+        return Ok(DirState::Stopped {
+            empty: true,
+            removed: false,
+        });
+    }
+    let store = match Store::open(data_dir, db_size_mb) {
+        Ok(store) => store,
+        Err(crate::store::StoreError::Locked(_)) => return Ok(DirState::Running),
+        Err(e) => {
+            return Err(BootError(format!(
+                "cannot open {}: {e}",
+                data_dir.display()
+            )));
+        }
+    };
+    let loaded = store.load().map_err(|e| BootError(e.to_string()))?;
+    Ok(DirState::Stopped {
+        empty: loaded.is_none(),
+        removed: loaded.is_some_and(|l| l.removed),
+    })
 }
 
 /// A restarted node keeps its own membership; a peer list that describes

@@ -219,6 +219,9 @@ impl Driver {
                 );
             }
             Input::Join { request, reply } => self.join(request, reply),
+            Input::Leave { reply } => {
+                let _ = reply.send(self.leave());
+            }
             Input::WakeIds | Input::Written => {}
             Input::Shutdown => self.begin_shutdown(),
         }

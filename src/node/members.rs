@@ -10,16 +10,23 @@ use std::time::{Duration, Instant};
 use log::{error, info, warn};
 
 use super::driver::Driver;
-use super::oneshot;
+use super::{NodeError, oneshot};
 use crate::raft::{ConfChange, Membership, NodeId, ProposeError, Role};
 use crate::transport::Roster;
-use crate::wire::{JoinAnswer, JoinRequest, Refusal, RefusalReason};
+use crate::transport::request_leave;
+use crate::wire::{JoinAnswer, JoinRequest, LeaveRequest, MemberRequest, Refusal, RefusalReason};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// How often a leader compares what members announce with the log.
 const ATTRIBUTES_CHECK_INTERVAL: Duration = Duration::from_millis(200);
 /// How long a joiner's request waits for its `AddLearner` to commit;
 /// then the joiner is told to retry (and gets the same id).
 const JOIN_COMMIT_WAIT: Duration = Duration::from_secs(8);
+
+/// How often a leaving node asks its leader again (until its removal
+/// reaches it through the log).
+const LEAVE_RETRY_INTERVAL: Duration = Duration::from_millis(500);
 
 /// A joiner's request, admitted, waiting for its entry to commit.
 pub(super) struct PendingJoin {
@@ -50,6 +57,12 @@ pub(super) struct MemberState {
     pub cluster_id: u64,
     /// Joiners waiting for their `AddLearner` to commit.
     pending_joins: Vec<PendingJoin>,
+    /// This node was asked to leave: it asks its leader for its removal
+    /// until that is committed.
+    leaving: bool,
+    last_leave_attempt: Option<Instant>,
+    /// A thread asking the leader is under way (at most one).
+    leave_in_flight: Arc<AtomicBool>,
 }
 
 impl MemberState {
@@ -64,6 +77,9 @@ impl MemberState {
             last_attributes_check: Instant::now(),
             cluster_id: 0,
             pending_joins: Vec::new(),
+            leaving: false,
+            last_leave_attempt: None,
+            leave_in_flight: Arc::new(AtomicBool::new(false)),
         }
     }
 }
@@ -162,6 +178,7 @@ impl Driver {
             self.refused(refusal);
         }
         self.answer_joins();
+        self.keep_leaving();
         if self.members.last_attributes_check.elapsed() < ATTRIBUTES_CHECK_INTERVAL {
             return;
         }
@@ -242,7 +259,14 @@ impl Driver {
     /// A node asks to join: a leader proposes it as a learner (or finds
     /// it already added by an earlier try of the same request) and
     /// answers once that is committed; a follower names its leader.
-    pub(super) fn join(&mut self, request: JoinRequest, reply: oneshot::Sender<JoinAnswer>) {
+    pub(super) fn join(&mut self, request: MemberRequest, reply: oneshot::Sender<JoinAnswer>) {
+        let request = match request {
+            MemberRequest::Join(request) => request,
+            MemberRequest::Leave(request) => {
+                let _ = reply.send(self.remove_on_request(request));
+                return;
+            }
+        };
         match self.admit(&request) {
             Ok(id) => self.members.pending_joins.push(PendingJoin {
                 id,
@@ -255,6 +279,122 @@ impl Driver {
             }
         }
         self.answer_joins();
+    }
+
+    /// A member asks us, its leader, to remove it.
+    fn remove_on_request(&mut self, request: LeaveRequest) -> JoinAnswer {
+        let refuse = |retry, message: String| JoinAnswer::Refused { retry, message };
+        if self.raft.role() != Role::Leader {
+            let leader = self.raft.leader();
+            return match self.raft.membership().members.get(&leader) {
+                Some(member) if leader != self.raft.id() => JoinAnswer::AskLeader {
+                    peer_addr: member.peer_addr.clone(),
+                },
+                _ => refuse(true, "no leader known".into()),
+            };
+        }
+        let id = request.node_id;
+        let Some(member) = self.raft.membership().members.get(&id) else {
+            return JoinAnswer::Leaving;
+        };
+        // Only a node that holds the member's data directory may ask.
+        if member.incarnation != 0 && member.incarnation != request.incarnation {
+            return refuse(
+                false,
+                format!("node {id} is known under another data directory"),
+            );
+        }
+        if id == self.raft.id() {
+            return refuse(true, "the leader does not remove itself this way".into());
+        }
+        match self.raft.propose_conf_change(ConfChange::Remove { id }) {
+            Ok(_) => JoinAnswer::Leaving,
+            Err(e @ ProposeError::BadConfChange(_)) => refuse(false, e.to_string()),
+            Err(e) => refuse(true, e.to_string()),
+        }
+    }
+
+    /// `ticketd leave`: from now on this node asks for its removal.
+    ///
+    /// # Errors
+    /// `Unavailable` when it is the cluster's only voter (nobody could
+    /// remove it), or is stopping already.
+    pub(super) fn leave(&mut self) -> Result<(), NodeError> {
+        if self.members.stopping {
+            return Err(NodeError::Unavailable(
+                "this node is stopping already".into(),
+            ));
+        }
+        let me = self.raft.id();
+        let membership = self.raft.membership();
+        if membership.is_voter(me) && membership.voters().count() == 1 {
+            return Err(NodeError::Unavailable(
+                "this node is its cluster's only voter and cannot leave it; `ticketd drop` its data dir instead".into(),
+            ));
+        }
+        if !self.members.leaving {
+            info!("node {me} leaves its cluster");
+        }
+        self.members.leaving = true;
+        self.members.last_attributes_check = Instant::now();
+        Ok(())
+    }
+
+    /// A leaving node asks for its removal: a leader proposes it (which
+    /// hands leadership over first), a follower asks its leader over the
+    /// peer protocol, on a thread of its own so the node thread never
+    /// waits on a socket.
+    fn keep_leaving(&mut self) {
+        if !self.members.leaving || self.members.stopping {
+            return;
+        }
+        if self
+            .members
+            .last_leave_attempt
+            .is_some_and(|at| at.elapsed() < LEAVE_RETRY_INTERVAL)
+        {
+            return;
+        }
+        self.members.last_leave_attempt = Some(Instant::now());
+        let me = self.raft.id();
+        if self.raft.role() == Role::Leader {
+            if let Err(e) = self.raft.propose_conf_change(ConfChange::Remove { id: me }) {
+                log::debug!("removing ourselves: {e}");
+            }
+            return;
+        }
+        let leader = self.raft.leader();
+        let Some(leader_addr) = self
+            .raft
+            .membership()
+            .members
+            .get(&leader)
+            .filter(|_| leader != me)
+            .map(|m| m.peer_addr.clone())
+        else {
+            return;
+        };
+        if self.members.leave_in_flight.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let in_flight = Arc::clone(&self.members.leave_in_flight);
+        let request = LeaveRequest {
+            node_id: me,
+            incarnation: self.members.incarnation,
+        };
+        let spawned = std::thread::Builder::new()
+            .name("leave".into())
+            .spawn(move || {
+                match request_leave(&leader_addr, request) {
+                    Ok(answer) => log::debug!("leader {leader_addr} answers our leave: {answer:?}"),
+                    Err(why) => warn!("cannot ask the leader at {leader_addr} to remove us: {why}"),
+                }
+                in_flight.store(false, Ordering::SeqCst);
+            });
+        if let Err(e) = spawned {
+            warn!("cannot start a thread to ask for our removal: {e}");
+            self.members.leave_in_flight.store(false, Ordering::SeqCst);
+        }
     }
 
     /// The id the joiner gets, or the answer that says why not.

@@ -21,12 +21,12 @@ use std::sync::Arc;
 use std::sync::mpsc::{SyncSender, TrySendError};
 use std::time::Duration;
 
-pub use boot::{BootError, draw_random, start, wipe};
+pub use boot::{BootError, DirState, dir_state, draw_random, start, wipe};
 pub use status::{Counters, Shared, Status};
 
 use crate::raft::{ConfChange, Message, NodeId};
 use crate::ticket::{Command, Outcome, SessionId, State};
-use crate::wire::{JoinAnswer, JoinRequest};
+use crate::wire::{JoinAnswer, MemberRequest};
 
 /// How long a proposal may wait for its entry to apply before the
 /// client is told to retry.
@@ -134,11 +134,16 @@ pub enum Input {
     /// Hand leadership to a member.
     Transfer { to: NodeId, reply: Reply<()> },
     /// A node asks to join (over the peer protocol); answered once its
-    /// `AddLearner` is committed, or with why not.
+    /// `AddLearner` is committed, or with why not. Or a member asks to be
+    /// removed.
     Join {
-        request: JoinRequest,
+        request: MemberRequest,
         reply: oneshot::Sender<JoinAnswer>,
     },
+    /// This node should leave its cluster (`ticketd leave`): it asks its
+    /// leader to remove it (a leader hands over first) and stops once
+    /// the removal is committed.
+    Leave { reply: Reply<()> },
     /// The ID pool ran low: reserve another range.
     WakeIds,
     /// The writer thread finished a write.

@@ -14,13 +14,15 @@ use super::outbound::dial;
 use super::{ConnError, DeadlineReader, IO_TIMEOUT, Shared, lock};
 use crate::raft::NodeId;
 use crate::wire::{
-    Handshake, JoinAnswer, JoinRequest, WireError, read_join_answer, read_join_request,
-    write_handshake, write_join_answer, write_join_request,
+    Handshake, JoinAnswer, JoinRequest, LeaveRequest, MemberRequest, WireError, read_join_answer,
+    read_member_request, write_handshake, write_join_answer, write_join_request,
+    write_leave_request,
 };
 
-/// What a member asks its node to decide about a joiner; it blocks
-/// (bounded by the node) until the answer is known.
-pub type Admit = Arc<dyn Fn(JoinRequest) -> JoinAnswer + Send + Sync>;
+/// What a member asks its node to decide about a joiner (or a member
+/// that leaves); it blocks (bounded by the node) until the answer is
+/// known.
+pub type Admit = Arc<dyn Fn(MemberRequest) -> JoinAnswer + Send + Sync>;
 
 /// Leaders followed in a row before the joiner goes back to the member
 /// it was given (a stale leader can point at another stale one).
@@ -45,7 +47,7 @@ pub(super) fn serve_joiner(
             peer.cluster_id
         )));
     }
-    let request = read_join_request(&mut DeadlineReader::new(stream, IO_TIMEOUT))?;
+    let request = read_member_request(&mut DeadlineReader::new(stream, IO_TIMEOUT))?;
     let admit = lock(&shared.admit).clone();
     let answer = match admit {
         Some(admit) => admit(request.clone()),
@@ -54,10 +56,15 @@ pub(super) fn serve_joiner(
             message: "this node is not ready to admit members".into(),
         },
     };
-    info!(
-        "join request from {} (http {}, wanted id {}): {answer:?}",
-        request.peer_addr, request.http_addr, request.wanted_id
-    );
+    match &request {
+        MemberRequest::Join(join) => info!(
+            "join request from {} (http {}, wanted id {}): {answer:?}",
+            join.peer_addr, join.http_addr, join.wanted_id
+        ),
+        MemberRequest::Leave(leave) => {
+            info!("leave request from node {}: {answer:?}", leave.node_id);
+        }
+    }
     write_join_answer(&mut &*stream, &answer)?;
     Ok(())
 }
@@ -114,6 +121,9 @@ pub fn request_admission(
                 retry: true,
                 message,
             }) => last_failure = format!("{target} cannot admit this node now: {message}"),
+            Ok(JoinAnswer::Leaving) => {
+                last_failure = format!("{target} answers a join as if it were a leave");
+            }
             Err(why) => last_failure = format!("cannot ask {target}: {why}"),
         }
         // Once at warn, then at debug while it fails the same way.
@@ -133,20 +143,50 @@ pub fn request_admission(
     }
 }
 
+/// Asks the leader at `leader_addr`, once, to remove us; the node learns
+/// the outcome through the log.
+///
+/// # Errors
+/// Why the request did not get an answer.
+pub fn request_leave(leader_addr: &str, request: LeaveRequest) -> Result<JoinAnswer, String> {
+    let deadline = Instant::now() + IO_TIMEOUT;
+    ask_with(leader_addr, &MemberRequest::Leave(request), deadline).map_err(|e| e.to_string())
+}
+
 /// One connection: handshake as a joiner, the request, the answer.
 fn ask(addr: &str, request: &JoinRequest, deadline: Instant) -> Result<JoinAnswer, ConnError> {
+    ask_with(addr, &MemberRequest::Join(request.clone()), deadline)
+}
+
+fn ask_with(
+    addr: &str,
+    request: &MemberRequest,
+    deadline: Instant,
+) -> Result<JoinAnswer, ConnError> {
     let stream = dial(addr)?;
     stream.set_nodelay(true)?;
     stream.set_write_timeout(Some(IO_TIMEOUT))?;
-    let hello = Handshake {
-        cluster_id: 0,
-        node_id: 0,
-        peer_addr: request.peer_addr.clone(),
-        http_addr: request.http_addr.clone(),
-        incarnation: request.incarnation,
+    let hello = match request {
+        MemberRequest::Join(join) => Handshake {
+            cluster_id: 0,
+            node_id: 0,
+            peer_addr: join.peer_addr.clone(),
+            http_addr: join.http_addr.clone(),
+            incarnation: join.incarnation,
+        },
+        MemberRequest::Leave(leave) => Handshake {
+            cluster_id: 0,
+            node_id: 0,
+            peer_addr: String::new(),
+            http_addr: String::new(),
+            incarnation: leave.incarnation,
+        },
     };
     write_handshake(&mut &stream, &hello)?;
-    write_join_request(&mut &stream, request)?;
+    match request {
+        MemberRequest::Join(join) => write_join_request(&mut &stream, join)?,
+        MemberRequest::Leave(leave) => write_leave_request(&mut &stream, leave)?,
+    }
     let wait = deadline
         .saturating_duration_since(Instant::now())
         .clamp(Duration::from_millis(100), ANSWER_WAIT_MAX);

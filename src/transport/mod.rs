@@ -22,7 +22,7 @@ mod join;
 mod outbound;
 mod sockets;
 
-pub use join::{Admission, Admit, request_admission};
+pub use join::{Admission, Admit, request_admission, request_leave};
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener, TcpStream};

@@ -37,9 +37,12 @@ pub enum FrameKind {
     /// After a handshake with node id 0: a node asks to be admitted
     /// ([`super::JoinRequest`]).
     JoinRequest,
-    /// The answer to a `JoinRequest` ([`super::JoinAnswer`]), the last
-    /// frame on that connection.
+    /// The answer to a `JoinRequest` or `LeaveRequest`
+    /// ([`super::JoinAnswer`]), the last frame on that connection.
     JoinAnswer,
+    /// After a handshake with node id 0: a member asks its leader to
+    /// remove it ([`super::LeaveRequest`]).
+    LeaveRequest,
 }
 
 impl FrameKind {
@@ -52,6 +55,7 @@ impl FrameKind {
             FrameKind::Refusal => 4,
             FrameKind::JoinRequest => 5,
             FrameKind::JoinAnswer => 6,
+            FrameKind::LeaveRequest => 7,
         }
     }
 
@@ -64,6 +68,7 @@ impl FrameKind {
             4 => Some(FrameKind::Refusal),
             5 => Some(FrameKind::JoinRequest),
             6 => Some(FrameKind::JoinAnswer),
+            7 => Some(FrameKind::LeaveRequest),
             _ => None,
         }
     }

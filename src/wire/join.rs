@@ -1,7 +1,9 @@
-//! The join exchange: a node that is not a member yet (`ticketd join`)
-//! opens a peer connection, sends a handshake with cluster id 0 and node
-//! id 0, then one `JoinRequest`; the member answers one `JoinAnswer` and
-//! closes. Nothing else travels on such a connection.
+//! The join and leave exchanges: a node that is not a member yet
+//! (`ticketd join`) opens a peer connection, sends a handshake with
+//! cluster id 0 and node id 0, then one `JoinRequest`; the member answers
+//! one `JoinAnswer` and closes. A member that leaves (`ticketd leave`)
+//! does the same with a `LeaveRequest` to its leader. Nothing else
+//! travels on such a connection.
 
 use super::WireError;
 use super::codec::{Decoder, Encoder};
@@ -25,6 +27,46 @@ pub struct JoinRequest {
     pub wanted_id: NodeId,
 }
 
+/// "Remove me": a member asks its leader to remove it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LeaveRequest {
+    pub node_id: NodeId,
+    /// The member's data directory's incarnation, which the log records:
+    /// a node may only ask for its own removal.
+    pub incarnation: u64,
+}
+
+impl LeaveRequest {
+    /// `node_id u64 | incarnation u64`.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut enc = Encoder::with_capacity(16);
+        enc.u64(self.node_id);
+        enc.u64(self.incarnation);
+        enc.finish()
+    }
+
+    /// Parses [`LeaveRequest::encode`]'s output.
+    ///
+    /// # Errors
+    /// [`WireError::Malformed`] on truncation or trailing bytes.
+    pub fn decode(payload: &[u8]) -> Result<LeaveRequest, WireError> {
+        let mut dec = Decoder::new(payload);
+        let request = LeaveRequest {
+            node_id: dec.u64("leave node id")?,
+            incarnation: dec.u64("leave incarnation")?,
+        };
+        dec.finish()?;
+        Ok(request)
+    }
+}
+
+/// What a node that is not (or no longer wants to be) a member asks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MemberRequest {
+    Join(JoinRequest),
+    Leave(LeaveRequest),
+}
+
 /// The member's answer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum JoinAnswer {
@@ -32,9 +74,13 @@ pub enum JoinAnswer {
     Admitted { cluster_id: u64, node_id: NodeId },
     /// Not the leader: ask the member at this peer address.
     AskLeader { peer_addr: String },
-    /// Not admitted; `retry` when it may work a little later (a change in
-    /// progress, no leader yet), else it never will as asked.
+    /// Not admitted (or not removed); `retry` when it may work a little
+    /// later (a change in progress, no leader yet), else it never will as
+    /// asked.
     Refused { retry: bool, message: String },
+    /// A leave request: the removal is proposed (or done); the node learns
+    /// that it is committed through the log, as any removed member.
+    Leaving,
 }
 
 impl JoinRequest {
@@ -67,7 +113,8 @@ impl JoinRequest {
 
 impl JoinAnswer {
     /// `kind u8 | fields`: 1 admitted (`cluster_id u64 | node_id u64`),
-    /// 2 ask the leader (`peer_addr`), 3 refused (`retry bool | message`).
+    /// 2 ask the leader (`peer_addr`), 3 refused (`retry bool | message`),
+    /// 4 leaving.
     pub fn encode(&self) -> Vec<u8> {
         let mut enc = Encoder::with_capacity(32);
         match self {
@@ -88,6 +135,7 @@ impl JoinAnswer {
                 enc.bool(*retry);
                 enc.string(message);
             }
+            JoinAnswer::Leaving => enc.u8(4),
         }
         enc.finish()
     }
@@ -118,6 +166,7 @@ impl JoinAnswer {
                 retry: dec.bool("join retry")?,
                 message: dec.string("join refusal")?,
             },
+            4 => JoinAnswer::Leaving,
             _ => return Err(WireError::Malformed("join answer kind")),
         };
         dec.finish()?;
@@ -155,6 +204,7 @@ mod tests {
                 retry: true,
                 message: "another membership change is in progress".into(),
             },
+            JoinAnswer::Leaving,
         ] {
             let bytes = answer.encode();
             assert_eq!(JoinAnswer::decode(&bytes).unwrap(), answer);
@@ -166,6 +216,15 @@ mod tests {
             assert!(JoinAnswer::decode(&long).is_err());
         }
         assert!(JoinAnswer::decode(&[9]).is_err());
+        let leave = LeaveRequest {
+            node_id: 3,
+            incarnation: 0xbeef,
+        };
+        let bytes = leave.encode();
+        assert_eq!(LeaveRequest::decode(&bytes).unwrap(), leave);
+        for cut in 0..bytes.len() {
+            assert!(LeaveRequest::decode(&bytes[..cut]).is_err());
+        }
         let zero = JoinAnswer::Admitted {
             cluster_id: 0,
             node_id: 4,
