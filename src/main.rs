@@ -11,10 +11,9 @@ use ticketd::cli::{self, Command, Options, Parsed};
 use ticketd::http::{HttpOptions, HttpServer, Tokens};
 use ticketd::node::{self, Bootstrap, DirState, Input, NodeConfig, NodeHandle};
 use ticketd::notify::Notifier;
+use ticketd::operate;
 use ticketd::raft::Role;
 use ticketd::secret::{SECRET_BYTES_MIN, Secret};
-use ticketd::transport::request_admission;
-use ticketd::wire::JoinRequest;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -109,12 +108,12 @@ fn run(options: &Options, tokens: Tokens) -> Result<(), String> {
         }
         Command::Join { peer } => {
             node::wipe(&options.data_dir, options.db_size_mb, false).map_err(|e| e.to_string())?;
-            join(options, peer)?
+            operate::join(options, &advertised_http(options), peer)?
         }
         Command::Leave => match node::dir_state(&options.data_dir, options.db_size_mb)
             .map_err(|e| e.to_string())?
         {
-            DirState::Running => return leave_running(options, &tokens),
+            DirState::Running => return operate::leave_running(options, &tokens),
             DirState::Stopped { empty: true, .. } => {
                 return Err(format!(
                     "nothing to leave: {} holds no node",
@@ -182,7 +181,7 @@ fn run(options: &Options, tokens: Tokens) -> Result<(), String> {
             let _ = node_thread.join();
             return Err(format!("cannot leave: {e}"));
         }
-        Some(Instant::now() + LEAVE_WAIT)
+        Some(Instant::now() + operate::LEAVE_WAIT)
     } else {
         None
     };
@@ -199,7 +198,7 @@ fn run(options: &Options, tokens: Tokens) -> Result<(), String> {
     let mut ready = false;
     while !stop.load(Ordering::SeqCst) && !node_thread.is_finished() {
         if leave_by.is_some_and(|by| Instant::now() >= by) {
-            error!("not removed within {LEAVE_WAIT:?}; stopping");
+            error!("not removed within {:?}; stopping", operate::LEAVE_WAIT);
             break;
         }
         let line = status_line(&handle);
@@ -226,101 +225,6 @@ fn run(options: &Options, tokens: Tokens) -> Result<(), String> {
         }
         None => Ok(()),
     }
-}
-
-/// How long `leave` waits for the node's removal to be committed.
-const LEAVE_WAIT: Duration = Duration::from_secs(60);
-
-/// `leave` on a running node: asks it, over its own HTTP address, to
-/// leave, then waits until it has stopped and marked its data dir.
-fn leave_running(options: &Options, tokens: &Tokens) -> Result<(), String> {
-    let addr = match options.http_listen.rsplit_once(':') {
-        Some(("0.0.0.0" | "", port)) => format!("127.0.0.1:{port}"),
-        Some(("[::]", port)) => format!("[::1]:{port}"),
-        _ => options.http_listen.clone(),
-    };
-    let token = tokens
-        .admin
-        .as_ref()
-        .map(|t| String::from_utf8_lossy(t.current()).into_owned());
-    let (status, body) = http_post(&addr, "/api/v1/cluster/leave", token.as_deref())
-        .map_err(|e| format!("cannot ask the node at {addr} to leave: {e}"))?;
-    if status != 200 {
-        return Err(format!(
-            "the node at {addr} refused to leave ({status}): {}",
-            body.trim()
-        ));
-    }
-    info!("the node at {addr} leaves its cluster; waiting for it to stop");
-    let deadline = Instant::now() + LEAVE_WAIT;
-    while Instant::now() < deadline {
-        match node::dir_state(&options.data_dir, options.db_size_mb) {
-            Ok(DirState::Running) => std::thread::sleep(Duration::from_millis(100)),
-            Ok(DirState::Stopped { removed: true, .. }) => return Ok(()),
-            Ok(DirState::Stopped { .. }) => {
-                return Err("the node stopped before its removal was committed".into());
-            }
-            Err(e) => return Err(e.to_string()),
-        }
-    }
-    Err(format!(
-        "the node at {addr} is still running after {LEAVE_WAIT:?}"
-    ))
-}
-
-/// A bare HTTP/1.1 POST with an empty body: the status and the body.
-fn http_post(addr: &str, path: &str, token: Option<&str>) -> std::io::Result<(u16, String)> {
-    use std::io::{Read, Write};
-    let socket: std::net::SocketAddr = addr.parse().map_err(|e| {
-        std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{addr}: {e}"))
-    })?;
-    let mut stream = std::net::TcpStream::connect_timeout(&socket, Duration::from_secs(5))?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    stream.set_write_timeout(Some(Duration::from_secs(5)))?;
-    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
-    write!(
-        stream,
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut answer = Vec::new();
-    stream.take(64 << 10).read_to_end(&mut answer)?;
-    let text = String::from_utf8_lossy(&answer);
-    let status = text
-        .strip_prefix("HTTP/1.1 ")
-        .and_then(|rest| rest.get(..3))
-        .and_then(|code| code.parse().ok())
-        .ok_or_else(|| {
-            std::io::Error::new(std::io::ErrorKind::InvalidData, "not an HTTP answer")
-        })?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, b)| b)
-        .to_string();
-    Ok((status, body))
-}
-
-/// How long `join` keeps asking before it gives up.
-const JOIN_WAIT: Duration = Duration::from_secs(30);
-
-/// Asks the member at `peer` to admit this node (its data dir already
-/// wiped); the identity to bootstrap with.
-fn join(options: &Options, peer: &str) -> Result<Bootstrap, String> {
-    let incarnation = node::draw_random().map_err(|e| e.to_string())?;
-    let request = JoinRequest {
-        peer_addr: options.peer_addr.clone(),
-        http_addr: advertised_http(options),
-        incarnation,
-        wanted_id: options.node_id.unwrap_or(0),
-    };
-    info!("asking {peer} to admit this node ({})", request.peer_addr);
-    let deadline = Instant::now() + JOIN_WAIT;
-    let admission = request_admission(peer, &request, deadline)
-        .map_err(|why| format!("join {peer} failed: {why}"))?;
-    Ok(Bootstrap::Joined {
-        cluster_id: admission.cluster_id,
-        node_id: admission.node_id,
-        incarnation,
-    })
 }
 
 /// What `systemctl status` shows: this node's role and who leads.

@@ -361,6 +361,17 @@ fn a_retried_join_gets_the_same_id_and_used_ids_are_refused() {
         }
         other => panic!("{other:?}"),
     }
+    let garbage = JoinRequest {
+        peer_addr: "x".repeat(2000),
+        ..request.clone()
+    };
+    match ask_to_join(&member, &garbage) {
+        JoinAnswer::Refused { retry, message } => {
+            assert!(!retry);
+            assert!(message.contains("not host:port"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
     // A voter's address is never handed to a new data directory.
     let voter = JoinRequest {
         peer_addr: member.clone(),

@@ -24,6 +24,18 @@ const ATTRIBUTES_CHECK_INTERVAL: Duration = Duration::from_millis(200);
 /// then the joiner is told to retry (and gets the same id).
 const JOIN_COMMIT_WAIT: Duration = Duration::from_secs(8);
 
+/// Longer addresses are refused from joiners (as the transport refuses
+/// them for itself).
+const ADDRESS_BYTES_MAX: usize = 1024;
+
+/// A `host:port` of sane length with a non-zero port.
+fn is_host_port(text: &str) -> bool {
+    text.len() <= ADDRESS_BYTES_MAX
+        && text.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+        })
+}
+
 /// How often a leaving node asks its leader again (until its removal
 /// reaches it through the log).
 const LEAVE_RETRY_INTERVAL: Duration = Duration::from_millis(500);
@@ -412,8 +424,13 @@ impl Driver {
                 _ => refuse(true, "no leader known".into()),
             });
         }
-        if request.peer_addr.is_empty() {
-            return Err(refuse(false, "a joiner must give its peer address".into()));
+        for (what, addr) in [("peer", &request.peer_addr), ("HTTP", &request.http_addr)] {
+            if !is_host_port(addr) {
+                return Err(refuse(
+                    false,
+                    format!("the joiner's {what} address {addr:?} is not host:port"),
+                ));
+            }
         }
         let membership = self.raft.membership();
         let wanted = request.wanted_id;
