@@ -27,6 +27,8 @@ pub const LOG_LEVEL_MAX: u8 = 4;
 pub const CONNECTIONS_MAX_MAX: u64 = 1 << 20;
 /// Clusters are 1, 3 or 5 nodes; this only bounds a runaway list.
 pub const PEERS_MAX: usize = 16;
+/// The largest `--id`: ids above 2^62 leave room for every later one.
+const NODE_ID_MAX: u64 = 1 << 62;
 /// The longest DNS name.
 const HOST_LEN_MAX: usize = 253;
 
@@ -45,6 +47,8 @@ pub enum Command {
     Join { peer: String },
     /// Ask the cluster to remove this node, then stop.
     Leave,
+    /// Wipe the data directory (refused while a node runs on it).
+    Drop,
 }
 
 /// A validated configuration.
@@ -61,6 +65,8 @@ pub struct Options {
     pub advertise: String,
     pub peer_port: u16,
     pub http_port: u16,
+    /// `--id N`: this node's id when it starts or joins (None: assigned).
+    pub node_id: Option<u64>,
     /// `host:port` for the HTTP listener: `-l`, or `host` + `http_port`.
     pub http_listen: String,
     /// `advertise:peer_port`, as peers know us.
@@ -105,6 +111,13 @@ impl std::error::Error for CliError {}
 fn options() -> getopts::Options {
     let mut opts = getopts::Options::new();
     opts.optopt("", "peer_port", "Raft peer traffic (default 9001)", "PORT")
+        .optopt("", "raft_port", "alias of --peer_port", "PORT")
+        .optopt(
+            "",
+            "id",
+            "this node's id when it starts or joins (never one used before; default assigned)",
+            "N",
+        )
         .optopt(
             "",
             "http_port",
@@ -193,6 +206,7 @@ Usage:
   ticketd start [options]      wipe the data dir and start a new one-node cluster
   ticketd join PEER [options]  wipe the data dir and join PEER's cluster
   ticketd leave [options]      ask the cluster to remove this node, then stop
+  ticketd drop [options]       wipe the data dir (refused while a node runs on it)
   ticketd --help | --version";
     options().usage(brief)
 }
@@ -250,7 +264,21 @@ fn options_from(matches: &getopts::Matches) -> Result<Options, String> {
         None => advertised_host("--host", &host)
             .map_err(|why| format!("{why}; give --advertise with a routable address"))?,
     };
-    let peer_port = port_option(matches, "peer_port", DEFAULT_PEER_PORT)?;
+    let peer_port = match (
+        matches.opt_present("peer_port"),
+        matches.opt_present("raft_port"),
+    ) {
+        (true, true) => return Err("give --peer_port or --raft_port, not both".into()),
+        (false, true) => port_option(matches, "raft_port", DEFAULT_PEER_PORT)?,
+        _ => port_option(matches, "peer_port", DEFAULT_PEER_PORT)?,
+    };
+    let node_id = match matches.opt_str("id") {
+        None => None,
+        Some(_) => Some(number_option(matches, "id", 0, 1, NODE_ID_MAX)?),
+    };
+    if node_id.is_some() && matches!(command, Command::Run | Command::Leave | Command::Drop) {
+        return Err("--id is only for start and join".into());
+    }
     let http_port = port_option(matches, "http_port", DEFAULT_HTTP_PORT)?;
     let peer_addr = join_host_port(&advertise, peer_port);
     let peer_listen = join_host_port(&host, peer_port);
@@ -276,6 +304,7 @@ fn options_from(matches: &getopts::Matches) -> Result<Options, String> {
         advertise,
         peer_port,
         http_port,
+        node_id,
         http_listen,
         peer_addr,
         peer_listen,
@@ -331,6 +360,7 @@ fn command_from(free: &[String]) -> Result<(Command, Option<&str>), String> {
     let (command, used) = match first.as_str() {
         "start" => (Command::Start, 0),
         "leave" => (Command::Leave, 0),
+        "drop" => (Command::Drop, 0),
         "join" => {
             let peer = rest
                 .first()
@@ -527,6 +557,7 @@ mod tests {
                 advertise: "127.0.0.1".into(),
                 peer_port: 9001,
                 http_port: 8001,
+                node_id: None,
                 http_listen: "127.0.0.1:8001".into(),
                 peer_addr: "127.0.0.1:9001".into(),
                 peer_listen: "127.0.0.1:9001".into(),
@@ -690,6 +721,15 @@ mod tests {
         );
         assert_eq!(run(&["start", "-P", "x"]).unwrap().command, Command::Start);
         assert_eq!(run(&["leave"]).unwrap().command, Command::Leave);
+        assert_eq!(run(&["drop"]).unwrap().command, Command::Drop);
+        let start = run(&["start", "--id", "7", "--raft_port", "9005"]).unwrap();
+        assert_eq!(start.node_id, Some(7));
+        assert_eq!(start.peer_port, 9005);
+        assert_eq!(start.peer_addr, "127.0.0.1:9005");
+        assert!(error(&["start", "--id", "0"]).contains("--id"));
+        assert!(error(&["start", "--id", "x"]).contains("--id"));
+        assert!(error(&["--id", "3"]).contains("start and join"));
+        assert!(error(&["start", "--peer_port", "1", "--raft_port", "2"]).contains("not both"));
         let join = run(&["--peer_port", "9004", "join", "127.0.0.1:9001"]).unwrap();
         assert_eq!(
             join.command,

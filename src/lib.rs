@@ -9,6 +9,7 @@ pub mod ids;
 pub mod metrics;
 pub mod node;
 pub mod notify;
+pub mod operate;
 pub mod raft;
 pub mod secret;
 pub mod store;

@@ -4,13 +4,14 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use log::{LevelFilter, error, info};
 use ticketd::cli::{self, Command, Options, Parsed};
 use ticketd::http::{HttpOptions, HttpServer, Tokens};
-use ticketd::node::{self, NodeConfig, NodeHandle};
+use ticketd::node::{self, Bootstrap, DirState, Input, NodeConfig, NodeHandle};
 use ticketd::notify::Notifier;
+use ticketd::operate;
 use ticketd::raft::Role;
 use ticketd::secret::{SECRET_BYTES_MIN, Secret};
 
@@ -122,9 +123,49 @@ fn load_tokens(options: &Options) -> Result<Tokens, String> {
 /// loaded its data and serves HTTP (from then on its data directory is a
 /// member's and must never be removed).
 fn run(options: &Options, tokens: Tokens, serving: &mut bool) -> Result<(), String> {
-    if options.command != Command::Run {
-        return Err("start, join and leave are not supported yet; run with a peer list".into());
-    }
+    let bootstrap = match &options.command {
+        Command::Run => Bootstrap::Peers,
+        Command::Drop => {
+            return node::wipe(&options.data_dir, options.db_size_mb, true)
+                .map_err(|e| e.to_string());
+        }
+        Command::Start => {
+            node::wipe(&options.data_dir, options.db_size_mb, false).map_err(|e| e.to_string())?;
+            Bootstrap::NewCluster {
+                node_id: options.node_id.unwrap_or(1),
+            }
+        }
+        Command::Join { peer } => {
+            node::wipe(&options.data_dir, options.db_size_mb, false).map_err(|e| e.to_string())?;
+            operate::join(options, &advertised_http(options), peer)?
+        }
+        Command::Leave => match node::dir_state(&options.data_dir, options.db_size_mb)
+            .map_err(|e| e.to_string())?
+        {
+            DirState::Running => return operate::leave_running(options, &tokens),
+            DirState::Stopped { empty: true, .. } => {
+                return Err(format!(
+                    "nothing to leave: {} holds no node",
+                    options.data_dir.display()
+                ));
+            }
+            DirState::Stopped { removed: true, .. } => {
+                info!("this node was removed from its cluster already");
+                return Ok(());
+            }
+            // Started from its data dir to leave, then it stops.
+            DirState::Stopped { .. } => Bootstrap::Peers,
+        },
+    };
+    let leaving = options.command == Command::Leave;
+    let joined = match bootstrap {
+        Bootstrap::Joined {
+            cluster_id,
+            node_id,
+            ..
+        } => Some((cluster_id, node_id)),
+        _ => None,
+    };
     let compact_entries = std::env::var("TICKETD_COMPACT_ENTRIES")
         .ok()
         .and_then(|v| v.parse::<u64>().ok())
@@ -134,6 +175,7 @@ fn run(options: &Options, tokens: Tokens, serving: &mut bool) -> Result<(), Stri
         data_dir: options.data_dir.clone(),
         db_size_mb: options.db_size_mb,
         peers: options.peers.clone(),
+        bootstrap,
         peer_addr: options.peer_addr.clone(),
         peer_listen: options.peer_listen.clone(),
         http_addr: advertised_http(options),
@@ -162,6 +204,23 @@ fn run(options: &Options, tokens: Tokens, serving: &mut bool) -> Result<(), Stri
         }
     };
     info!("serving HTTP on {}", http.local_addr);
+    let leave_by = if leaving {
+        if let Err(e) = handle.call(|reply| Input::Leave { reply }, Duration::from_secs(5)) {
+            http.shutdown();
+            handle.shutdown();
+            let _ = node_thread.join();
+            return Err(format!("cannot leave: {e}"));
+        }
+        Some(Instant::now() + operate::LEAVE_WAIT)
+    } else {
+        None
+    };
+    if let Some((cluster_id, node_id)) = joined {
+        // The one line an operator's script reads.
+        println!("joined cluster {cluster_id:016x} as node {node_id}");
+        let _ = std::io::Write::flush(&mut std::io::stdout());
+        info!("joined cluster {cluster_id:016x} as node {node_id}");
+    }
     // systemd (Type=notify): ready once the data is loaded and HTTP is
     // served; a status line on every change of role or leader.
     *serving = true;
@@ -169,6 +228,10 @@ fn run(options: &Options, tokens: Tokens, serving: &mut bool) -> Result<(), Stri
     let mut shown = String::new();
     let mut ready = false;
     while !stop.load(Ordering::SeqCst) && !node_thread.is_finished() {
+        if leave_by.is_some_and(|by| Instant::now() >= by) {
+            error!("not removed within {:?}; stopping", operate::LEAVE_WAIT);
+            break;
+        }
         let line = status_line(&handle);
         if line != shown || !ready {
             let prefix = if ready { "" } else { "READY=1\n" };
@@ -188,6 +251,9 @@ fn run(options: &Options, tokens: Tokens, serving: &mut bool) -> Result<(), Stri
     // A node refused by its cluster (its data is gone) stops with an error.
     match handle.shared.fatal() {
         Some(why) => Err(why),
+        None if leaving && !handle.shared.status().removed => {
+            Err("the node stopped before its removal was committed".into())
+        }
         None => Ok(()),
     }
 }

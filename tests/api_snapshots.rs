@@ -210,6 +210,26 @@ fn a_large_state_is_compacted_in_proportion_to_the_log() {
         (same >= 5).then_some(index)
     })
     .expect("the sessions' log is compacted");
+    // Where the last compaction fell depends on timing (a loaded machine
+    // applies more sessions between two looks): open more until the next
+    // one, so the log since the snapshot is about one session long.
+    let mut extra = Vec::new();
+    let snapshot = wait_for(Duration::from_secs(20), || {
+        extra.push(api.open_session(&name, 60_000));
+        std::thread::sleep(Duration::from_millis(100));
+        let index = index_of(node, "SnapshotIndex");
+        (index > snapshot).then_some(index)
+    })
+    .expect("more sessions are compacted too");
+    let (mut last, mut same) = (snapshot, 0);
+    let snapshot = wait_for(Duration::from_secs(20), || {
+        std::thread::sleep(Duration::from_millis(200));
+        let index = index_of(node, "SnapshotIndex");
+        same = if index == last { same + 1 } else { 0 };
+        last = index;
+        (same >= 5).then_some(index)
+    })
+    .expect("the compaction settles");
     // Lock entries are some 30 bytes: these 100 are a fraction of it.
     for n in 0..50 {
         assert!(lock_grant(&api.lock(&sessions[0], &format!("l{n}"))).granted);
@@ -221,14 +241,29 @@ fn a_large_state_is_compacted_in_proportion_to_the_log() {
         snapshot,
         "compacted again after a fraction of the snapshot's size in log"
     );
-    // Twice as many bytes of log as the snapshot holds (a node waits
-    // for up to 11/8 of it): compacted again.
-    for _ in 0..80 {
-        let session = api.open_session(&name, 60_000);
-        assert_ok(&api.close(&session), "close");
-    }
-    let again = wait_for(Duration::from_secs(10), || {
-        (index_of(node, "SnapshotIndex") > snapshot).then_some(())
+    // As many bytes of log as the snapshot holds, and up to 11/8 of it
+    // (the node's stagger): compacted again. The live sessions (40, and
+    // the extra ones) are the snapshot; each pair adds about one
+    // session's worth of log.
+    let live = sessions.len() + extra.len();
+    let mut pairs = 0;
+    let again = wait_for(Duration::from_secs(30), || {
+        for _ in 0..10 {
+            let session = api.open_session(&name, 60_000);
+            assert_ok(&api.close(&session), "close");
+        }
+        pairs += 10;
+        (index_of(node, "SnapshotIndex") > snapshot).then_some(pairs)
     });
-    assert!(again.is_some(), "compacted once the log caught up");
+    let Some(pairs) = again else {
+        panic!("never compacted again as the log grew");
+    };
+    assert!(
+        pairs >= live / 2,
+        "compacted after {pairs} open/close pairs with {live} live sessions: too soon"
+    );
+    assert!(
+        pairs <= 2 * live + 20,
+        "compacted only after {pairs} open/close pairs with {live} live sessions"
+    );
 }

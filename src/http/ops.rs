@@ -116,7 +116,7 @@ fn members_json(status: &Status) -> String {
 }
 
 /// `GET /api/v1/cluster`, `POST|DELETE /api/v1/cluster/members[/{id}]`,
-/// `POST /api/v1/cluster/transfer?to=`.
+/// `POST /api/v1/cluster/transfer?to=`, `POST /api/v1/cluster/leave`.
 pub fn cluster(
     method: &Method,
     rest: &[&str],
@@ -133,6 +133,8 @@ pub fn cluster(
         (["members", id], Method::Delete) => ("members", remove_member(id, url, context)),
         (["members", _], _) => ("members", wrong_method(method, "DELETE")),
         (["transfer"], Method::Post) => ("transfer", transfer(target, url, context)),
+        (["leave"], Method::Post) => ("leave", leave(context)),
+        (["leave"], _) => ("leave", wrong_method(method, "POST")),
         (["transfer"], _) => ("transfer", wrong_method(method, "POST")),
         _ => ("unknown", respond::error(404, "no such path")),
     }
@@ -204,6 +206,19 @@ fn membership_call(change: ConfChange, url: &str, context: &Context) -> Answer {
             respond::error(409, &why)
         }
         Err(error) => respond::node_error(&error, 307, url),
+    }
+}
+
+/// `ticketd leave` on a running node: this node asks its leader to remove
+/// it and stops once that is committed; the answer comes at once.
+fn leave(context: &Context) -> Answer {
+    let result = context
+        .node
+        .call(|reply| Input::Leave { reply }, Duration::from_secs(5));
+    match result {
+        Ok(()) => respond::json(string_json("Ok")),
+        Err(NodeError::Unavailable(why)) => respond::error(409, &why),
+        Err(error) => respond::node_error(&error, 307, "/api/v1/cluster/leave"),
     }
 }
 

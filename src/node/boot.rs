@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
-use std::sync::mpsc::sync_channel;
+use std::sync::mpsc::{SyncSender, sync_channel};
 use std::thread::JoinHandle;
 
 use log::{info, warn};
@@ -15,20 +15,24 @@ use super::driver::Driver;
 use super::members::MemberState;
 use super::status::{Shared, Status};
 use super::writer::Writer;
-use super::{Input, NodeConfig, NodeHandle};
+use super::{Bootstrap, Input, NodeConfig, NodeHandle, oneshot};
 use crate::raft::{self, Member, Membership, Persisted, Raft, Snapshot, SnapshotMeta};
-use crate::store::{Identity, Loaded, Store};
+use crate::store::{Identity, Loaded, Store, Wiped};
 use crate::ticket::State;
 use crate::transport::{Transport, TransportConfig};
+use crate::wire::{JoinAnswer, MemberRequest};
 
 /// Inputs waiting for the node thread, at most.
 const INBOX_CAPACITY: usize = 65_536;
+/// How long a joiner's request waits for the node's answer at most; the
+/// node itself gives up a little earlier ([`super::members`]).
+const JOIN_ANSWER_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A peer's message as the node thread takes it, or None to refuse it
 /// (its connection is closed). A snapshot's state is decoded and checked
 /// here, on the reader thread, before the core may install it: bad bytes
 /// from a peer never reach the core, and are decoded only once.
-fn admit(message: raft::Message) -> Option<Input> {
+fn admit_message(message: raft::Message) -> Option<Input> {
     let raft::MessageBody::Snapshot { snapshot, .. } = &message.body else {
         return Some(Input::Peer(message));
     };
@@ -89,11 +93,12 @@ pub fn initial_membership(peers: &[String]) -> Membership {
     }
 }
 
-/// A random non-zero number for a newly bootstrapped data directory.
+/// A random non-zero number: a data directory's incarnation, a new
+/// cluster's id.
 ///
 /// # Errors
 /// `BootError` when the system's random source cannot be read.
-fn draw_incarnation() -> Result<u64, BootError> {
+pub fn draw_random() -> Result<u64, BootError> {
     use std::io::Read;
     let mut bytes = [0u8; 8];
     std::fs::File::open("/dev/urandom")
@@ -135,7 +140,7 @@ pub fn start(config: NodeConfig) -> Result<(NodeHandle, JoinHandle<()>), BootErr
     if identity.incarnation == 0 {
         // A directory from before incarnations: it gets one now, and
         // publishes it like a new one.
-        identity.incarnation = draw_incarnation()?;
+        identity.incarnation = draw_random()?;
         store
             .set_identity(identity)
             .map_err(|e| BootError(format!("cannot record the incarnation: {e}")))?;
@@ -158,7 +163,7 @@ pub fn start(config: NodeConfig) -> Result<(NodeHandle, JoinHandle<()>), BootErr
     let (inbox, receiver) = sync_channel::<Input>(INBOX_CAPACITY);
     let peer_inbox = inbox.clone();
     let deliver = Arc::new(move |message| {
-        let Some(input) = admit(message) else {
+        let Some(input) = admit_message(message) else {
             return false;
         };
         // Blocking: a slow node thread slows the peers' readers, which
@@ -189,6 +194,8 @@ pub fn start(config: NodeConfig) -> Result<(NodeHandle, JoinHandle<()>), BootErr
         config.peer_addr,
         config.data_dir.display()
     );
+    let admit_inbox = inbox.clone();
+    transport.set_admit(Arc::new(move |request| admit(&admit_inbox, request)));
     let writer = Writer::start(store, inbox.clone())
         .map_err(|e| BootError(format!("cannot start the writer thread: {e}")))?;
     let handle = NodeHandle {
@@ -197,11 +204,30 @@ pub fn start(config: NodeConfig) -> Result<(NodeHandle, JoinHandle<()>), BootErr
     };
     let mut driver = Driver::new(config, raft, writer, state, transport, shared, loaded.app);
     driver.members = MemberState::new(applied_membership, identity.incarnation);
+    driver.members.cluster_id = identity.cluster_id;
     let thread = std::thread::Builder::new()
         .name("node".into())
         .spawn(move || driver.run(receiver))
         .map_err(|e| BootError(format!("cannot start the node thread: {e}")))?;
     Ok((handle, thread))
+}
+
+/// Hands a joiner's request to the node thread and waits for its answer
+/// (on a transport reader thread).
+fn admit(inbox: &SyncSender<Input>, request: MemberRequest) -> JoinAnswer {
+    let (reply, answer) = oneshot::channel();
+    if inbox.try_send(Input::Join { request, reply }).is_err() {
+        return JoinAnswer::Refused {
+            retry: true,
+            message: "the node is overloaded or stopping".into(),
+        };
+    }
+    answer
+        .recv_timeout(JOIN_ANSWER_WAIT)
+        .unwrap_or_else(|| JoinAnswer::Refused {
+            retry: true,
+            message: "the membership change did not commit in time".into(),
+        })
 }
 
 /// The Raft settings: 10 ms ticks, elections after 0.8–1.6 s of
@@ -226,21 +252,52 @@ fn raft_config(id: u64, tick: std::time::Duration) -> raft::Config {
     }
 }
 
-fn bootstrap(config: &NodeConfig, store: &mut Store) -> Result<Loaded, BootError> {
-    let peers = if config.peers.is_empty() {
-        vec![config.peer_addr.clone()]
-    } else {
-        config.peers.clone()
+/// The identity and first membership of an empty data directory.
+fn first_identity(config: &NodeConfig) -> Result<(Identity, Membership), BootError> {
+    let (cluster_id, node_id, mut membership) = match config.bootstrap {
+        Bootstrap::Joined {
+            cluster_id,
+            node_id,
+            incarnation,
+        } => {
+            let identity = Identity {
+                cluster_id,
+                node_id,
+                incarnation,
+            };
+            return Ok((identity, Membership::default()));
+        }
+        Bootstrap::NewCluster { node_id } => {
+            let mut membership = Membership::default();
+            let me = Member {
+                voter: true,
+                peer_addr: config.peer_addr.clone(),
+                http_addr: String::new(),
+                incarnation: 0,
+            };
+            membership.members.insert(node_id, me);
+            membership.max_id = node_id;
+            (draw_random()?, node_id, membership)
+        }
+        Bootstrap::Peers => {
+            let peers = if config.peers.is_empty() {
+                vec![config.peer_addr.clone()]
+            } else {
+                config.peers.clone()
+            };
+            let membership = initial_membership(&peers);
+            let node_id = membership
+                .members
+                .iter()
+                .find(|(_, m)| m.peer_addr == config.peer_addr)
+                .map(|(id, _)| *id)
+                .ok_or_else(|| {
+                    BootError(format!("{} is not in the peer list", config.peer_addr))
+                })?;
+            (cluster_id_of(&membership), node_id, membership)
+        }
     };
-    let mut membership = initial_membership(&peers);
-    let cluster_id = cluster_id_of(&membership);
-    let node_id = membership
-        .members
-        .iter()
-        .find(|(_, m)| m.peer_addr == config.peer_addr)
-        .map(|(id, _)| *id)
-        .ok_or_else(|| BootError(format!("{} is not in the peer list", config.peer_addr)))?;
-    let incarnation = draw_incarnation()?;
+    let incarnation = draw_random()?;
     if let Some(me) = membership.members.get_mut(&node_id) {
         me.http_addr = config.http_addr.clone();
         me.incarnation = incarnation;
@@ -250,6 +307,12 @@ fn bootstrap(config: &NodeConfig, store: &mut Store) -> Result<Loaded, BootError
         node_id,
         incarnation,
     };
+    Ok((identity, membership))
+}
+
+fn bootstrap(config: &NodeConfig, store: &mut Store) -> Result<Loaded, BootError> {
+    let (identity, membership) = first_identity(config)?;
+    let cluster_id = identity.cluster_id;
     let snapshot = Snapshot {
         meta: SnapshotMeta {
             index: 0,
@@ -266,6 +329,79 @@ fn bootstrap(config: &NodeConfig, store: &mut Store) -> Result<Loaded, BootError
         .load()
         .map_err(|e| BootError(format!("{e}")))?
         .ok_or_else(|| BootError("bootstrap wrote nothing".into()))
+}
+
+/// Empties the data directory for `start` or `join` (or `drop`), saying
+/// first what it holds: one line with the cluster id, node id and
+/// directory.
+///
+/// # Errors
+/// `BootError` while a node runs on the directory, for a directory that
+/// is not a ticketd store, or when a file cannot be removed.
+pub fn wipe(
+    data_dir: &std::path::Path,
+    db_size_mb: u64,
+    remove_dir: bool,
+) -> Result<(), BootError> {
+    let shown = data_dir.display();
+    let wiped = if remove_dir {
+        Store::drop_dir(data_dir, db_size_mb)
+    } else {
+        Store::wipe(data_dir, db_size_mb)
+    };
+    match wiped {
+        Ok(Wiped::Empty) => {}
+        Ok(Wiped::Identity(identity)) => info!(
+            "wiped the data of node {} of cluster {:016x} in {shown}",
+            identity.node_id, identity.cluster_id
+        ),
+        Ok(Wiped::Unreadable(why)) => info!("wiped unreadable data ({why}) in {shown}"),
+        Err(crate::store::StoreError::Locked(_)) => {
+            return Err(BootError(format!(
+                "data directory {shown} is in use by a running node; stop it first (or `ticketd leave` it)"
+            )));
+        }
+        Err(e) => return Err(BootError(format!("cannot wipe {shown}: {e}"))),
+    }
+    Ok(())
+}
+
+/// What a data directory holds, for `ticketd leave`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DirState {
+    /// A node runs on it (it holds the lock).
+    Running,
+    /// Nobody runs on it: whether it holds a node, and whether that node
+    /// was removed from its cluster.
+    Stopped { empty: bool, removed: bool },
+}
+
+/// Looks at a data directory without changing it.
+///
+/// # Errors
+/// `BootError` for a directory that cannot be opened or read.
+pub fn dir_state(data_dir: &std::path::Path, db_size_mb: u64) -> Result<DirState, BootError> {
+    if !data_dir.exists() {
+        return Ok(DirState::Stopped {
+            empty: true,
+            removed: false,
+        });
+    }
+    let store = match Store::open(data_dir, db_size_mb) {
+        Ok(store) => store,
+        Err(crate::store::StoreError::Locked(_)) => return Ok(DirState::Running),
+        Err(e) => {
+            return Err(BootError(format!(
+                "cannot open {}: {e}",
+                data_dir.display()
+            )));
+        }
+    };
+    let loaded = store.load().map_err(|e| BootError(e.to_string()))?;
+    Ok(DirState::Stopped {
+        empty: loaded.is_none(),
+        removed: loaded.is_some_and(|l| l.removed),
+    })
 }
 
 /// A restarted node keeps its own membership; a peer list that describes

@@ -230,6 +230,10 @@ impl Driver {
                         .map_err(|e| self.propose_error(e)),
                 );
             }
+            Input::Join { request, reply } => self.join(request, reply),
+            Input::Leave { reply } => {
+                let _ = reply.send(self.leave());
+            }
             Input::WakeIds | Input::Written => {}
             Input::Shutdown => self.begin_shutdown(),
         }

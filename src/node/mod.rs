@@ -21,11 +21,12 @@ use std::sync::Arc;
 use std::sync::mpsc::{SyncSender, TrySendError};
 use std::time::Duration;
 
-pub use boot::{BootError, start};
+pub use boot::{BootError, DirState, dir_state, draw_random, start, wipe};
 pub use status::{Counters, Shared, Status};
 
 use crate::raft::{ConfChange, Message, NodeId};
 use crate::ticket::{Command, Outcome, SessionId, State};
+use crate::wire::{JoinAnswer, MemberRequest};
 
 /// How long a proposal may wait for its entry to apply before the
 /// client is told to retry.
@@ -38,6 +39,8 @@ pub struct NodeConfig {
     pub db_size_mb: u64,
     /// Peer addresses of the initial members (empty: just this node).
     pub peers: Vec<String>,
+    /// How an empty data directory is bootstrapped.
+    pub bootstrap: Bootstrap,
     /// Our advertised peer address (`host:port`) and the address to bind.
     pub peer_addr: String,
     pub peer_listen: String,
@@ -48,6 +51,24 @@ pub struct NodeConfig {
     /// Log entries beyond the snapshot before the log is compacted.
     pub compact_entries: u64,
     pub tick: Duration,
+}
+
+/// How [`start`] bootstraps an empty data directory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bootstrap {
+    /// From `NodeConfig::peers` (or as a one-node cluster), with the
+    /// cluster id derived from the list: plain `ticketd [PEERS]`.
+    Peers,
+    /// A new one-node cluster with a random cluster id (`ticketd start`).
+    NewCluster { node_id: NodeId },
+    /// A member admitted by a cluster (`ticketd join`): the identity it
+    /// was given, and an empty membership until the leader's log or
+    /// snapshot arrives.
+    Joined {
+        cluster_id: u64,
+        node_id: NodeId,
+        incarnation: u64,
+    },
 }
 
 /// Why the node could not do what was asked.
@@ -116,6 +137,17 @@ pub enum Input {
     },
     /// Hand leadership to a member.
     Transfer { to: NodeId, reply: Reply<()> },
+    /// A node asks to join (over the peer protocol); answered once its
+    /// `AddLearner` is committed, or with why not. Or a member asks to be
+    /// removed.
+    Join {
+        request: MemberRequest,
+        reply: oneshot::Sender<JoinAnswer>,
+    },
+    /// This node should leave its cluster (`ticketd leave`): it asks its
+    /// leader to remove it (a leader hands over first) and stops once
+    /// the removal is committed.
+    Leave { reply: Reply<()> },
     /// The ID pool ran low: reserve another range.
     WakeIds,
     /// The writer thread finished a write.

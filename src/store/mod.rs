@@ -42,6 +42,20 @@ const LOCK_FILE: &str = "ticketd.lock";
 /// lmdb-sys's `MDB_LAST` cursor operation (not re-exported by lmdb-rkv).
 const MDB_LAST: u32 = 6;
 
+/// LMDB's files in a data directory: what [`Store::wipe`] removes.
+const LMDB_FILES: [&str; 2] = ["data.mdb", "lock.mdb"];
+
+/// What a data directory held before [`Store::wipe`] emptied it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Wiped {
+    /// Nothing (or a store never bootstrapped).
+    Empty,
+    /// A node's data.
+    Identity(Identity),
+    /// A ticketd store that could not be read back: why.
+    Unreadable(String),
+}
+
 /// Which cluster a data directory belongs to, and who we are in it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Identity {
@@ -174,6 +188,68 @@ impl Store {
             dir: dir.to_path_buf(),
             _lock: lock,
         })
+    }
+
+    /// Empties the data directory `dir` (LMDB's two files; the lock file
+    /// stays, and so does anything that is not ours), under its lock, and
+    /// says what it held. A directory that does not exist is left alone.
+    ///
+    /// # Errors
+    /// `Locked` while a node runs on it, `Corrupt` if it holds something
+    /// that is not a ticketd store (left untouched), `Io` if a file
+    /// cannot be removed.
+    pub fn wipe(dir: &Path, map_size_mb: u64) -> Result<Wiped, StoreError> {
+        if !dir.exists() {
+            return Ok(Wiped::Empty);
+        }
+        let store = Store::open(dir, map_size_mb)?;
+        let held = match store.load() {
+            Ok(None) => Wiped::Empty,
+            Ok(Some(loaded)) => Wiped::Identity(loaded.identity),
+            Err(why) => Wiped::Unreadable(why.to_string()),
+        };
+        let Store { env, _lock, .. } = store;
+        // Closed before its files go; the lock is held until they are.
+        drop(env);
+        for name in LMDB_FILES {
+            let path = dir.join(name);
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                Err(error) => {
+                    return Err(StoreError::Io(format!(
+                        "removing {}: {error}",
+                        path.display()
+                    )));
+                }
+            }
+        }
+        sync_dir(dir)?;
+        drop(_lock);
+        Ok(held)
+    }
+
+    /// [`Store::wipe`], then removes the lock file and the directory if
+    /// nothing else is left in it (`ticketd drop`).
+    ///
+    /// # Errors
+    /// As [`Store::wipe`].
+    pub fn drop_dir(dir: &Path, map_size_mb: u64) -> Result<Wiped, StoreError> {
+        let held = Store::wipe(dir, map_size_mb)?;
+        let lock = dir.join(LOCK_FILE);
+        match fs::remove_file(&lock) {
+            Ok(()) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => {
+                return Err(StoreError::Io(format!(
+                    "removing {}: {error}",
+                    lock.display()
+                )));
+            }
+        }
+        // Fails (and is left) when the operator keeps other files there.
+        let _ = fs::remove_dir(dir);
+        Ok(held)
     }
 
     /// Reads and checks everything; `None` for a store never bootstrapped.
@@ -780,6 +856,13 @@ fn lock_dir(dir: &Path) -> Result<(File, Vec<PathBuf>), StoreError> {
     }
 }
 
+/// Makes the removal of a directory's files durable.
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|error| StoreError::Io(format!("syncing {}: {error}", dir.display())))
+}
+
 fn open_error(dir: &Path, error: lmdb::Error) -> StoreError {
     match error {
         lmdb::Error::Invalid => StoreError::Corrupt(format!(
@@ -1313,6 +1396,34 @@ mod tests {
         let store = Store::open(&dir.0, 16).unwrap();
         assert_eq!(store.load().unwrap().unwrap(), before);
         assert_eq!(before.entries.first().unwrap().index, 31);
+    }
+
+    #[test]
+    fn a_wipe_empties_a_stopped_store_and_is_refused_while_it_is_open() {
+        let dir = TestDir::new("wipe");
+        assert_eq!(Store::wipe(&dir.0, 1).unwrap(), Wiped::Empty);
+        let mut store = Store::open(&dir.0, 1).unwrap();
+        let identity = Identity {
+            cluster_id: 9,
+            node_id: 2,
+            incarnation: 5,
+        };
+        store.bootstrap(identity, &Snapshot::default()).unwrap();
+        assert!(matches!(Store::wipe(&dir.0, 1), Err(StoreError::Locked(_))));
+        drop(store);
+        assert_eq!(Store::wipe(&dir.0, 1).unwrap(), Wiped::Identity(identity));
+        let store = Store::open(&dir.0, 1).unwrap();
+        assert!(store.load().unwrap().is_none());
+        drop(store);
+        assert_eq!(Store::drop_dir(&dir.0, 1).unwrap(), Wiped::Empty);
+        assert!(!dir.0.exists());
+        fs::create_dir_all(&dir.0).unwrap();
+        fs::write(dir.0.join("data.mdb"), b"not lmdb").unwrap();
+        assert!(matches!(
+            Store::wipe(&dir.0, 1),
+            Err(StoreError::Corrupt(_))
+        ));
+        assert!(dir.0.join("data.mdb").exists());
     }
 
     #[test]

@@ -111,6 +111,9 @@ fn serve(
     stream.set_write_timeout(Some(IO_TIMEOUT))?;
     // Unbuffered, so that nothing after the handshake frame is read here.
     let peer = read_handshake(&mut DeadlineReader::new(stream, IO_TIMEOUT))?;
+    if peer.node_id == 0 {
+        return super::join::serve_joiner(shared, stream, &peer);
+    }
     shared.check_handshake(&peer, None)?;
     if let Some(refusal) = shared.verdict(&peer, true) {
         // Tell it why, so that it can stop rather than retry forever.

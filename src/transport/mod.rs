@@ -18,8 +18,11 @@
 //! connections are accepted.
 
 mod inbound;
+mod join;
 mod outbound;
 mod sockets;
+
+pub use join::{Admission, Admit, request_admission, request_leave};
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -91,6 +94,7 @@ pub struct Roster {
 /// may propose it for the log; it is never used for redirects as is.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Announced {
+    pub peer_addr: String,
     pub http_addr: String,
     pub incarnation: u64,
 }
@@ -108,6 +112,8 @@ struct Shared {
     roster: Mutex<Roster>,
     /// The latest refusal a peer sent us, until the node takes it.
     refusal: Mutex<Option<Refusal>>,
+    /// Decides about joiners ([`Transport::set_admit`]); none: refused.
+    admit: Mutex<Option<Admit>>,
     /// Inbound sockets, to cap them and to close them on shutdown.
     inbound: Arc<Sockets>,
     /// Every thread started, joined on shutdown; finished ones are reaped
@@ -123,6 +129,7 @@ struct Shared {
 impl Shared {
     fn learn_announced(&self, handshake: &Handshake) {
         let announced = Announced {
+            peer_addr: handshake.peer_addr.clone(),
             http_addr: handshake.http_addr.clone(),
             incarnation: handshake.incarnation,
         };
@@ -323,6 +330,7 @@ impl Transport {
             announced: Mutex::new(BTreeMap::new()),
             roster: Mutex::new(Roster::default()),
             refusal: Mutex::new(None),
+            admit: Mutex::new(None),
             inbound: Sockets::new(INBOUND_CONNECTIONS_MAX),
             threads: Mutex::new(Vec::new()),
             dropped: AtomicU64::new(0),
@@ -444,6 +452,23 @@ impl Transport {
     /// node drops what a removed member sends anyway).
     pub fn set_roster(&self, roster: Roster) {
         *lock(&self.shared.roster) = roster;
+    }
+
+    /// Who decides about nodes that ask to join (called on a reader
+    /// thread; it may block, for a bounded time).
+    pub fn set_admit(&self, admit: Admit) {
+        *lock(&self.shared.admit) = Some(admit);
+    }
+
+    /// Peers that connected to us, by id, with the peer address they
+    /// announced: whom a node that is not a member yet answers (it knows
+    /// no members to dial until the leader's log reaches it).
+    pub fn announced_peers(&self) -> BTreeMap<NodeId, String> {
+        lock(&self.shared.announced)
+            .iter()
+            .filter(|(_, a)| !a.peer_addr.is_empty())
+            .map(|(id, a)| (*id, a.peer_addr.clone()))
+            .collect()
     }
 
     /// The latest refusal a peer answered our handshake with, once.
@@ -586,6 +611,7 @@ mod tests {
             announced: Mutex::new(BTreeMap::new()),
             roster: Mutex::new(Roster::default()),
             refusal: Mutex::new(None),
+            admit: Mutex::new(None),
             inbound: Sockets::new(1),
             threads: Mutex::new(Vec::new()),
             dropped: AtomicU64::new(0),
@@ -629,6 +655,7 @@ mod tests {
         assert_eq!(
             known.get(&2),
             Some(&Announced {
+                peer_addr: String::new(),
                 http_addr: "h:2".into(),
                 incarnation: 102
             })

@@ -135,7 +135,7 @@ fn connect(
 }
 
 /// Tries every address `addr` resolves to, each with a timeout.
-fn dial(addr: &str) -> io::Result<TcpStream> {
+pub(super) fn dial(addr: &str) -> io::Result<TcpStream> {
     let mut last_error = None;
     for socket_addr in addr.to_socket_addrs()? {
         match TcpStream::connect_timeout(&socket_addr, CONNECT_TIMEOUT) {

@@ -34,6 +34,15 @@ pub enum FrameKind {
     /// Instead of a handshake reply: why the connection is refused
     /// ([`super::Refusal`]). The last frame on that connection.
     Refusal,
+    /// After a handshake with node id 0: a node asks to be admitted
+    /// ([`super::JoinRequest`]).
+    JoinRequest,
+    /// The answer to a `JoinRequest` or `LeaveRequest`
+    /// ([`super::JoinAnswer`]), the last frame on that connection.
+    JoinAnswer,
+    /// After a handshake with node id 0: a member asks its leader to
+    /// remove it ([`super::LeaveRequest`]).
+    LeaveRequest,
 }
 
 impl FrameKind {
@@ -44,6 +53,9 @@ impl FrameKind {
             FrameKind::Message => 2,
             FrameKind::SnapshotChunk => 3,
             FrameKind::Refusal => 4,
+            FrameKind::JoinRequest => 5,
+            FrameKind::JoinAnswer => 6,
+            FrameKind::LeaveRequest => 7,
         }
     }
 
@@ -54,6 +66,9 @@ impl FrameKind {
             2 => Some(FrameKind::Message),
             3 => Some(FrameKind::SnapshotChunk),
             4 => Some(FrameKind::Refusal),
+            5 => Some(FrameKind::JoinRequest),
+            6 => Some(FrameKind::JoinAnswer),
+            7 => Some(FrameKind::LeaveRequest),
             _ => None,
         }
     }

@@ -19,6 +19,7 @@ mod codec;
 mod error;
 mod frame;
 mod handshake;
+mod join;
 mod message;
 mod snapshot;
 
@@ -32,6 +33,7 @@ pub use frame::{
     read_frame_capped, write_frame,
 };
 pub use handshake::{HANDSHAKE_PAYLOAD_BYTES_MAX, Handshake, Refusal, RefusalReason};
+pub use join::{JOIN_PAYLOAD_BYTES_MAX, JoinAnswer, JoinRequest, LeaveRequest, MemberRequest};
 pub use message::{decode_message, encode_message};
 pub use snapshot::{
     SNAPSHOT_BYTES_MAX, SNAPSHOT_CHUNK_BYTES_MAX, SnapshotReassembler, write_snapshot,
@@ -71,6 +73,62 @@ pub fn read_handshake_reply<R: Read>(r: &mut R) -> Result<Handshake, WireError> 
 /// `Io` if the stream fails.
 pub fn write_refusal<W: Write>(w: &mut W, refusal: &Refusal) -> Result<(), WireError> {
     write_frame(w, FrameKind::Refusal, &refusal.encode())
+}
+
+/// Reads the frame that follows a handshake with node id 0: a join or
+/// a leave request.
+///
+/// # Errors
+/// The frame errors of [`read_frame`], `UnexpectedFrame` for another kind
+/// of frame, `Malformed` for a payload that does not parse.
+pub fn read_member_request<R: Read>(r: &mut R) -> Result<MemberRequest, WireError> {
+    let frame = read_frame_capped(r, JOIN_PAYLOAD_BYTES_MAX)?;
+    match frame.kind {
+        FrameKind::JoinRequest => JoinRequest::decode(&frame.payload).map(MemberRequest::Join),
+        FrameKind::LeaveRequest => LeaveRequest::decode(&frame.payload).map(MemberRequest::Leave),
+        _ => Err(WireError::UnexpectedFrame(
+            "a joiner's second frame is not a join or leave request",
+        )),
+    }
+}
+
+/// Writes a `LeaveRequest` frame. Does not flush.
+///
+/// # Errors
+/// `Io` if the stream fails.
+pub fn write_leave_request<W: Write>(w: &mut W, request: &LeaveRequest) -> Result<(), WireError> {
+    write_frame(w, FrameKind::LeaveRequest, &request.encode())
+}
+
+/// Reads the member's answer to a join request.
+///
+/// # Errors
+/// As [`read_member_request`]; `Refused` for a `Refusal` frame.
+pub fn read_join_answer<R: Read>(r: &mut R) -> Result<JoinAnswer, WireError> {
+    let frame = read_frame_capped(r, JOIN_PAYLOAD_BYTES_MAX)?;
+    match frame.kind {
+        FrameKind::JoinAnswer => JoinAnswer::decode(&frame.payload),
+        FrameKind::Refusal => Err(WireError::Refused(Refusal::decode(&frame.payload)?)),
+        _ => Err(WireError::UnexpectedFrame(
+            "the answer to a join request is not a join answer",
+        )),
+    }
+}
+
+/// Writes a `JoinRequest` frame. Does not flush.
+///
+/// # Errors
+/// `Io` if the stream fails.
+pub fn write_join_request<W: Write>(w: &mut W, request: &JoinRequest) -> Result<(), WireError> {
+    write_frame(w, FrameKind::JoinRequest, &request.encode())
+}
+
+/// Writes a `JoinAnswer` frame. Does not flush.
+///
+/// # Errors
+/// `Io` if the stream fails.
+pub fn write_join_answer<W: Write>(w: &mut W, answer: &JoinAnswer) -> Result<(), WireError> {
+    write_frame(w, FrameKind::JoinAnswer, &answer.encode())
 }
 
 /// Writes a `Handshake` frame. Does not flush.
@@ -135,6 +193,9 @@ impl MessageAssembler {
             FrameKind::Refusal => Err(WireError::UnexpectedFrame(
                 "refusal after the connection was set up",
             )),
+            FrameKind::JoinRequest | FrameKind::JoinAnswer | FrameKind::LeaveRequest => Err(
+                WireError::UnexpectedFrame("join frame on a member's connection"),
+            ),
         }
     }
 }

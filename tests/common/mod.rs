@@ -256,7 +256,8 @@ impl Node {
             .args(&args)
             .envs(self.env.iter().cloned())
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            // stdout too: `join` prints what it joined there.
+            .stdout(log.try_clone().expect("clone node log"))
             .stderr(log)
             .spawn()
             .expect("spawn ticketd");
