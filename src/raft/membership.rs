@@ -68,6 +68,7 @@ impl Raft {
             return Err(ProposeError::ConfChangePending);
         }
         let next = changed_membership(&self.membership, &change)?;
+        self.check_reachable_quorum(&next)?;
         if change == (ConfChange::Remove { id: self.config.id }) {
             // Removing ourselves would leave the cluster without a leader
             // for an election timeout: hand over first, and let the new
@@ -78,6 +79,38 @@ impl Raft {
         info!("node {} proposes {change:?} at {index}", self.config.id);
         self.adopt_membership(index, &next.encode());
         Ok((self.term, index))
+    }
+
+    /// Refuses a change after which the voters this leader heard from
+    /// within the minimum election timeout would be no quorum (etcd's
+    /// strict reconfiguration check): removing a live voter from a
+    /// three-node cluster with one node down would otherwise put a
+    /// configuration in force that cannot commit anything, not even its
+    /// own entry, until the dead node comes back. A change that leaves
+    /// the voters as they are is always allowed.
+    fn check_reachable_quorum(&self, next: &Membership) -> Result<(), ProposeError> {
+        let before: Vec<NodeId> = self.membership.voters().collect();
+        let after: Vec<NodeId> = next.voters().collect();
+        if before == after {
+            return Ok(());
+        }
+        let heard = |id: NodeId| {
+            id == self.config.id
+                || self.progress.get(&id).is_some_and(|p| {
+                    self.now.saturating_sub(p.lease_ack) < self.config.election_ticks_min
+                })
+        };
+        let reachable = after.iter().filter(|id| heard(**id)).count();
+        if reachable < next.quorum() {
+            return Err(ProposeError::BadConfChange(format!(
+                "after this change only {reachable} of its {} voters are reachable, fewer than \
+                 the {} it needs to commit anything; bring the unreachable members back, or \
+                 remove them first",
+                after.len(),
+                next.quorum()
+            )));
+        }
+        Ok(())
     }
 
     /// Puts a configuration in force as it enters the log.

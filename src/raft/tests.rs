@@ -1099,3 +1099,28 @@ fn after_an_abandoned_transfer_the_lease_waits_for_fresh_acknowledgements() {
     cluster.run(5);
     assert!(cluster.nodes[&leader].lease_valid());
 }
+
+#[test]
+fn a_change_that_would_leave_no_reachable_quorum_is_refused() {
+    let (mut cluster, leader) = cluster_with_ten_entries();
+    let others: Vec<NodeId> = (1..=3).filter(|id| *id != leader).collect();
+    let (dead, live) = (others[0], others[1]);
+    cluster.nodes.remove(&dead);
+    // Past the minimum election timeout: the leader has not heard `dead`.
+    cluster.run(12);
+    assert_eq!(cluster.leader(), Some(leader));
+    let node = cluster.nodes.get_mut(&leader).unwrap();
+    // {leader, dead} could commit nothing while `dead` is down.
+    let refused = node.propose_conf_change(ConfChange::Remove { id: live });
+    assert!(
+        matches!(&refused, Err(ProposeError::BadConfChange(why)) if why.contains("reachable")),
+        "{refused:?}"
+    );
+    assert!(node.membership().contains(live));
+    // Removing the dead one leaves {leader, live}: both reachable.
+    node.propose_conf_change(ConfChange::Remove { id: dead })
+        .unwrap();
+    cluster.run(3);
+    assert!(!cluster.nodes[&leader].membership().contains(dead));
+    assert!(cluster.nodes[&leader].commit_index() > 10);
+}
