@@ -54,7 +54,7 @@ pub fn leave_running(options: &Options, tokens: &Tokens) -> Result<(), String> {
         }
     }
     Err(format!(
-        "the node at {addr} is still running after {LEAVE_WAIT:?}"
+        "the node at {addr} is still running after {LEAVE_WAIT:?}: its cluster did not commit its removal (its log says why; e.g. too few reachable voters would remain)"
     ))
 }
 

@@ -75,6 +75,8 @@ pub(super) struct MemberState {
     last_leave_attempt: Option<Instant>,
     /// A thread asking the leader is under way (at most one).
     leave_in_flight: Arc<AtomicBool>,
+    /// The last reason the removal was refused, logged once per reason.
+    leave_refusal: Arc<std::sync::Mutex<String>>,
 }
 
 impl MemberState {
@@ -92,6 +94,7 @@ impl MemberState {
             leaving: false,
             last_leave_attempt: None,
             leave_in_flight: Arc::new(AtomicBool::new(false)),
+            leave_refusal: Arc::default(),
         }
     }
 }
@@ -370,8 +373,9 @@ impl Driver {
         self.members.last_leave_attempt = Some(Instant::now());
         let me = self.raft.id();
         if self.raft.role() == Role::Leader {
-            if let Err(e) = self.raft.propose_conf_change(ConfChange::Remove { id: me }) {
-                log::debug!("removing ourselves: {e}");
+            match self.raft.propose_conf_change(ConfChange::Remove { id: me }) {
+                Ok(_) | Err(ProposeError::Transferring) => {}
+                Err(e) => note_refusal(&self.members.leave_refusal, &e.to_string()),
             }
             return;
         }
@@ -390,6 +394,7 @@ impl Driver {
             return;
         }
         let in_flight = Arc::clone(&self.members.leave_in_flight);
+        let refusal = Arc::clone(&self.members.leave_refusal);
         let request = LeaveRequest {
             node_id: me,
             incarnation: self.members.incarnation,
@@ -398,6 +403,7 @@ impl Driver {
             .name("leave".into())
             .spawn(move || {
                 match request_leave(&leader_addr, request) {
+                    Ok(JoinAnswer::Refused { message, .. }) => note_refusal(&refusal, &message),
                     Ok(answer) => log::debug!("leader {leader_addr} answers our leave: {answer:?}"),
                     Err(why) => warn!("cannot ask the leader at {leader_addr} to remove us: {why}"),
                 }
@@ -546,5 +552,17 @@ impl Driver {
             },
             other => other,
         }
+    }
+}
+
+/// Logs why our removal was refused, once per distinct reason (the node
+/// retries every half second).
+fn note_refusal(last: &std::sync::Mutex<String>, why: &str) {
+    let mut last = last
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if *last != why {
+        warn!("cannot leave the cluster yet: {why}");
+        *last = why.to_string();
     }
 }
