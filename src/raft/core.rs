@@ -540,10 +540,17 @@ impl Raft {
             return Err(CompactError::NotApplied);
         }
         let term = self.log.term_at(index).ok_or(CompactError::NotApplied)?;
+        let membership = self.membership_at(index);
+        if membership.members.is_empty() {
+            // A snapshot without a membership is refused by every peer (and
+            // would strand a learner that needs it): compact later, past a
+            // configuration entry.
+            return Err(CompactError::MembershipUnknown);
+        }
         Ok(SnapshotMeta {
             index,
             term,
-            membership: self.membership_at(index),
+            membership,
         })
     }
 

@@ -1124,3 +1124,40 @@ fn a_change_that_would_leave_no_reachable_quorum_is_refused() {
     assert!(!cluster.nodes[&leader].membership().contains(dead));
     assert!(cluster.nodes[&leader].commit_index() > 10);
 }
+
+/// A joining node that caught up through the log from index 1 never saw
+/// the cluster's first membership (it is in the others' bootstrap
+/// snapshot): it may not compact where it does not know the membership,
+/// or its snapshot would have none, which every peer refuses (the
+/// simulator found a learner stranded that way, seed 39873).
+#[test]
+fn a_joiner_does_not_compact_where_it_does_not_know_the_membership() {
+    let mut node = Raft::new(config(4), Persisted::default()).unwrap();
+    let entries: Vec<Entry> = (1..=3)
+        .map(|index| Entry {
+            term: 1,
+            index,
+            kind: EntryKind::Normal,
+            data: vec![index as u8],
+        })
+        .collect();
+    node.step(Message {
+        from: 1,
+        to: 4,
+        term: 1,
+        body: MessageBody::Append {
+            prev_index: 0,
+            prev_term: 0,
+            entries,
+            commit: 3,
+            lease_tick: 1,
+            transfer_to: 0,
+        },
+    });
+    while node.has_ready() {
+        node.ready();
+        node.advance();
+    }
+    assert_eq!(node.applied_index(), 3);
+    assert_eq!(node.snapshot_meta(2), Err(CompactError::MembershipUnknown));
+}

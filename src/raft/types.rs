@@ -438,6 +438,11 @@ pub enum CompactError {
     NotApplied,
     /// The snapshot's term or membership is not the log's at its index.
     Mismatch,
+    /// This node does not know the membership at that index: it joined
+    /// with an empty configuration and caught up through the log, whose
+    /// first configuration entry comes later (the cluster's first
+    /// membership is in its bootstrap snapshot, not in the log).
+    MembershipUnknown,
 }
 
 impl fmt::Display for CompactError {
@@ -446,6 +451,9 @@ impl fmt::Display for CompactError {
             CompactError::AlreadyCompacted => write!(f, "index already compacted"),
             CompactError::NotApplied => write!(f, "index not applied yet"),
             CompactError::Mismatch => write!(f, "the snapshot does not match the log"),
+            CompactError::MembershipUnknown => {
+                write!(f, "the membership at that index is not known here yet")
+            }
         }
     }
 }
