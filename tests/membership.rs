@@ -15,8 +15,8 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
-use common::ops::{json_str, json_u64, take_ids_anywhere};
-use common::{Cluster, Response, get, post, request, request_following, wait_for};
+use common::ops::{json_str, json_u64, post_following_301, take_ids_anywhere};
+use common::{Cluster, Response, get, post, request_following, wait_for};
 use ticketd::wire::{Handshake, write_handshake};
 
 /// Elections take 0.8–1.6 s; on a loaded two-core machine with other
@@ -168,23 +168,11 @@ fn spawn_client(
         while !stop.load(Ordering::SeqCst) {
             let addr = nodes[next % nodes.len()].clone();
             next += 1;
-            let Some(response) = post(&addr, "/") else {
+            let Some((response, redirected)) = post_following_301(&addr) else {
                 continue;
             };
-            let mut response = response;
-            if response.status == 301 {
+            if redirected {
                 seen.lock().unwrap().1.insert(301);
-                let location = response.header("location").unwrap_or_default().to_string();
-                let Some(host) = location
-                    .strip_prefix("http://")
-                    .and_then(|l| l.strip_suffix('/'))
-                else {
-                    continue;
-                };
-                match request("POST", host, "/", b"") {
-                    Some(followed) => response = followed,
-                    None => continue,
-                }
             }
             let mut seen = seen.lock().unwrap();
             seen.1.insert(response.status);

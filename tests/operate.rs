@@ -14,8 +14,8 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::ops::{json_str, run_ticketd, take_ids_anywhere};
-use common::{Cluster, free_port, get, post, request, wait_for};
+use common::ops::{json_str, post_following_301, run_ticketd, take_ids_anywhere};
+use common::{Cluster, free_port, get, wait_for};
 use ticketd::wire::{
     Handshake, JoinAnswer, JoinRequest, read_join_answer, write_handshake, write_join_request,
 };
@@ -130,22 +130,11 @@ fn spawn_client(
                 nodes[next % nodes.len()].clone()
             };
             next += 1;
-            let Some(mut response) = post(&addr, "/") else {
+            let Some((response, redirected)) = post_following_301(&addr) else {
                 continue;
             };
-            if response.status == 301 {
+            if redirected {
                 seen.lock().unwrap().statuses.insert(301);
-                let location = response.header("location").unwrap_or_default().to_string();
-                let Some(host) = location
-                    .strip_prefix("http://")
-                    .and_then(|l| l.strip_suffix('/'))
-                else {
-                    continue;
-                };
-                match request("POST", host, "/", b"") {
-                    Some(followed) => response = followed,
-                    None => continue,
-                }
             }
             let mut seen = seen.lock().unwrap();
             seen.statuses.insert(response.status);

@@ -10,7 +10,7 @@ use std::net::TcpStream;
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{Cluster, Node, Response, post, request_following, wait_for};
+use super::{Cluster, Node, Response, post, request, request_following, wait_for};
 
 /// The number after `"key":` in a flat JSON document such as
 /// `/api/v1/status` (the first occurrence, so top-level keys that come
@@ -182,6 +182,21 @@ impl Cluster {
 
 /// `POST /?count=N` through any running node of `cluster`, following
 /// redirects; the IDs of a 200, or the last answer (None: no answer).
+/// `POST /` on `addr`, following one 301 by hand (as `curl -X POST -L`
+/// does): the answer, and whether a 301 came first. `None` when no
+/// answer came (or the redirect named no host).
+pub fn post_following_301(addr: &str) -> Option<(Response, bool)> {
+    let response = post(addr, "/")?;
+    if response.status != 301 {
+        return Some((response, false));
+    }
+    let location = response.header("location").unwrap_or_default().to_string();
+    let host = location
+        .strip_prefix("http://")
+        .and_then(|l| l.strip_suffix('/'))?;
+    request("POST", host, "/", b"").map(|followed| (followed, true))
+}
+
 pub fn take_ids(addr: &str, count: u64) -> Result<Vec<u64>, Option<Response>> {
     let path = if count == 1 {
         "/".to_string()
