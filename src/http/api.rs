@@ -134,19 +134,10 @@ impl Call<'_> {
     }
 
     /// Runs `query` on the leader's applied state.
-    fn read(
-        &self,
-        query: impl FnOnce(&State) -> Result<String, ApplyError> + Send + 'static,
-    ) -> Answer {
-        let result = self.context.node.call(
-            |reply| {
-                Input::Read(Box::new(move |state| {
-                    let _ = reply.send(state.map(query));
-                }))
-            },
-            PROPOSAL_TIMEOUT,
-        );
-        match result {
+    fn read(&self, query: impl FnOnce(&State) -> Result<String, ApplyError>) -> Answer {
+        // The node thread only clones the state; rendering happens here.
+        let view = self.context.node.call(Input::View, PROPOSAL_TIMEOUT);
+        match view.map(|state| query(&state)) {
             Ok(Ok(body)) => respond::json(body),
             Ok(Err(error)) => apply_error(&error),
             Err(error) => self.node_error(&error),

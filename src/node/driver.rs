@@ -218,10 +218,7 @@ impl Driver {
             Input::Refresh { session, reply } => {
                 let _ = reply.send(self.refresh(session));
             }
-            Input::Read(read) => match self.check_serving() {
-                Ok(()) => read(Ok(&self.state)),
-                Err(e) => read(Err(e)),
-            },
+            Input::View(reply) => super::view::answer(self.check_serving(), &self.state, reply),
             Input::ChangeMembers { change, reply } => self.change_members(change, reply),
             Input::Transfer { to, reply } => {
                 let _ = reply.send(

@@ -12,6 +12,7 @@ mod driver;
 mod members;
 mod oneshot;
 mod status;
+mod view;
 mod waiters;
 mod writer;
 
@@ -105,9 +106,6 @@ impl fmt::Display for NodeError {
 /// Where an answer goes.
 pub type Reply<T> = oneshot::Sender<Result<T, NodeError>>;
 
-/// A read of the applied state, run on the node thread under the lease.
-pub type ReadFn = Box<dyn FnOnce(Result<&State, NodeError>) + Send>;
-
 /// What the node thread is asked to do.
 pub enum Input {
     /// A message from a peer (never a snapshot: see `PeerSnapshot`).
@@ -128,8 +126,9 @@ pub enum Input {
         session: SessionId,
         reply: Reply<()>,
     },
-    /// A lease read of the applied state.
-    Read(ReadFn),
+    /// A lease read: a copy of the applied state, rendered by the caller
+    /// off the node thread (see `view`).
+    View(Reply<State>),
     /// A membership change.
     ChangeMembers {
         change: ConfChange,
