@@ -64,6 +64,15 @@ fn a_full_map_refuses_writes_with_507_and_loses_nothing() {
         "reads see every acknowledged ticket"
     );
     assert_eq!(api.issue(&session, "big", "one-more", &data).status, 507);
+    // POST / answers 507 too once the IDs already reserved are gone.
+    let mut last = 200;
+    for _ in 0..100 {
+        last = common::post(&cluster.nodes[0].http(), "/?count=1000").map_or(0, |r| r.status);
+        if last != 200 {
+            break;
+        }
+    }
+    assert_eq!(last, 507, "POST / on a full map");
 
     // Restarted with room to spare, everything acknowledged is there.
     cluster.nodes[0].kill();

@@ -8,7 +8,7 @@ use super::Context;
 use super::request::Target;
 use super::respond::{self, Answer};
 use crate::ids::TakeError;
-use crate::node::Input;
+use crate::node::{Input, NodeError};
 
 /// The most IDs one request may take.
 pub const COUNT_MAX: u64 = 100_000;
@@ -35,6 +35,10 @@ pub fn handle(method: &Method, target: &Target, url: &str, context: &Context) ->
     {
         Ok((first, last)) => respond::text(200, render(first, last)),
         Err(TakeError::NotServing) => respond::leader_unavailable(),
+        // A refill that cannot be written is a full disk, as for any write.
+        Err(TakeError::TimedOut) if context.node.shared.status().storage_full => {
+            respond::node_error(&NodeError::StorageFull, 307, url)
+        }
         Err(TakeError::TimedOut) => respond::unavailable("no IDs reserved in time; retry"),
     }
 }
