@@ -1,9 +1,13 @@
 //! The application model the simulated nodes run: it records every applied
 //! entry as a fingerprint (index, term, kind, hash of the data), and its
 //! snapshot is that whole list, so state-machine safety can be checked
-//! across snapshot installs. Owns only the applied list and its encoding.
+//! across snapshot installs. It also runs the ID rule of the real state
+//! machine (`Command::ReserveIds`): an entry carrying `IDS_PAYLOAD`
+//! reserves the next `IDS_PER_RANGE` IDs, in log order, so every node
+//! that applies the same log reserves the same ranges. Owns only the
+//! applied list, the reservation counter and their encoding.
 
-use ticketd::raft::{Entry, LogIndex, Term};
+use ticketd::raft::{Entry, EntryKind, LogIndex, Term};
 
 /// What the checks need to know about one applied entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,10 +41,24 @@ pub fn fnv64(data: &[u8]) -> u64 {
     hash
 }
 
+/// The payload of an ID reservation (the application's other payloads are
+/// 8-byte counters, so it cannot be mistaken for one).
+pub const IDS_PAYLOAD: &[u8] = b"ids";
+/// IDs reserved by one reservation entry.
+pub const IDS_PER_RANGE: u64 = 8;
+
+fn is_reservation(applied: &Applied) -> bool {
+    applied.kind == EntryKind::Normal.to_u8() && applied.hash == fnv64(IDS_PAYLOAD)
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct App {
     /// `applied[i].index == i + 1`: the whole history from index 1.
     pub applied: Vec<Applied>,
+    /// IDs reserved so far: the next range starts at `reserved + 1`.
+    pub reserved: u64,
+    /// The range the last applied entry reserved, if it was a reservation.
+    pub last_range: Option<(u64, u64)>,
 }
 
 impl App {
@@ -60,6 +78,12 @@ impl App {
         }
         let applied = Applied::of(entry);
         self.applied.push(applied);
+        self.last_range = None;
+        if is_reservation(&applied) {
+            let first = self.reserved + 1;
+            self.reserved += IDS_PER_RANGE;
+            self.last_range = Some((first, self.reserved));
+        }
         Ok(applied)
     }
 
@@ -101,14 +125,18 @@ impl App {
             }
             applied.push(a);
         }
-        Ok(App { applied })
+        let reserved = applied.iter().filter(|a| is_reservation(a)).count() as u64 * IDS_PER_RANGE;
+        Ok(App {
+            applied,
+            reserved,
+            last_range: None,
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ticketd::raft::EntryKind;
 
     #[test]
     fn app_snapshot_round_trips() {

@@ -13,6 +13,7 @@ use ticketd::raft::{ConfChange, Config, Membership, NodeId};
 use crate::app::fnv64;
 use crate::cluster::{Cluster, Drift, sim_config};
 use crate::disk::Disk;
+use crate::ids::IdsMode;
 use crate::network::NetParams;
 use crate::rng::Rng;
 
@@ -122,14 +123,21 @@ pub struct Outcome {
     pub snapshots_installed: u64,
     pub liveness_ticks: u64,
     pub catch_up_ticks: u64,
+    pub ids_served: u64,
 }
 
 pub fn run_seed(seed: u64) -> Result<Outcome, String> {
+    run_seed_with(seed, IdsMode::OnApply)
+}
+
+/// One random run whose leaders serve IDs in `ids` mode.
+pub fn run_seed_with(seed: u64, ids: IdsMode) -> Result<Outcome, String> {
     let mut rng = Rng::new(seed ^ 0x5EED_F00D);
     let plan = Plan::draw(&mut rng);
     let net = draw_net(&mut rng);
     let config = draw_config(&mut rng);
     let mut cluster = Cluster::new(seed, config.clone(), net, plan.voters)?;
+    cluster.ids_mode = ids;
     if rng.chance(300) {
         draw_drift(&mut cluster, &config, &mut rng);
     }
@@ -172,6 +180,7 @@ fn run(
         snapshots_installed: stats.snapshots_installed,
         liveness_ticks,
         catch_up_ticks,
+        ids_served: stats.ids_served,
     })
 }
 

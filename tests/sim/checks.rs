@@ -3,8 +3,10 @@
 //! applied sequences agree), no committed entry lost or overwritten, at
 //! most one valid lease and never beside a newer leader, and the per-node
 //! invariants (terms never decrease, applied <= commit <= last index, the
-//! disk mirrors the core). Owns only what the checks remember; never
-//! changes a node.
+//! disk mirrors the core), and for the IDs leaders serve: none served
+//! twice, and each larger than every ID served before it in simulated
+//! real time, across leader changes. Owns only what the checks remember;
+//! never changes a node.
 
 use std::collections::btree_map::Entry as MapEntry;
 use std::collections::{BTreeMap, HashMap};
@@ -35,6 +37,10 @@ pub struct Checker {
     pairs: HashMap<(LogIndex, Term), (u64, u8, Term), BuildHasherDefault<FxHasher>>,
     seen_commit: BTreeMap<NodeId, LogIndex>,
     max_term: BTreeMap<NodeId, Term>,
+    /// Every ID served: by which node, in which term, when.
+    served: HashMap<u64, (NodeId, Term, u64), BuildHasherDefault<FxHasher>>,
+    /// The largest ID served so far, with who served it and when.
+    served_max: Option<(u64, NodeId, Term, u64)>,
     pub stats: Stats,
 }
 
@@ -64,6 +70,7 @@ pub struct Stats {
     pub leaders: u64,
     pub snapshots_installed: u64,
     pub lease_checks_with_holder: u64,
+    pub ids_served: u64,
 }
 
 impl Checker {
@@ -177,6 +184,28 @@ impl Checker {
                 ));
             }
         }
+        Ok(())
+    }
+
+    /// Node `node`, leading `term`, served `id` at `now`.
+    pub fn on_served(&mut self, node: NodeId, term: Term, id: u64, now: u64) -> Result<(), String> {
+        self.stats.ids_served += 1;
+        if let Some(&(first_node, first_term, when)) = self.served.get(&id) {
+            return Err(format!(
+                "ids: ID {id} served twice: by node {first_node} (term {first_term}) at {when} and \
+                 by node {node} (term {term}) at {now}"
+            ));
+        }
+        if let Some((max, max_node, max_term, when)) = self.served_max
+            && id <= max
+        {
+            return Err(format!(
+                "ids: node {node} (term {term}) served ID {id} at {now}, after node {max_node} \
+                 (term {max_term}) served {max} at {when}"
+            ));
+        }
+        self.served.insert(id, (node, term, now));
+        self.served_max = Some((id, node, term, now));
         Ok(())
     }
 

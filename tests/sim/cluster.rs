@@ -11,6 +11,7 @@ use ticketd::raft::{Config, Member, Membership, Message, NodeId, Raft, Role, Sna
 
 use crate::checks::Checker;
 use crate::disk::Disk;
+use crate::ids::IdsMode;
 use crate::network::{NetParams, Network};
 use crate::node::{SimNode, Stall};
 use crate::rng::{Rng, splitmix64};
@@ -103,6 +104,8 @@ pub struct Cluster {
     /// map is full).
     pub write_failures_per_mille: u64,
     pub resume_order: ResumeOrder,
+    /// Whether leaders serve IDs after every step (`ids::serve`).
+    pub ids_mode: IdsMode,
     pub trace: bool,
 }
 
@@ -154,6 +157,7 @@ impl Cluster {
             async_writes: false,
             write_failures_per_mille: 0,
             resume_order: ResumeOrder::TicksFirst,
+            ids_mode: IdsMode::Off,
             trace: std::env::var_os("SIM_TRACE").is_some(),
         };
         for (id, disk) in disks {
@@ -463,6 +467,7 @@ impl Cluster {
         if self.async_writes {
             self.complete_writes(600)?;
         }
+        crate::ids::serve(self)?;
         if self.net.in_flight() > IN_FLIGHT_MAX {
             return Err(format!(
                 "tick {}: message storm: {} messages in flight",

@@ -20,6 +20,7 @@ mod checks;
 mod classic;
 mod cluster;
 mod disk;
+mod ids;
 mod membership;
 mod network;
 mod node;

@@ -12,6 +12,7 @@ use ticketd::raft::{
 use crate::app::App;
 use crate::checks::Checker;
 use crate::disk::Disk;
+use crate::ids::{IdPool, IdsMode};
 use crate::network::Network;
 
 /// A Ready loop that never runs dry is a core bug, not a long batch.
@@ -61,6 +62,9 @@ pub struct SimNode {
     /// The node thread is stalled (a long fsync): it neither ticks nor
     /// steps, and what arrives waits in its mailbox.
     pub stall: Option<Stall>,
+    /// The leader's ID pool and how it takes ranges.
+    pub ids: IdPool,
+    pub ids_mode: IdsMode,
 }
 
 /// A stall in progress.
@@ -93,6 +97,8 @@ impl SimNode {
             failures: 0,
             tick_times: TickTimes::default(),
             stall: None,
+            ids: IdPool::default(),
+            ids_mode: IdsMode::Off,
         };
         node.boot()?;
         Ok(node)
@@ -131,6 +137,7 @@ impl SimNode {
         self.pending.clear();
         self.compaction = None;
         self.stall = None;
+        self.ids.reset(None);
         self.disk.crash(unsynced_survives);
     }
 
@@ -334,6 +341,10 @@ impl SimNode {
         for entry in entries {
             let applied = self.app.apply(entry).map_err(|e| self.fail(&e))?;
             check.on_applied(self.id, term, applied)?;
+            if let Some(range) = self.app.last_range {
+                self.ids
+                    .on_applied(self.ids_mode, entry.index, entry.term, range);
+            }
             if entry.kind == EntryKind::Config {
                 configs.push(entry.clone());
             }
