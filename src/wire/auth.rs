@@ -197,7 +197,10 @@ pub fn authenticate_acceptor<S: Read + Write>(
     ))
 }
 
-/// One authenticated connection's key and sequence numbers.
+/// One authenticated connection's key and sequence numbers. A clone for
+/// each direction: a reader counts what it receives, a writer what it
+/// sends.
+#[derive(Clone)]
 pub struct Session {
     key: [u8; 32],
     role: Role,
