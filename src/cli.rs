@@ -84,6 +84,8 @@ pub struct Options {
     /// Files holding the bearer tokens for admin and client calls.
     pub admin_token: Option<PathBuf>,
     pub client_token: Option<PathBuf>,
+    /// `--peer_secret`: the file with the secret peers prove.
+    pub peer_secret: Option<PathBuf>,
     /// `--max_connections`: HTTP connections served at once.
     pub connections_max: usize,
 }
@@ -173,6 +175,12 @@ fn options() -> getopts::Options {
             "redirect",
             "a follower's redirect for POST /: 301 (default), 307 or 308 (clients that turn a POST into a GET on 301)",
             "CODE",
+        )
+        .optopt(
+            "",
+            "peer_secret",
+            "file with the secret (>= 32 bytes; two lines while rotating) every peer connection must prove (default: none, with a warning)",
+            "FILE",
         )
         .optopt(
             "",
@@ -323,6 +331,7 @@ fn options_from(matches: &getopts::Matches) -> Result<Options, String> {
         redirect: redirect_option(matches)?,
         admin_token: file_option(matches, "admin_token")?,
         client_token: file_option(matches, "client_token")?,
+        peer_secret: file_option(matches, "peer_secret")?,
         // At most CONNECTIONS_MAX_MAX, so the cast cannot truncate.
         connections_max: number_option(
             matches,
@@ -569,6 +578,7 @@ mod tests {
                 redirect: 301,
                 admin_token: None,
                 client_token: None,
+                peer_secret: None,
                 connections_max: 4096,
             }
         );

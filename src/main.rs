@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use log::{LevelFilter, error, info};
+use log::{LevelFilter, error, info, warn};
 use ticketd::cli::{self, Command, Options, Parsed};
 use ticketd::http::{HttpOptions, HttpServer, Tokens};
 use ticketd::node::{self, Bootstrap, DirState, Input, NodeConfig, NodeHandle};
@@ -105,6 +105,23 @@ fn advertised_http(options: &Options) -> String {
     }
 }
 
+/// The SPEC asks at least 32 bytes of the peer secret (e.g. `head -c 32
+/// /dev/urandom | base64`).
+const PEER_SECRET_BYTES_MIN: usize = 32;
+
+fn load_peer_secret(options: &Options) -> Result<Option<Secret>, String> {
+    let Some(path) = &options.peer_secret else {
+        warn!(
+            "no --peer_secret: anyone who reaches the peer port {} can change the cluster",
+            options.peer_listen
+        );
+        return Ok(None);
+    };
+    Secret::from_file(path, PEER_SECRET_BYTES_MIN)
+        .map(Some)
+        .map_err(|why| format!("--peer_secret {why}"))
+}
+
 fn load_tokens(options: &Options) -> Result<Tokens, String> {
     let load = |flag: &str, path: &Option<std::path::PathBuf>| {
         path.as_ref()
@@ -183,6 +200,7 @@ fn run(options: &Options, tokens: Tokens, serving: &mut bool) -> Result<(), Stri
         snapshot_interval: Duration::from_millis(options.snapshot_ms),
         compact_entries,
         tick: Duration::from_millis(10),
+        peer_secret: load_peer_secret(options)?,
     };
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {

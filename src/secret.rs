@@ -90,6 +90,11 @@ impl Secret {
         self.values.first().map_or(&[], Vec::as_slice)
     }
 
+    /// Every accepted value, the current one first.
+    pub fn values(&self) -> impl Iterator<Item = &[u8]> {
+        self.values.iter().map(Vec::as_slice)
+    }
+
     /// Whether `given` is one of the accepted values, compared in
     /// constant time (only the lengths may show).
     pub fn accepts(&self, given: &[u8]) -> bool {

@@ -39,6 +39,7 @@ fn start_on(id: NodeId, cluster_id: u64, listen_addr: &str) -> (Transport, Recei
         peer_addr: listen_addr.to_string(),
         http_addr: http_addr(id),
         incarnation: 1000 + id,
+        peer_secret: None,
     };
     (Transport::start(config, deliver).unwrap(), receiver)
 }
@@ -327,6 +328,7 @@ fn a_taken_port_is_an_error() {
         peer_addr: String::new(),
         http_addr: String::new(),
         incarnation: 1,
+        peer_secret: None,
     };
     assert!(Transport::start(config, Arc::new(|_| true)).is_err());
     timed_shutdown(a);
@@ -547,6 +549,7 @@ fn a_message_the_node_refuses_closes_its_connection() {
         peer_addr: "127.0.0.1:0".to_string(),
         http_addr: http_addr(2),
         incarnation: 1002,
+        peer_secret: None,
     };
     let b = Transport::start(config, deliver).unwrap();
     let mut raw = raw_handshake(b.local_addr(), CLUSTER, 1);

@@ -178,6 +178,7 @@ pub fn start(config: NodeConfig) -> Result<(NodeHandle, JoinHandle<()>), BootErr
             peer_addr: config.peer_addr.clone(),
             http_addr: config.http_addr.clone(),
             incarnation: identity.incarnation,
+            peer_secret: config.peer_secret.clone(),
         },
         deliver,
     )

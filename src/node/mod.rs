@@ -52,6 +52,8 @@ pub struct NodeConfig {
     /// Log entries beyond the snapshot before the log is compacted.
     pub compact_entries: u64,
     pub tick: Duration,
+    /// `--peer_secret`; none: peer connections are not authenticated.
+    pub peer_secret: Option<crate::secret::Secret>,
 }
 
 /// How [`start`] bootstraps an empty data directory.

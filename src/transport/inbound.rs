@@ -5,7 +5,7 @@
 //! closes the connection (logged).
 
 use std::io;
-use std::io::BufReader;
+use std::io::{BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -16,11 +16,11 @@ use std::time::Duration;
 use log::{debug, info, warn};
 
 use super::sockets::Registration;
-use super::{ConnError, DeadlineReader, IO_TIMEOUT, Shared};
+use super::{ConnError, DeadlineReader, IO_TIMEOUT, Shared, authenticate};
 use crate::raft::Message;
 use crate::wire::{
-    Handshake, MessageAssembler, WireError, read_frame, read_handshake, write_handshake,
-    write_legacy_handshake, write_refusal,
+    Handshake, MessageAssembler, Role, SealedReader, SealedWriter, WireError, read_frame,
+    read_handshake, write_handshake, write_legacy_handshake, write_refusal,
 };
 
 /// Reads are buffered: many small frames arrive back to back.
@@ -109,15 +109,33 @@ fn serve(
 ) -> Result<(), ConnError> {
     stream.set_nodelay(true)?;
     stream.set_write_timeout(Some(IO_TIMEOUT))?;
-    // Unbuffered, so that nothing after the handshake frame is read here.
-    let peer = read_handshake(&mut DeadlineReader::new(stream, IO_TIMEOUT))?;
+    // One deadline for the proof exchange and the handshake: a peer that
+    // has not proven the secret holds a slot for IO_TIMEOUT at most.
+    let mut handshake_io = DeadlineReader::new(stream, IO_TIMEOUT);
+    let session = authenticate(
+        shared.config.peer_secret.as_ref(),
+        &mut handshake_io,
+        Role::Acceptor,
+    )?;
+    let sealed = session.is_some();
+    let mut writer = SealedWriter::new(stream, session.clone());
+    // Unbuffered (or one record), so that nothing after the handshake
+    // frame is read here.
+    let mut reader = SealedReader::new(handshake_io, session);
+    let peer = read_handshake(&mut reader)?;
     if peer.node_id == 0 {
+        if sealed {
+            return Err(ConnError::Refused(
+                "joining over a sealed connection is not supported by this build".into(),
+            ));
+        }
         return super::join::serve_joiner(shared, stream, &peer);
     }
     shared.check_handshake(&peer, None)?;
     if let Some(refusal) = shared.verdict(&peer, true) {
         // Tell it why, so that it can stop rather than retry forever.
-        write_refusal(&mut &*stream, &refusal)?;
+        write_refusal(&mut writer, &refusal)?;
+        writer.flush()?;
         return Err(ConnError::Refused(refusal.message));
     }
     shared.learn_announced(&peer);
@@ -130,20 +148,21 @@ fn serve(
     }
     if peer.incarnation == 0 {
         // A peer of an older build, which refuses the longer handshake.
-        write_legacy_handshake(&mut &*stream, &shared.handshake)?;
+        write_legacy_handshake(&mut writer, &shared.handshake)?;
     } else {
-        write_handshake(&mut &*stream, &shared.handshake)?;
+        write_handshake(&mut writer, &shared.handshake)?;
     }
+    writer.flush()?;
     // Peers that have nothing to send stay quiet for as long as they like.
     stream.set_read_timeout(None)?;
     info!("peer node {} connected from {remote}", peer.node_id);
-    let mut reader = BufReader::with_capacity(READ_BUFFER_BYTES, stream);
+    let mut reader = reader.with_inner(BufReader::with_capacity(READ_BUFFER_BYTES, stream));
     receive(shared, &mut reader, &peer, remote)
 }
 
 fn receive(
     shared: &Shared,
-    reader: &mut BufReader<&TcpStream>,
+    reader: &mut impl Read,
     peer: &Handshake,
     remote: SocketAddr,
 ) -> Result<(), ConnError> {

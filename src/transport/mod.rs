@@ -36,7 +36,11 @@ use std::{fmt, io};
 use log::{debug, error, info, warn};
 
 use crate::raft::{Message, NodeId};
-use crate::wire::{Handshake, Refusal, RefusalReason, WireError};
+use crate::secret::Secret;
+use crate::wire::{
+    Handshake, NONCE_BYTES, Refusal, RefusalReason, Role, Session, WireError,
+    authenticate_acceptor, authenticate_dialer,
+};
 use sockets::Sockets;
 
 /// Messages waiting for one peer's writer; more are dropped.
@@ -75,6 +79,9 @@ pub struct TransportConfig {
     pub http_addr: String,
     /// Our data directory's incarnation, advertised in handshakes.
     pub incarnation: u64,
+    /// `--peer_secret`: when set, every connection must prove it
+    /// ([`crate::wire::authenticate_acceptor`]) and is sealed after.
+    pub peer_secret: Option<Secret>,
 }
 
 /// What the cluster's committed configuration says about who may
@@ -272,6 +279,37 @@ impl io::Read for DeadlineReader<'_> {
         self.stream.set_read_timeout(Some(left))?;
         (&mut &*self.stream).read(buf)
     }
+}
+
+/// The handshake's stream writes straight to the socket, so that the
+/// proof exchange can run over it under the same deadline.
+impl io::Write for DeadlineReader<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        (&mut &*self.stream).write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        (&mut &*self.stream).flush()
+    }
+}
+
+/// With a peer secret, runs the proof exchange on a fresh connection and
+/// returns its session; without one, `None` (the connection is plain).
+fn authenticate(
+    secret: Option<&Secret>,
+    io: &mut DeadlineReader<'_>,
+    role: Role,
+) -> Result<Option<Session>, ConnError> {
+    let Some(secret) = secret else {
+        return Ok(None);
+    };
+    let mut nonce = [0u8; NONCE_BYTES];
+    getrandom::getrandom(&mut nonce).map_err(|e| io::Error::other(e.to_string()))?;
+    let session = match role {
+        Role::Dialer => authenticate_dialer(io, secret, nonce)?,
+        Role::Acceptor => authenticate_acceptor(io, secret, nonce)?,
+    };
+    Ok(Some(session))
 }
 
 /// One peer's writer, as seen from [`Transport::send`].
@@ -599,6 +637,7 @@ mod tests {
                 peer_addr: String::new(),
                 http_addr: String::new(),
                 incarnation: 1,
+                peer_secret: None,
             },
             handshake: Handshake {
                 cluster_id,

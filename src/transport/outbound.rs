@@ -2,7 +2,7 @@
 //! handshakes and writes the messages of its queue, reconnecting with
 //! exponential backoff whenever anything fails.
 
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -15,15 +15,13 @@ use log::{debug, info, warn};
 use super::sockets::{RegisterError, Registration, Sockets};
 use super::{
     CONNECT_TIMEOUT, ConnError, DeadlineReader, IO_TIMEOUT, RECONNECT_BACKOFF_MAX,
-    RECONNECT_BACKOFF_MIN, Shared, lock,
+    RECONNECT_BACKOFF_MIN, Shared, authenticate, lock,
 };
 use crate::raft::{Message, NodeId};
 use crate::wire::{
-    WireError, read_handshake_reply, write_handshake, write_legacy_handshake, write_message,
+    Role, SealedReader, SealedWriter, WireError, read_handshake_reply, write_handshake,
+    write_legacy_handshake, write_message,
 };
-
-/// Frames are batched up to this size per write system call under load.
-const WRITE_BUFFER_BYTES: usize = 64 << 10;
 
 /// The peer a writer talks to.
 pub(super) struct Target {
@@ -56,13 +54,14 @@ fn run_writer(shared: &Shared, target: &Target, queue: &Receiver<Message>, socke
     let mut legacy = false;
     loop {
         match connect(shared, target, sockets, legacy) {
-            Ok((stream, _registration)) => {
+            Ok((stream, writer, _registration)) => {
                 legacy = false;
                 info!("connected to peer {} at {}", target.id, target.addr);
                 shared.connects.fetch_add(1, Ordering::Relaxed);
                 backoff = RECONNECT_BACKOFF_MIN;
                 failures = 0;
-                match pump(&stream, queue, shared) {
+                let _ = &stream;
+                match pump(writer, queue, shared) {
                     Ok(()) => return,
                     Err(err) => warn!(
                         "connection to peer {} at {} failed: {err}",
@@ -104,7 +103,7 @@ fn connect(
     target: &Target,
     sockets: &Arc<Sockets>,
     legacy: bool,
-) -> Result<(TcpStream, Registration), ConnError> {
+) -> Result<(TcpStream, SealedWriter<TcpStream>, Registration), ConnError> {
     let stream = dial(&target.addr)?;
     let registration = sockets.register(&stream).map_err(|err| match err {
         RegisterError::Io(err) => ConnError::from(err),
@@ -112,12 +111,20 @@ fn connect(
     })?;
     stream.set_nodelay(true)?;
     stream.set_write_timeout(Some(IO_TIMEOUT))?;
+    let mut handshake_io = DeadlineReader::new(&stream, IO_TIMEOUT);
+    let session = authenticate(
+        shared.config.peer_secret.as_ref(),
+        &mut handshake_io,
+        Role::Dialer,
+    )?;
+    let mut writer = SealedWriter::new(stream.try_clone()?, session.clone());
     if legacy {
-        write_legacy_handshake(&mut &stream, &shared.handshake)?;
+        write_legacy_handshake(&mut writer, &shared.handshake)?;
     } else {
-        write_handshake(&mut &stream, &shared.handshake)?;
+        write_handshake(&mut writer, &shared.handshake)?;
     }
-    let peer = match read_handshake_reply(&mut DeadlineReader::new(&stream, IO_TIMEOUT)) {
+    writer.flush()?;
+    let peer = match read_handshake_reply(&mut SealedReader::new(handshake_io, session)) {
         Ok(peer) => peer,
         Err(WireError::Refused(refusal)) => {
             let error = ConnError::Refused(format!("peer refused us: {}", refusal.message));
@@ -131,7 +138,7 @@ fn connect(
         return Err(ConnError::Refused(refusal.message));
     }
     shared.learn_announced(&peer);
-    Ok((stream, registration))
+    Ok((stream, writer, registration))
 }
 
 /// Tries every address `addr` resolves to, each with a timeout.
@@ -154,18 +161,19 @@ pub(super) fn dial(addr: &str) -> io::Result<TcpStream> {
 /// Writes queued messages until the queue is closed (`Ok`) or the
 /// connection fails. Flushes only when the queue is momentarily empty, so
 /// a burst goes out in few system calls.
-fn pump(stream: &TcpStream, queue: &Receiver<Message>, shared: &Shared) -> Result<(), WireError> {
-    let mut writer = BufWriter::with_capacity(WRITE_BUFFER_BYTES, stream);
-    let result = pump_into(&mut writer, queue, shared);
-    // Dropping a BufWriter flushes it, which could block a dead
-    // connection for another write timeout; what is buffered is lost
-    // either way (Raft retries).
-    let _ = writer.into_parts();
-    result
+/// The writer buffers (one record at most) and never flushes on drop,
+/// which could block a dead connection for another write timeout; what is
+/// buffered is lost either way (Raft retries).
+fn pump(
+    mut writer: SealedWriter<TcpStream>,
+    queue: &Receiver<Message>,
+    shared: &Shared,
+) -> Result<(), WireError> {
+    pump_into(&mut writer, queue, shared)
 }
 
 fn pump_into(
-    writer: &mut BufWriter<&TcpStream>,
+    writer: &mut impl Write,
     queue: &Receiver<Message>,
     shared: &Shared,
 ) -> Result<(), WireError> {

@@ -33,6 +33,11 @@ pub enum WireError {
     BadSnapshotChunk(&'static str),
     /// The peer refused the connection and said why.
     Refused(super::Refusal),
+    /// The peer did not prove the peer secret (or proved none).
+    BadProof(&'static str),
+    /// A sealed frame whose MAC does not match: forged, altered, replayed
+    /// or out of order.
+    BadMac,
 }
 
 impl fmt::Display for WireError {
@@ -42,9 +47,11 @@ impl fmt::Display for WireError {
             WireError::Closed => write!(f, "connection closed"),
             WireError::Truncated => write!(f, "stream ended in the middle of a frame"),
             WireError::BadMagic(magic) => write!(f, "bad frame magic {magic:#010x}"),
-            WireError::UnsupportedVersion(version) => {
-                write!(f, "unsupported protocol version {version}")
-            }
+            WireError::UnsupportedVersion(version) => write!(
+                f,
+                "peer speaks protocol version {version}, this build speaks version {}",
+                super::VERSION
+            ),
             WireError::UnknownFrameKind(kind) => write!(f, "unknown frame kind {kind}"),
             WireError::FrameTooLarge { length, max } => {
                 write!(f, "frame of {length} bytes exceeds the cap of {max} bytes")
@@ -57,6 +64,11 @@ impl fmt::Display for WireError {
             WireError::UnexpectedFrame(what) => write!(f, "unexpected frame: {what}"),
             WireError::BadSnapshotChunk(what) => write!(f, "bad snapshot chunk: {what}"),
             WireError::Refused(refusal) => write!(f, "refused by the peer: {}", refusal.message),
+            WireError::BadProof(what) => write!(f, "peer secret not proven: {what}"),
+            WireError::BadMac => write!(
+                f,
+                "frame MAC mismatch (forged, altered, replayed or reordered frame)"
+            ),
         }
     }
 }

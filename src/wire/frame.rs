@@ -11,7 +11,9 @@ use crate::crc32;
 /// "TKTD": the first four bytes of every frame.
 pub const MAGIC: u32 = 0x544B_5444;
 /// The protocol version this build speaks.
-pub const VERSION: u8 = 1;
+/// Version 2: Append's `transfer_to`, the handshake's incarnation and the
+/// peer-secret exchange (`Auth` and `Sealed` frames).
+pub const VERSION: u8 = 2;
 /// Bytes before the payload.
 pub const HEADER_BYTES: usize = 14;
 /// The largest payload accepted or sent. Bounds what a peer can make us
@@ -43,6 +45,12 @@ pub enum FrameKind {
     /// After a handshake with node id 0: a member asks its leader to
     /// remove it ([`super::LeaveRequest`]).
     LeaveRequest,
+    /// With a peer secret, before the handshake: nonces and proofs
+    /// ([`super::auth`]).
+    Auth,
+    /// With a peer secret, after the proofs: a MACed record carrying
+    /// ordinary frames ([`super::SealedWriter`]).
+    Sealed,
 }
 
 impl FrameKind {
@@ -56,6 +64,8 @@ impl FrameKind {
             FrameKind::JoinRequest => 5,
             FrameKind::JoinAnswer => 6,
             FrameKind::LeaveRequest => 7,
+            FrameKind::Auth => 8,
+            FrameKind::Sealed => 9,
         }
     }
 
@@ -69,6 +79,8 @@ impl FrameKind {
             5 => Some(FrameKind::JoinRequest),
             6 => Some(FrameKind::JoinAnswer),
             7 => Some(FrameKind::LeaveRequest),
+            8 => Some(FrameKind::Auth),
+            9 => Some(FrameKind::Sealed),
             _ => None,
         }
     }
@@ -262,16 +274,16 @@ mod tests {
             Err(WireError::BadMagic(_))
         ));
         let mut bad = good.clone();
-        bad[4] = 2;
+        bad[4] = 1;
         assert!(matches!(
             read_frame(&mut &bad[..]),
-            Err(WireError::UnsupportedVersion(2))
+            Err(WireError::UnsupportedVersion(1))
         ));
         let mut bad = good.clone();
-        bad[5] = 9;
+        bad[5] = 99;
         assert!(matches!(
             read_frame(&mut &bad[..]),
-            Err(WireError::UnknownFrameKind(9))
+            Err(WireError::UnknownFrameKind(99))
         ));
         let mut bad = good;
         BigEndian::write_u32(&mut bad[6..10], u32::MAX);

@@ -15,6 +15,7 @@
 //! message, never interleaved with anything else). [`write_message`] and
 //! [`MessageAssembler`] are the two ends of that stream.
 
+mod auth;
 mod codec;
 mod error;
 mod frame;
@@ -27,6 +28,10 @@ use std::io::{Read, Write};
 
 use crate::raft::{Message, MessageBody};
 
+pub use auth::{
+    NONCE_BYTES, Role, SealedReader, SealedWriter, Session, TAG_BYTES, authenticate_acceptor,
+    authenticate_dialer,
+};
 pub use error::WireError;
 pub use frame::{
     FRAME_PAYLOAD_BYTES_MAX, Frame, FrameKind, HEADER_BYTES, MAGIC, VERSION, read_frame,
@@ -196,6 +201,9 @@ impl MessageAssembler {
             FrameKind::JoinRequest | FrameKind::JoinAnswer | FrameKind::LeaveRequest => Err(
                 WireError::UnexpectedFrame("join frame on a member's connection"),
             ),
+            FrameKind::Auth | FrameKind::Sealed => Err(WireError::UnexpectedFrame(
+                "peer-secret frame inside the sealed stream",
+            )),
         }
     }
 }
