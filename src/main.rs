@@ -105,21 +105,15 @@ fn advertised_http(options: &Options) -> String {
     }
 }
 
-/// The SPEC asks at least 32 bytes of the peer secret (e.g. `head -c 32
-/// /dev/urandom | base64`).
-const PEER_SECRET_BYTES_MIN: usize = 32;
-
 fn load_peer_secret(options: &Options) -> Result<Option<Secret>, String> {
-    let Some(path) = &options.peer_secret else {
+    let secret = operate::peer_secret(options)?;
+    if secret.is_none() {
         warn!(
             "no --peer_secret: anyone who reaches the peer port {} can change the cluster",
             options.peer_listen
         );
-        return Ok(None);
-    };
-    Secret::from_file(path, PEER_SECRET_BYTES_MIN)
-        .map(Some)
-        .map_err(|why| format!("--peer_secret {why}"))
+    }
+    Ok(secret)
 }
 
 fn load_tokens(options: &Options) -> Result<Tokens, String> {

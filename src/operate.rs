@@ -11,6 +11,7 @@ use log::info;
 use crate::cli::Options;
 use crate::http::Tokens;
 use crate::node::{self, Bootstrap, DirState};
+use crate::secret::Secret;
 use crate::transport::request_admission;
 use crate::wire::JoinRequest;
 
@@ -89,6 +90,23 @@ fn http_post(addr: &str, path: &str, token: Option<&str>) -> std::io::Result<(u1
     Ok((status, body))
 }
 
+/// The SPEC asks at least 32 bytes of the peer secret (e.g. `head -c 32
+/// /dev/urandom | base64`).
+const PEER_SECRET_BYTES_MIN: usize = 32;
+
+/// The `--peer_secret` file's values, if one is given.
+///
+/// # Errors
+/// Why the file cannot be used (missing, too short, too open...).
+pub fn peer_secret(options: &Options) -> Result<Option<Secret>, String> {
+    let Some(path) = &options.peer_secret else {
+        return Ok(None);
+    };
+    Secret::from_file(path, PEER_SECRET_BYTES_MIN)
+        .map(Some)
+        .map_err(|why| format!("--peer_secret {why}"))
+}
+
 /// How long `join` keeps asking before it gives up.
 const JOIN_WAIT: Duration = Duration::from_secs(30);
 
@@ -107,7 +125,8 @@ pub fn join(options: &Options, http_addr: &str, peer: &str) -> Result<Bootstrap,
     };
     info!("asking {peer} to admit this node ({})", request.peer_addr);
     let deadline = Instant::now() + JOIN_WAIT;
-    let admission = request_admission(peer, &request, deadline)
+    let secret = peer_secret(options)?;
+    let admission = request_admission(peer, &request, deadline, secret.as_ref())
         .map_err(|why| format!("join {peer} failed: {why}"))?;
     Ok(Bootstrap::Joined {
         cluster_id: admission.cluster_id,

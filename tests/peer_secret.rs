@@ -170,3 +170,92 @@ fn a_rolling_restart_rotates_the_secret() {
     });
     assert!(running.is_some(), "logs:\n{}", cluster.logs());
 }
+
+/// Runs `node` of `cluster` with `args` (a subcommand and its options)
+/// and the secret at `secret`.
+fn start_with_secret(cluster: &mut Cluster, index: usize, args: &[&str], secret: &Path) {
+    let node = &mut cluster.nodes[index];
+    node.peers = String::new();
+    node.extra_args = args.iter().map(|s| s.to_string()).collect();
+    node.extra_args
+        .extend(["--peer_secret".to_string(), secret.display().to_string()]);
+    node.start();
+}
+
+#[test]
+fn join_and_leave_prove_the_secret_and_a_joiner_without_it_is_refused() {
+    let mut cluster = Cluster::new("secret-join", 2);
+    let a = write_secret(cluster.dir.path(), "a", A);
+    let b = write_secret(cluster.dir.path(), "b", B);
+    start_with_secret(&mut cluster, 0, &["start"], &a);
+    cluster.wait_leader(Duration::from_secs(20));
+    let first = take_id(&cluster);
+
+    // The right secret: admitted, and the cluster serves on.
+    let member = cluster.nodes[0].peer();
+    start_with_secret(&mut cluster, 1, &["join", &member], &a);
+    let joined = wait_for(Duration::from_secs(40), || {
+        cluster.nodes[1]
+            .log()
+            .lines()
+            .any(|l| l.starts_with("joined cluster "))
+            .then_some(())
+    });
+    assert!(joined.is_some(), "no join\n{}", cluster.logs());
+    assert!(take_id(&cluster) > first);
+
+    // Another secret: `join` exits 1 and says why; nothing was added.
+    let outsider = common::TempDir::new("secret-join-outsider");
+    let path = outsider.path().join("node").display().to_string();
+    let (peer_port, http_port) = (
+        common::free_port().to_string(),
+        common::free_port().to_string(),
+    );
+    let b_path = b.display().to_string();
+    let args = [
+        "join",
+        &member,
+        "--peer_secret",
+        &b_path,
+        "--peer_port",
+        &peer_port,
+        "--http_port",
+        &http_port,
+        "--path",
+        &path,
+    ];
+    let (status, stderr) =
+        common::ops::run_ticketd(&args, Duration::from_secs(60)).expect("join gives up");
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("peer secret"), "{stderr}");
+    let body = common::get(&cluster.nodes[0].http(), "/api/v1/cluster")
+        .map(|r| r.body)
+        .unwrap_or_default();
+    assert_eq!(body.matches("\"Id\":").count(), 2, "{body}");
+
+    // A stopped member leaves over the sealed peer protocol.
+    let node = &cluster.nodes[1];
+    let (peer_port, http_port) = (node.peer_port.to_string(), node.http_port.to_string());
+    let path = node.data_dir.display().to_string();
+    cluster.nodes[1].kill();
+    let a_path = a.display().to_string();
+    let args = [
+        "leave",
+        "--peer_secret",
+        &a_path,
+        "--peer_port",
+        &peer_port,
+        "--http_port",
+        &http_port,
+        "--path",
+        &path,
+    ];
+    let (status, stderr) =
+        common::ops::run_ticketd(&args, Duration::from_secs(90)).expect("leave exits");
+    assert_eq!(status.code(), Some(0), "{stderr}\n{}", cluster.logs());
+    let left = wait_for(Duration::from_secs(20), || {
+        let body = common::get(&cluster.nodes[0].http(), "/api/v1/cluster")?.body;
+        (body.matches("\"Id\":").count() == 1).then_some(())
+    });
+    assert!(left.is_some(), "{}", cluster.logs());
+}

@@ -399,10 +399,11 @@ impl Driver {
             node_id: me,
             incarnation: self.members.incarnation,
         };
+        let secret = self.config.peer_secret.clone();
         let spawned = std::thread::Builder::new()
             .name("leave".into())
             .spawn(move || {
-                match request_leave(&leader_addr, request) {
+                match request_leave(&leader_addr, request, secret.as_ref()) {
                     Ok(JoinAnswer::Refused { message, .. }) => note_refusal(&refusal, &message),
                     Ok(answer) => log::debug!("leader {leader_addr} answers our leave: {answer:?}"),
                     Err(why) => warn!("cannot ask the leader at {leader_addr} to remove us: {why}"),

@@ -117,19 +117,13 @@ fn serve(
         &mut handshake_io,
         Role::Acceptor,
     )?;
-    let sealed = session.is_some();
     let mut writer = SealedWriter::new(stream, session.clone());
     // Unbuffered (or one record), so that nothing after the handshake
     // frame is read here.
     let mut reader = SealedReader::new(handshake_io, session);
     let peer = read_handshake(&mut reader)?;
     if peer.node_id == 0 {
-        if sealed {
-            return Err(ConnError::Refused(
-                "joining over a sealed connection is not supported by this build".into(),
-            ));
-        }
-        return super::join::serve_joiner(shared, stream, &peer);
+        return super::join::serve_joiner(shared, &mut reader, &mut writer, &peer);
     }
     shared.check_handshake(&peer, None)?;
     if let Some(refusal) = shared.verdict(&peer, true) {

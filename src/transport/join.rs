@@ -4,19 +4,20 @@
 //! follows it to the leader, retrying until admitted, refused for good,
 //! or out of time.
 
-use std::net::TcpStream;
+use std::io::{Read, Write};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 
 use super::outbound::dial;
-use super::{ConnError, DeadlineReader, IO_TIMEOUT, Shared, lock};
+use super::{ConnError, DeadlineReader, IO_TIMEOUT, Shared, authenticate, lock};
 use crate::raft::NodeId;
+use crate::secret::Secret;
 use crate::wire::{
-    Handshake, JoinAnswer, JoinRequest, LeaveRequest, MemberRequest, WireError, read_join_answer,
-    read_member_request, write_handshake, write_join_answer, write_join_request,
-    write_leave_request,
+    Handshake, JoinAnswer, JoinRequest, LeaveRequest, MemberRequest, Role, SealedReader,
+    SealedWriter, WireError, read_join_answer, read_member_request, write_handshake,
+    write_join_answer, write_join_request, write_leave_request,
 };
 
 /// What a member asks its node to decide about a joiner (or a member
@@ -38,7 +39,8 @@ const ANSWER_WAIT_MAX: Duration = Duration::from_secs(15);
 /// request, one answer, then the connection closes.
 pub(super) fn serve_joiner(
     shared: &Shared,
-    stream: &TcpStream,
+    reader: &mut impl Read,
+    writer: &mut impl Write,
     peer: &Handshake,
 ) -> Result<(), ConnError> {
     if peer.cluster_id != 0 {
@@ -47,7 +49,9 @@ pub(super) fn serve_joiner(
             peer.cluster_id
         )));
     }
-    let request = read_member_request(&mut DeadlineReader::new(stream, IO_TIMEOUT))?;
+    // `reader` is still under the handshake's deadline, and (sealed) may
+    // hold the request in the handshake's record.
+    let request = read_member_request(reader)?;
     let admit = lock(&shared.admit).clone();
     let answer = match admit {
         Some(admit) => admit(request.clone()),
@@ -65,7 +69,8 @@ pub(super) fn serve_joiner(
             info!("leave request from node {}: {answer:?}", leave.node_id);
         }
     }
-    write_join_answer(&mut &*stream, &answer)?;
+    write_join_answer(writer, &answer)?;
+    writer.flush()?;
     Ok(())
 }
 
@@ -88,13 +93,14 @@ pub fn request_admission(
     member_addr: &str,
     request: &JoinRequest,
     deadline: Instant,
+    secret: Option<&Secret>,
 ) -> Result<Admission, String> {
     let mut target = member_addr.to_string();
     let mut redirects = 0;
     let mut last_failure;
     let mut warned: Option<String> = None;
     loop {
-        match ask(&target, request, deadline) {
+        match ask(&target, request, deadline, secret) {
             Ok(JoinAnswer::Admitted {
                 cluster_id,
                 node_id,
@@ -148,24 +154,53 @@ pub fn request_admission(
 ///
 /// # Errors
 /// Why the request did not get an answer.
-pub fn request_leave(leader_addr: &str, request: LeaveRequest) -> Result<JoinAnswer, String> {
+pub fn request_leave(
+    leader_addr: &str,
+    request: LeaveRequest,
+    secret: Option<&Secret>,
+) -> Result<JoinAnswer, String> {
     let deadline = Instant::now() + IO_TIMEOUT;
-    ask_with(leader_addr, &MemberRequest::Leave(request), deadline).map_err(|e| e.to_string())
+    ask_with(
+        leader_addr,
+        &MemberRequest::Leave(request),
+        deadline,
+        secret,
+    )
+    .map_err(|e| e.to_string())
 }
 
 /// One connection: handshake as a joiner, the request, the answer.
-fn ask(addr: &str, request: &JoinRequest, deadline: Instant) -> Result<JoinAnswer, ConnError> {
-    ask_with(addr, &MemberRequest::Join(request.clone()), deadline)
+fn ask(
+    addr: &str,
+    request: &JoinRequest,
+    deadline: Instant,
+    secret: Option<&Secret>,
+) -> Result<JoinAnswer, ConnError> {
+    ask_with(
+        addr,
+        &MemberRequest::Join(request.clone()),
+        deadline,
+        secret,
+    )
 }
 
 fn ask_with(
     addr: &str,
     request: &MemberRequest,
     deadline: Instant,
+    secret: Option<&Secret>,
 ) -> Result<JoinAnswer, ConnError> {
     let stream = dial(addr)?;
     stream.set_nodelay(true)?;
     stream.set_write_timeout(Some(IO_TIMEOUT))?;
+    // A joiner proves the peer secret like any member before it says
+    // anything else; the request and answer then travel sealed.
+    let session = authenticate(
+        secret,
+        &mut DeadlineReader::new(&stream, IO_TIMEOUT),
+        Role::Dialer,
+    )?;
+    let mut writer = SealedWriter::new(&stream, session.clone());
     let hello = match request {
         MemberRequest::Join(join) => Handshake {
             cluster_id: 0,
@@ -182,15 +217,17 @@ fn ask_with(
             incarnation: leave.incarnation,
         },
     };
-    write_handshake(&mut &stream, &hello)?;
+    write_handshake(&mut writer, &hello)?;
     match request {
-        MemberRequest::Join(join) => write_join_request(&mut &stream, join)?,
-        MemberRequest::Leave(leave) => write_leave_request(&mut &stream, leave)?,
+        MemberRequest::Join(join) => write_join_request(&mut writer, join)?,
+        MemberRequest::Leave(leave) => write_leave_request(&mut writer, leave)?,
     }
+    writer.flush()?;
     let wait = deadline
         .saturating_duration_since(Instant::now())
         .clamp(Duration::from_millis(100), ANSWER_WAIT_MAX);
-    match read_join_answer(&mut DeadlineReader::new(&stream, wait)) {
+    let mut reader = SealedReader::new(DeadlineReader::new(&stream, wait), session);
+    match read_join_answer(&mut reader) {
         Ok(answer) => Ok(answer),
         Err(WireError::Refused(refusal)) => Err(ConnError::Refused(refusal.message)),
         Err(WireError::Closed) => Err(ConnError::Refused(
