@@ -25,13 +25,12 @@ use tiny_http::{Method, Request, Server};
 
 use crate::metrics::{Buckets, SECONDS_BUCKETS};
 use crate::node::NodeHandle;
-use request::Target;
 use respond::Answer;
 
 pub use auth::Tokens;
 pub use ids::render as render_ids;
 pub use listener::bind as bind_listener;
-pub use request::percent_decode;
+pub use request::{Target, percent_decode};
 
 /// How long [`HttpServer::shutdown`] waits for requests in progress.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);

@@ -16,7 +16,7 @@
 //! - `log`: index (u64 big-endian) → term, kind, data;
 //! - `state`: `app` → the application's `high` and `applied`.
 
-mod codec;
+pub mod codec;
 mod error;
 mod files;
 
