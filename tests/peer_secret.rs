@@ -83,6 +83,25 @@ fn a_node_with_another_secret_is_never_admitted() {
     // The outsider never learns of a leader (it hears no Raft message).
     assert_eq!(cluster.nodes[2].status_u64("Leader"), Some(0));
     assert!(!cluster.nodes[2].is_leader());
+    // It keeps redialling, but the members log it once a minute per
+    // address, never per attempt.
+    std::thread::sleep(Duration::from_secs(3));
+    for node in &cluster.nodes[..2] {
+        let log = node.log();
+        let lines = log
+            .lines()
+            .filter(|l| l.contains("[WARN]") || l.contains("[INFO]"))
+            .filter(|l| {
+                l.contains("closing peer connection from") || l.contains("closed by the peer")
+            })
+            .count();
+        assert!(
+            lines <= 2,
+            "{lines} lines:
+{}",
+            node.log()
+        );
+    }
 }
 
 /// Reads until the peer closes, or fails the test after `limit`; returns

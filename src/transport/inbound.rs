@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::Sender;
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 
@@ -95,8 +95,27 @@ fn run_reader(
         Err(ConnError::Wire(WireError::Closed)) => {
             info!("peer connection from {remote} closed by the peer");
         }
-        Err(err) => warn!("closing peer connection from {remote}: {err}"),
+        Err(err) => match stranger_kind(&err) {
+            Some(kind) if shared.quiet.allow(remote.ip(), kind, Instant::now()) => warn!(
+                "closing peer connection from {remote}: {err} (logged once a minute per address)"
+            ),
+            Some(_) => debug!("closing peer connection from {remote}: {err}"),
+            None => warn!("closing peer connection from {remote}: {err}"),
+        },
         Ok(()) => {}
+    }
+}
+
+/// The failures a stranger (or a node of another secret or build) causes
+/// before it is known: rate-limited in the log, by kind.
+fn stranger_kind(err: &ConnError) -> Option<&'static str> {
+    match err {
+        ConnError::Wire(WireError::BadProof(_)) => Some("proof"),
+        ConnError::Wire(WireError::UnsupportedVersion(_)) => Some("version"),
+        ConnError::Wire(WireError::BadMagic(_) | WireError::UnknownFrameKind(_)) => {
+            Some("protocol")
+        }
+        _ => None,
     }
 }
 
@@ -116,7 +135,14 @@ fn serve(
         shared.config.peer_secret.as_ref(),
         &mut handshake_io,
         Role::Acceptor,
-    )?;
+    )
+    .map_err(|err| match err {
+        // A dialer that hangs up on our proof does not know the secret.
+        ConnError::Wire(WireError::Closed | WireError::Truncated) => ConnError::Wire(
+            WireError::BadProof("the peer closed the connection before proving the secret"),
+        ),
+        other => other,
+    })?;
     let mut writer = SealedWriter::new(stream, session.clone());
     // Unbuffered (or one record), so that nothing after the handshake
     // frame is read here.

@@ -20,6 +20,7 @@
 mod inbound;
 mod join;
 mod outbound;
+mod quiet;
 mod sockets;
 
 pub use join::{Admission, Admit, request_admission, request_leave};
@@ -131,6 +132,9 @@ struct Shared {
     /// Outbound connections made (the first to each peer included).
     connects: AtomicU64,
     stopping: AtomicBool,
+    /// Failed proofs and foreign protocols, logged once a minute per
+    /// address.
+    quiet: quiet::QuietLog,
 }
 
 impl Shared {
@@ -374,6 +378,7 @@ impl Transport {
             dropped: AtomicU64::new(0),
             connects: AtomicU64::new(0),
             stopping: AtomicBool::new(false),
+            quiet: quiet::QuietLog::default(),
         });
         let (exit_sender, exit_receiver) = mpsc::channel();
         let acceptor = inbound::spawn_acceptor(Arc::clone(&shared), listener, exit_sender.clone())?;
@@ -656,6 +661,7 @@ mod tests {
             dropped: AtomicU64::new(0),
             connects: AtomicU64::new(0),
             stopping: AtomicBool::new(false),
+            quiet: quiet::QuietLog::default(),
         }
     }
 
