@@ -40,6 +40,7 @@ fn start_on(id: NodeId, cluster_id: u64, listen_addr: &str) -> (Transport, Recei
         http_addr: http_addr(id),
         incarnation: 1000 + id,
         peer_secret: None,
+        snapshot_bytes_max: ticketd::wire::SNAPSHOT_BYTES_MAX,
     };
     (Transport::start(config, deliver).unwrap(), receiver)
 }
@@ -329,6 +330,7 @@ fn a_taken_port_is_an_error() {
         http_addr: String::new(),
         incarnation: 1,
         peer_secret: None,
+        snapshot_bytes_max: ticketd::wire::SNAPSHOT_BYTES_MAX,
     };
     assert!(Transport::start(config, Arc::new(|_| true)).is_err());
     timed_shutdown(a);
@@ -550,6 +552,7 @@ fn a_message_the_node_refuses_closes_its_connection() {
         http_addr: http_addr(2),
         incarnation: 1002,
         peer_secret: None,
+        snapshot_bytes_max: ticketd::wire::SNAPSHOT_BYTES_MAX,
     };
     let b = Transport::start(config, deliver).unwrap();
     let mut raw = raw_handshake(b.local_addr(), CLUSTER, 1);

@@ -179,6 +179,10 @@ pub fn start(config: NodeConfig) -> Result<(NodeHandle, JoinHandle<()>), BootErr
             http_addr: config.http_addr.clone(),
             incarnation: identity.incarnation,
             peer_secret: config.peer_secret.clone(),
+            snapshot_bytes_max: config
+                .db_size_mb
+                .saturating_mul(1 << 20)
+                .min(crate::wire::SNAPSHOT_BYTES_MAX),
         },
         deliver,
     )

@@ -186,7 +186,7 @@ fn receive(
     peer: &Handshake,
     remote: SocketAddr,
 ) -> Result<(), ConnError> {
-    let mut assembler = MessageAssembler::default();
+    let mut assembler = MessageAssembler::with_snapshot_cap(shared.config.snapshot_bytes_max);
     loop {
         let frame = read_frame(reader)?;
         let Some(message) = assembler.push(&frame)? else {

@@ -83,6 +83,10 @@ pub struct TransportConfig {
     /// `--peer_secret`: when set, every connection must prove it
     /// ([`crate::wire::authenticate_acceptor`]) and is sealed after.
     pub peer_secret: Option<Secret>,
+    /// The largest snapshot a peer may send us: the map size (a bigger
+    /// state could not be stored anyway), so one connection cannot make
+    /// us buffer more.
+    pub snapshot_bytes_max: u64,
 }
 
 /// What the cluster's committed configuration says about who may
@@ -643,6 +647,7 @@ mod tests {
                 http_addr: String::new(),
                 incarnation: 1,
                 peer_secret: None,
+                snapshot_bytes_max: crate::wire::SNAPSHOT_BYTES_MAX,
             },
             handshake: Handshake {
                 cluster_id,

@@ -178,6 +178,14 @@ pub struct MessageAssembler {
 }
 
 impl MessageAssembler {
+    /// An assembler that refuses snapshots over `max_bytes` (at most
+    /// [`SNAPSHOT_BYTES_MAX`]).
+    pub fn with_snapshot_cap(max_bytes: u64) -> MessageAssembler {
+        MessageAssembler {
+            snapshot: SnapshotReassembler::with_cap(max_bytes),
+        }
+    }
+
     /// Takes the next frame; returns a message when one is complete (a
     /// `Message` frame, or the last chunk of a snapshot).
     ///

@@ -137,12 +137,12 @@ fn decode_chunk(payload: &[u8]) -> Result<Chunk<'_>, WireError> {
 
 /// Checks what a chunk says about itself, before it is compared with the
 /// chunks that came before it.
-fn check_chunk(chunk: &Chunk<'_>) -> Result<(), WireError> {
+fn check_chunk(chunk: &Chunk<'_>, cap: u64) -> Result<(), WireError> {
     if chunk.header.term > TERM_MAX || chunk.header.meta_term > TERM_MAX {
         return Err(WireError::BadSnapshotChunk("term over the cap"));
     }
     let total = chunk.header.total;
-    if total > SNAPSHOT_BYTES_MAX {
+    if total > cap.min(SNAPSHOT_BYTES_MAX) {
         return Err(WireError::BadSnapshotChunk(
             "total length over the snapshot cap",
         ));
@@ -181,9 +181,28 @@ struct Pending {
 #[derive(Default)]
 pub struct SnapshotReassembler {
     pending: Option<Pending>,
+    /// The largest total accepted; 0 (the default) is
+    /// [`SNAPSHOT_BYTES_MAX`].
+    cap: u64,
 }
 
 impl SnapshotReassembler {
+    /// A reassembler that refuses snapshots over `max_bytes`.
+    pub fn with_cap(max_bytes: u64) -> SnapshotReassembler {
+        SnapshotReassembler {
+            pending: None,
+            cap: max_bytes,
+        }
+    }
+
+    fn cap(&self) -> u64 {
+        if self.cap == 0 {
+            SNAPSHOT_BYTES_MAX
+        } else {
+            self.cap
+        }
+    }
+
     /// Whether a transfer has started and not finished.
     pub fn in_progress(&self) -> bool {
         self.pending.is_some()
@@ -206,7 +225,7 @@ impl SnapshotReassembler {
 
     fn try_push(&mut self, payload: &[u8]) -> Result<Option<Message>, WireError> {
         let chunk = decode_chunk(payload)?;
-        check_chunk(&chunk)?;
+        check_chunk(&chunk, self.cap())?;
         let mut pending = match self.pending.take() {
             None => start(chunk.header.clone(), chunk.offset)?,
             Some(pending) => pending,
@@ -318,6 +337,19 @@ mod tests {
 
     fn pattern(len: usize) -> Vec<u8> {
         (0..len).map(|i| (i * 7 % 251) as u8).collect()
+    }
+
+    #[test]
+    fn a_snapshot_over_the_map_size_is_refused_at_its_first_chunk() {
+        let (_, payloads) = chunk_payloads(pattern(1000));
+        let mut capped = SnapshotReassembler::with_cap(999);
+        assert!(matches!(
+            capped.push(&payloads[0]),
+            Err(WireError::BadSnapshotChunk(_))
+        ));
+        assert!(!capped.in_progress());
+        let mut fits = SnapshotReassembler::with_cap(1000);
+        assert!(matches!(fits.push(&payloads[0]), Ok(Some(_))));
     }
 
     #[test]
