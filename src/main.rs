@@ -51,6 +51,7 @@ fn main() -> ExitCode {
             eprintln!("ticketd: {e}");
             if let Some(dir) = created.filter(|_| !serving)
                 && let Err(cleanup) = std::fs::remove_dir_all(&dir)
+                && cleanup.kind() != std::io::ErrorKind::NotFound
             {
                 error!(
                     "cannot remove {} after the failed start: {cleanup}",

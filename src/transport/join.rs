@@ -130,6 +130,10 @@ pub fn request_admission(
             Ok(JoinAnswer::Leaving) => {
                 last_failure = format!("{target} answers a join as if it were a leave");
             }
+            // A secret that does not match will not match on a retry.
+            Err(why @ ConnError::Wire(WireError::BadProof(_))) => {
+                return Err(format!("cannot ask {target}: {why}"));
+            }
             Err(why) => last_failure = format!("cannot ask {target}: {why}"),
         }
         // Once at warn, then at debug while it fails the same way.
