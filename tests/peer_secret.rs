@@ -201,6 +201,30 @@ fn start_with_secret(cluster: &mut Cluster, index: usize, args: &[&str], secret:
     node.start();
 }
 
+/// Runs `ticketd COMMAND --peer_secret SECRET` on the given ports and
+/// data dir until it exits (at most `limit`); its status and stderr.
+fn run_command(
+    command: &[&str],
+    secret: &Path,
+    (peer_port, http_port, path): (&str, &str, &str),
+    limit: Duration,
+) -> (std::process::ExitStatus, String) {
+    let secret = secret.display().to_string();
+    let mut args = command.to_vec();
+    args.extend([
+        "--peer_secret",
+        &secret,
+        "--peer_port",
+        peer_port,
+        "--http_port",
+        http_port,
+        "--path",
+        path,
+    ]);
+    common::ops::run_ticketd(&args, limit)
+        .unwrap_or_else(|| panic!("ticketd {command:?} did not exit within {limit:?}"))
+}
+
 #[test]
 fn join_and_leave_prove_the_secret_and_a_joiner_without_it_is_refused() {
     let mut cluster = Cluster::new("secret-join", 2);
@@ -230,22 +254,13 @@ fn join_and_leave_prove_the_secret_and_a_joiner_without_it_is_refused() {
         common::free_port().to_string(),
         common::free_port().to_string(),
     );
-    let b_path = b.display().to_string();
-    let args = [
-        "join",
-        &member,
-        "--peer_secret",
-        &b_path,
-        "--peer_port",
-        &peer_port,
-        "--http_port",
-        &http_port,
-        "--path",
-        &path,
-    ];
     // A wrong secret will not become right: no 30 s of retries.
-    let (status, stderr) =
-        common::ops::run_ticketd(&args, Duration::from_secs(20)).expect("join gives up at once");
+    let (status, stderr) = run_command(
+        &["join", &member],
+        &b,
+        (&peer_port, &http_port, &path),
+        Duration::from_secs(20),
+    );
     assert_eq!(status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("peer secret"), "{stderr}");
     assert!(!stderr.contains("cannot remove"), "{stderr}");
@@ -259,20 +274,12 @@ fn join_and_leave_prove_the_secret_and_a_joiner_without_it_is_refused() {
     let (peer_port, http_port) = (node.peer_port.to_string(), node.http_port.to_string());
     let path = node.data_dir.display().to_string();
     cluster.nodes[1].kill();
-    let a_path = a.display().to_string();
-    let args = [
-        "leave",
-        "--peer_secret",
-        &a_path,
-        "--peer_port",
-        &peer_port,
-        "--http_port",
-        &http_port,
-        "--path",
-        &path,
-    ];
-    let (status, stderr) =
-        common::ops::run_ticketd(&args, Duration::from_secs(90)).expect("leave exits");
+    let (status, stderr) = run_command(
+        &["leave"],
+        &a,
+        (&peer_port, &http_port, &path),
+        Duration::from_secs(90),
+    );
     assert_eq!(status.code(), Some(0), "{stderr}\n{}", cluster.logs());
     let left = wait_for(Duration::from_secs(20), || {
         let body = common::get(&cluster.nodes[0].http(), "/api/v1/cluster")?.body;

@@ -99,8 +99,9 @@ pub fn request_admission(
     let mut redirects = 0;
     let mut last_failure;
     let mut warned: Option<String> = None;
+    let join = MemberRequest::Join(request.clone());
     loop {
-        match ask(&target, request, deadline, secret) {
+        match ask_with(&target, &join, deadline, secret) {
             Ok(JoinAnswer::Admitted {
                 cluster_id,
                 node_id,
@@ -173,21 +174,8 @@ pub fn request_leave(
     .map_err(|e| e.to_string())
 }
 
-/// One connection: handshake as a joiner, the request, the answer.
-fn ask(
-    addr: &str,
-    request: &JoinRequest,
-    deadline: Instant,
-    secret: Option<&Secret>,
-) -> Result<JoinAnswer, ConnError> {
-    ask_with(
-        addr,
-        &MemberRequest::Join(request.clone()),
-        deadline,
-        secret,
-    )
-}
-
+/// One connection: handshake as a joiner (or leaver), the request, the
+/// answer.
 fn ask_with(
     addr: &str,
     request: &MemberRequest,
