@@ -1,6 +1,7 @@
 //! ticketd: a replicated service for unique 64-bit IDs, sessions, tickets
 //! and locks.
 
+pub mod bytes;
 pub mod cli;
 pub mod clock;
 pub mod crc32;

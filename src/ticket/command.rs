@@ -11,7 +11,7 @@
 //! every node alike instead of being undecodable.
 
 use super::SessionId;
-use super::codec::{DecodeError, Reader, Writer};
+use crate::bytes::{DecodeError, Reader, Writer};
 
 const VERSION: u8 = 1;
 

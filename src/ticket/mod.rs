@@ -61,7 +61,6 @@
 
 mod apply;
 mod base64;
-mod codec;
 mod command;
 mod cowmap;
 mod deadlines;
@@ -73,8 +72,8 @@ mod state;
 mod testkit;
 mod view;
 
+pub use crate::bytes::DecodeError;
 pub use apply::Outcome;
-pub use codec::DecodeError;
 pub use command::Command;
 pub use deadlines::Deadlines;
 pub use error::ApplyError;

@@ -14,10 +14,10 @@
 //! encoding. The sessions' back-references (claims, issued, locks) are
 //! not stored: they are rebuilt, so they cannot disagree with the tickets.
 
-use super::codec::{DecodeError, Reader, Writer};
 use super::cowmap::CowMap;
 use super::state::{Claim, Resource, Session, State, Ticket};
 use super::{NAME_BYTES_MAX, SessionId, TICKET_DATA_BYTES_MAX};
+use crate::bytes::{DecodeError, Reader, Writer};
 use crate::crc32;
 use byteorder::{BigEndian, ByteOrder};
 use std::collections::BTreeMap;

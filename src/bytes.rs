@@ -1,8 +1,9 @@
-//! Big-endian binary primitives shared by the command and snapshot codecs,
-//! and the one error type both decoders return.
+//! The one byte cursor: big-endian binary primitives shared by every codec
+//! (commands, snapshots, store records, peer frames), and the error type
+//! their decoders return.
 //!
 //! Owns: bounds-checked reading of untrusted bytes. May not touch: anything
-//! that knows what the bytes mean (that is `command.rs` and `snapshot.rs`).
+//! that knows what the bytes mean (that is each codec's own module).
 //! Every read checks the remaining length first, so a length field can
 //! never make us allocate more than the input itself holds.
 
@@ -56,32 +57,33 @@ impl fmt::Display for DecodeError {
 impl std::error::Error for DecodeError {}
 
 /// Appends big-endian fields to a byte vector (writing to memory cannot fail).
-pub(super) struct Writer {
-    pub(super) bytes: Vec<u8>,
+#[derive(Default)]
+pub struct Writer {
+    pub bytes: Vec<u8>,
 }
 
 impl Writer {
-    pub(super) fn new() -> Writer {
+    pub fn new() -> Writer {
         Writer { bytes: Vec::new() }
     }
 
-    pub(super) fn with_capacity(capacity: usize) -> Writer {
+    pub fn with_capacity(capacity: usize) -> Writer {
         Writer {
             bytes: Vec::with_capacity(capacity),
         }
     }
 
-    pub(super) fn u8(&mut self, value: u8) {
+    pub fn u8(&mut self, value: u8) {
         self.bytes.push(value);
     }
 
-    pub(super) fn u32(&mut self, value: u32) {
+    pub fn u32(&mut self, value: u32) {
         let mut buf = [0u8; 4];
         BigEndian::write_u32(&mut buf, value);
         self.bytes.extend_from_slice(&buf);
     }
 
-    pub(super) fn u64(&mut self, value: u64) {
+    pub fn u64(&mut self, value: u64) {
         let mut buf = [0u8; 8];
         BigEndian::write_u64(&mut buf, value);
         self.bytes.extend_from_slice(&buf);
@@ -90,27 +92,27 @@ impl Writer {
     /// A count or length; every collection we encode is far below 2^32
     /// (bounded by the limits in `mod.rs` and by memory), so saturating is
     /// only a guard: a decoder would then reject the value, never misread it.
-    pub(super) fn len(&mut self, len: usize) {
+    pub fn len(&mut self, len: usize) {
         self.u32(u32::try_from(len).unwrap_or(u32::MAX));
     }
 
-    pub(super) fn bytes(&mut self, value: &[u8]) {
+    pub fn bytes(&mut self, value: &[u8]) {
         self.len(value.len());
         self.bytes.extend_from_slice(value);
     }
 
-    pub(super) fn str(&mut self, value: &str) {
+    pub fn str(&mut self, value: &str) {
         self.bytes(value.as_bytes());
     }
 }
 
 /// Reads big-endian fields from untrusted bytes.
-pub(super) struct Reader<'a> {
+pub struct Reader<'a> {
     rest: &'a [u8],
 }
 
 impl<'a> Reader<'a> {
-    pub(super) fn new(bytes: &'a [u8]) -> Reader<'a> {
+    pub fn new(bytes: &'a [u8]) -> Reader<'a> {
         Reader { rest: bytes }
     }
 
@@ -123,21 +125,21 @@ impl<'a> Reader<'a> {
         Ok(head)
     }
 
-    pub(super) fn u8(&mut self) -> Result<u8, DecodeError> {
+    pub fn u8(&mut self) -> Result<u8, DecodeError> {
         Ok(self.take(1)?[0])
     }
 
-    pub(super) fn u32(&mut self) -> Result<u32, DecodeError> {
+    pub fn u32(&mut self) -> Result<u32, DecodeError> {
         Ok(BigEndian::read_u32(self.take(4)?))
     }
 
-    pub(super) fn u64(&mut self) -> Result<u64, DecodeError> {
+    pub fn u64(&mut self) -> Result<u64, DecodeError> {
         Ok(BigEndian::read_u64(self.take(8)?))
     }
 
     /// A count of items each at least `min_item_bytes` long: rejected
     /// before anything is allocated if the input cannot hold that many.
-    pub(super) fn count(&mut self, min_item_bytes: usize) -> Result<usize, DecodeError> {
+    pub fn count(&mut self, min_item_bytes: usize) -> Result<usize, DecodeError> {
         let count = self.u32()? as usize;
         if count.saturating_mul(min_item_bytes.max(1)) > self.rest.len() {
             return Err(DecodeError::Truncated);
@@ -145,11 +147,7 @@ impl<'a> Reader<'a> {
         Ok(count)
     }
 
-    pub(super) fn bytes(
-        &mut self,
-        field: &'static str,
-        max: usize,
-    ) -> Result<&'a [u8], DecodeError> {
+    pub fn bytes(&mut self, field: &'static str, max: usize) -> Result<&'a [u8], DecodeError> {
         let len = self.u32()?;
         if len as usize > max {
             return Err(DecodeError::TooLong {
@@ -160,11 +158,7 @@ impl<'a> Reader<'a> {
         self.take(len as usize)
     }
 
-    pub(super) fn string(
-        &mut self,
-        field: &'static str,
-        max: usize,
-    ) -> Result<String, DecodeError> {
+    pub fn string(&mut self, field: &'static str, max: usize) -> Result<String, DecodeError> {
         let raw = self.bytes(field, max)?;
         match std::str::from_utf8(raw) {
             Ok(text) => Ok(text.to_owned()),
@@ -174,7 +168,7 @@ impl<'a> Reader<'a> {
 
     /// Ends decoding: a value followed by anything is rejected, because
     /// extra bytes mean the writer and reader disagree on the format.
-    pub(super) fn finish(self) -> Result<(), DecodeError> {
+    pub fn finish(self) -> Result<(), DecodeError> {
         if self.rest.is_empty() {
             Ok(())
         } else {
