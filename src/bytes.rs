@@ -77,6 +77,10 @@ impl Writer {
         self.bytes.push(value);
     }
 
+    pub fn u16(&mut self, value: u16) {
+        self.bytes.extend_from_slice(&value.to_be_bytes());
+    }
+
     pub fn u32(&mut self, value: u32) {
         let mut buf = [0u8; 4];
         BigEndian::write_u32(&mut buf, value);
@@ -104,6 +108,33 @@ impl Writer {
     pub fn str(&mut self, value: &str) {
         self.bytes(value.as_bytes());
     }
+
+    /// A strict boolean: 0 or 1.
+    pub fn bool(&mut self, value: bool) {
+        self.bytes.push(u8::from(value));
+    }
+
+    /// Bytes with no length before them (fixed-size fields, nonces).
+    pub fn raw(&mut self, value: &[u8]) {
+        self.bytes.extend_from_slice(value);
+    }
+
+    /// A short text: u16 length + UTF-8. Text longer than the field can
+    /// say is cut at a character boundary rather than written as invalid
+    /// UTF-8; callers keep such strings (addresses) far below that.
+    pub fn str16(&mut self, text: &str) {
+        let mut len = text.len().min(usize::from(u16::MAX));
+        while !text.is_char_boundary(len) {
+            len -= 1;
+        }
+        self.u16(len as u16);
+        self.bytes.extend_from_slice(&text.as_bytes()[..len]);
+    }
+
+    /// The bytes written so far.
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.bytes
+    }
 }
 
 /// Reads big-endian fields from untrusted bytes.
@@ -114,6 +145,21 @@ pub struct Reader<'a> {
 impl<'a> Reader<'a> {
     pub fn new(bytes: &'a [u8]) -> Reader<'a> {
         Reader { rest: bytes }
+    }
+
+    /// How many bytes are left to read.
+    pub fn remaining(&self) -> usize {
+        self.rest.len()
+    }
+
+    /// Whether everything has been read.
+    pub fn is_empty(&self) -> bool {
+        self.rest.is_empty()
+    }
+
+    /// The next `n` bytes, with no length before them.
+    pub fn raw(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        self.take(n)
     }
 
     fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
@@ -129,8 +175,37 @@ impl<'a> Reader<'a> {
         Ok(self.take(1)?[0])
     }
 
+    pub fn u16(&mut self) -> Result<u16, DecodeError> {
+        Ok(BigEndian::read_u16(self.take(2)?))
+    }
+
     pub fn u32(&mut self) -> Result<u32, DecodeError> {
         Ok(BigEndian::read_u32(self.take(4)?))
+    }
+
+    /// A strict boolean: any byte but 0 or 1 is an unknown tag, so that
+    /// one value has exactly one encoding.
+    pub fn bool(&mut self) -> Result<bool, DecodeError> {
+        match self.u8()? {
+            0 => Ok(false),
+            1 => Ok(true),
+            other => Err(DecodeError::UnknownTag(other)),
+        }
+    }
+
+    /// A u32 length and that many bytes, bounded only by the input.
+    pub fn blob(&mut self) -> Result<&'a [u8], DecodeError> {
+        let len = self.u32()?;
+        self.take(len as usize)
+    }
+
+    /// A short text: u16 length + UTF-8 (see [`Writer::str16`]).
+    pub fn str16(&mut self) -> Result<String, DecodeError> {
+        let len = usize::from(self.u16()?);
+        match std::str::from_utf8(self.take(len)?) {
+            Ok(text) => Ok(text.to_owned()),
+            Err(_) => Err(DecodeError::BadUtf8),
+        }
     }
 
     pub fn u64(&mut self) -> Result<u64, DecodeError> {
@@ -219,5 +294,42 @@ mod tests {
         assert_eq!(r.count(8), Err(DecodeError::Truncated));
         let r = Reader::new(&[1]);
         assert_eq!(r.finish(), Err(DecodeError::TrailingBytes(1)));
+    }
+
+    #[test]
+    fn short_fields_round_trip_and_are_strict() {
+        let mut w = Writer::new();
+        w.u16(0xbeef);
+        w.bool(true);
+        w.raw(b"nonce");
+        w.str16("héllo");
+        let bytes = w.into_bytes();
+        let mut r = Reader::new(&bytes);
+        assert_eq!(r.u16().unwrap(), 0xbeef);
+        assert!(r.bool().unwrap());
+        assert_eq!(r.remaining(), 5 + 2 + "héllo".len());
+        assert_eq!(r.raw(5).unwrap(), b"nonce");
+        assert_eq!(r.str16().unwrap(), "héllo");
+        assert!(r.is_empty());
+        assert_eq!(Reader::new(&[2]).bool(), Err(DecodeError::UnknownTag(2)));
+        assert_eq!(
+            Reader::new(&[0, 2, 0xff, 0xfe]).str16(),
+            Err(DecodeError::BadUtf8)
+        );
+        assert_eq!(
+            Reader::new(&[0, 0, 0, 9, 1]).blob(),
+            Err(DecodeError::Truncated)
+        );
+    }
+
+    #[test]
+    fn long_short_texts_are_cut_at_a_char_boundary() {
+        let text = "é".repeat(40_000);
+        let mut w = Writer::new();
+        w.str16(&text);
+        let bytes = w.into_bytes();
+        let decoded = Reader::new(&bytes).str16().unwrap();
+        assert!(decoded.len() <= usize::from(u16::MAX));
+        assert!(text.starts_with(&decoded));
     }
 }

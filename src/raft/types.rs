@@ -2,6 +2,7 @@
 //! snapshots, membership, messages and errors. Plain data, no behaviour
 //! beyond small helpers; the wire codecs live in `crate::wire`.
 
+use crate::bytes::{DecodeError, Reader, Writer};
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -157,23 +158,19 @@ impl Membership {
     /// incarnation 0), so data directories and logs written before stay
     /// readable.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        out.extend_from_slice(&(self.members.len() as u32).to_be_bytes());
+        let mut out = Writer::new();
+        out.len(self.members.len());
         for (id, member) in &self.members {
-            out.extend_from_slice(&id.to_be_bytes());
-            out.push(u8::from(member.voter));
-            for text in [&member.peer_addr, &member.http_addr] {
-                let bytes = text.as_bytes();
-                let len = bytes.len().min(u16::MAX as usize);
-                out.extend_from_slice(&(len as u16).to_be_bytes());
-                out.extend_from_slice(&bytes[..len]);
-            }
+            out.u64(*id);
+            out.bool(member.voter);
+            out.str16(&member.peer_addr);
+            out.str16(&member.http_addr);
         }
-        out.extend_from_slice(&self.max_id().to_be_bytes());
+        out.u64(self.max_id());
         for member in self.members.values() {
-            out.extend_from_slice(&member.incarnation.to_be_bytes());
+            out.u64(member.incarnation);
         }
-        out
+        out.into_bytes()
     }
 
     /// Parses [`Membership::encode`]'s output.
@@ -181,21 +178,15 @@ impl Membership {
     /// # Errors
     /// `DecodeMembershipError` on truncated or malformed input.
     pub fn decode(bytes: &[u8]) -> Result<Membership, DecodeMembershipError> {
-        let mut cursor = bytes;
-        let count = take_u32(&mut cursor)?;
-        if count as usize > bytes.len() / 12 + 1 {
-            return Err(DecodeMembershipError);
-        }
+        let mut cursor = Reader::new(bytes);
+        // Each member takes at least 13 bytes: id, voter, two lengths.
+        let count = cursor.count(13)?;
         let mut members = BTreeMap::new();
         for _ in 0..count {
-            let id = take_u64(&mut cursor)?;
-            let voter = match take_bytes(&mut cursor, 1)?[0] {
-                0 => false,
-                1 => true,
-                _ => return Err(DecodeMembershipError),
-            };
-            let peer_addr = take_string(&mut cursor)?;
-            let http_addr = take_string(&mut cursor)?;
+            let id = cursor.u64()?;
+            let voter = cursor.bool()?;
+            let peer_addr = cursor.str16()?;
+            let http_addr = cursor.str16()?;
             if id == 0 || members.contains_key(&id) {
                 return Err(DecodeMembershipError);
             }
@@ -217,46 +208,16 @@ impl Membership {
                 max_id: largest,
             });
         }
-        let max_id = take_u64(&mut cursor)?;
+        let max_id = cursor.u64()?;
         if max_id < largest {
             return Err(DecodeMembershipError);
         }
         for member in members.values_mut() {
-            member.incarnation = take_u64(&mut cursor)?;
+            member.incarnation = cursor.u64()?;
         }
-        if !cursor.is_empty() {
-            return Err(DecodeMembershipError);
-        }
+        cursor.finish()?;
         Ok(Membership { members, max_id })
     }
-}
-
-fn take_bytes<'a>(cursor: &mut &'a [u8], n: usize) -> Result<&'a [u8], DecodeMembershipError> {
-    if cursor.len() < n {
-        return Err(DecodeMembershipError);
-    }
-    let (head, tail) = cursor.split_at(n);
-    *cursor = tail;
-    Ok(head)
-}
-
-fn take_u32(cursor: &mut &[u8]) -> Result<u32, DecodeMembershipError> {
-    let b = take_bytes(cursor, 4)?;
-    Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-}
-
-fn take_u64(cursor: &mut &[u8]) -> Result<u64, DecodeMembershipError> {
-    let b = take_bytes(cursor, 8)?;
-    let mut a = [0u8; 8];
-    a.copy_from_slice(b);
-    Ok(u64::from_be_bytes(a))
-}
-
-fn take_string(cursor: &mut &[u8]) -> Result<String, DecodeMembershipError> {
-    let b = take_bytes(cursor, 2)?;
-    let len = u16::from_be_bytes([b[0], b[1]]) as usize;
-    let text = take_bytes(cursor, len)?;
-    String::from_utf8(text.to_vec()).map_err(|_| DecodeMembershipError)
 }
 
 /// A membership record that does not parse.
@@ -270,6 +231,12 @@ impl fmt::Display for DecodeMembershipError {
 }
 
 impl std::error::Error for DecodeMembershipError {}
+
+impl From<DecodeError> for DecodeMembershipError {
+    fn from(_: DecodeError) -> DecodeMembershipError {
+        DecodeMembershipError
+    }
+}
 
 /// Where a snapshot stands in the log.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
