@@ -20,7 +20,7 @@ use super::{ConnError, DeadlineReader, IO_TIMEOUT, Shared, authenticate};
 use crate::raft::Message;
 use crate::wire::{
     Handshake, MessageAssembler, Role, SealedReader, SealedWriter, WireError, read_frame,
-    read_handshake, write_handshake, write_legacy_handshake, write_refusal,
+    read_handshake, write_handshake, write_refusal,
 };
 
 /// Reads are buffered: many small frames arrive back to back.
@@ -166,12 +166,7 @@ fn serve(
             peer.node_id
         );
     }
-    if peer.incarnation == 0 {
-        // A peer of an older build, which refuses the longer handshake.
-        write_legacy_handshake(&mut writer, &shared.handshake)?;
-    } else {
-        write_handshake(&mut writer, &shared.handshake)?;
-    }
+    write_handshake(&mut writer, &shared.handshake)?;
     writer.flush()?;
     // Peers that have nothing to send stay quiet for as long as they like.
     stream.set_read_timeout(None)?;

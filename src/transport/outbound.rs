@@ -20,7 +20,7 @@ use super::{
 use crate::raft::{Message, NodeId};
 use crate::wire::{
     Role, SealedReader, SealedWriter, WireError, read_handshake_reply, write_handshake,
-    write_legacy_handshake, write_message,
+    write_message,
 };
 
 /// The peer a writer talks to.
@@ -48,14 +48,9 @@ pub(super) fn spawn_writer(
 fn run_writer(shared: &Shared, target: &Target, queue: &Receiver<Message>, sockets: &Arc<Sockets>) {
     let mut backoff = RECONNECT_BACKOFF_MIN;
     let mut failures: u64 = 0;
-    // A peer of an older build closes on our handshake (it refuses the
-    // incarnation's bytes): the next attempt uses its form, the one after
-    // ours again, so an upgraded peer is asked with ours.
-    let mut legacy = false;
     loop {
-        match connect(shared, target, sockets, legacy) {
+        match connect(shared, target, sockets) {
             Ok((stream, writer, _registration)) => {
-                legacy = false;
                 info!("connected to peer {} at {}", target.id, target.addr);
                 shared.connects.fetch_add(1, Ordering::Relaxed);
                 backoff = RECONNECT_BACKOFF_MIN;
@@ -70,8 +65,6 @@ fn run_writer(shared: &Shared, target: &Target, queue: &Receiver<Message>, socke
                 }
             }
             Err(err) => {
-                let closed = matches!(err, ConnError::Wire(WireError::Closed));
-                legacy = closed && !legacy;
                 log_connect_failure(target, &err, failures);
                 failures += 1;
             }
@@ -102,7 +95,6 @@ fn connect(
     shared: &Shared,
     target: &Target,
     sockets: &Arc<Sockets>,
-    legacy: bool,
 ) -> Result<(TcpStream, SealedWriter<TcpStream>, Registration), ConnError> {
     let stream = dial(&target.addr)?;
     let registration = sockets.register(&stream).map_err(|err| match err {
@@ -118,11 +110,7 @@ fn connect(
         Role::Dialer,
     )?;
     let mut writer = SealedWriter::new(stream.try_clone()?, session.clone());
-    if legacy {
-        write_legacy_handshake(&mut writer, &shared.handshake)?;
-    } else {
-        write_handshake(&mut writer, &shared.handshake)?;
-    }
+    write_handshake(&mut writer, &shared.handshake)?;
     writer.flush()?;
     let peer = match read_handshake_reply(&mut SealedReader::new(handshake_io, session)) {
         Ok(peer) => peer,

@@ -20,7 +20,8 @@ pub struct Handshake {
     /// redirect to a leader they only know by id.
     pub http_addr: String,
     /// The random number the sender's data directory drew when it was
-    /// bootstrapped (0: not known, a peer of an older build). A peer whose
+    /// bootstrapped (0: not known, a data directory made before it was
+    /// recorded). A peer whose
     /// log records another one for this node id refuses the connection:
     /// the sender lost its data.
     pub incarnation: u64,
@@ -28,9 +29,9 @@ pub struct Handshake {
 
 impl Handshake {
     /// `cluster_id u64 | node_id u64 | peer_addr | http_addr |
-    /// incarnation u64`, each address a u16 length + UTF-8. The first
-    /// version ended before the incarnation; [`Handshake::decode`] still
-    /// reads it (incarnation 0).
+    /// incarnation u64`, each address a u16 length + UTF-8. (Builds before
+    /// protocol version 2 sent no incarnation; they are refused by the
+    /// version check before any handshake, so no shorter form is read.)
     pub fn encode(&self) -> Vec<u8> {
         let mut enc = Encoder::with_capacity(28 + self.peer_addr.len() + self.http_addr.len());
         enc.u64(self.cluster_id);
@@ -41,15 +42,7 @@ impl Handshake {
         enc.finish()
     }
 
-    /// The first version's form, without the incarnation: what a peer of
-    /// an older build reads (it refuses trailing bytes).
-    pub fn encode_legacy(&self) -> Vec<u8> {
-        let mut full = self.encode();
-        full.truncate(full.len().saturating_sub(8));
-        full
-    }
-
-    /// Parses [`Handshake::encode`]'s output (or the first version's).
+    /// Parses [`Handshake::encode`]'s output.
     ///
     /// # Errors
     /// [`WireError::Malformed`] on truncation, bad UTF-8 or trailing bytes.
@@ -60,12 +53,8 @@ impl Handshake {
             node_id: dec.u64("handshake node id")?,
             peer_addr: dec.string("handshake peer address")?,
             http_addr: dec.string("handshake http address")?,
-            incarnation: 0,
+            incarnation: dec.u64("handshake incarnation")?,
         };
-        let mut handshake = handshake;
-        if dec.remaining() > 0 {
-            handshake.incarnation = dec.u64("handshake incarnation")?;
-        }
         dec.finish()?;
         Ok(handshake)
     }
@@ -95,16 +84,10 @@ mod tests {
         ] {
             let bytes = handshake.encode();
             assert_eq!(Handshake::decode(&bytes).unwrap(), handshake);
-            // Without the incarnation it is the first version's handshake.
+            // Every truncation is refused, the old form without the
+            // incarnation included.
             for cut in 0..bytes.len() {
-                let decoded = Handshake::decode(&bytes[..cut]);
-                if cut == bytes.len() - 8 {
-                    let mut old = handshake.clone();
-                    old.incarnation = 0;
-                    assert_eq!(decoded.unwrap(), old);
-                } else {
-                    assert!(decoded.is_err(), "cut at {cut}");
-                }
+                assert!(Handshake::decode(&bytes[..cut]).is_err(), "cut at {cut}");
             }
             let mut long = bytes.clone();
             long.push(0);

@@ -144,15 +144,6 @@ pub fn write_handshake<W: Write>(w: &mut W, handshake: &Handshake) -> Result<(),
     write_frame(w, FrameKind::Handshake, &handshake.encode())
 }
 
-/// Writes a `Handshake` frame in the first version's form (no
-/// incarnation), for a peer of an older build. Does not flush.
-///
-/// # Errors
-/// `Io` if the stream fails.
-pub fn write_legacy_handshake<W: Write>(w: &mut W, handshake: &Handshake) -> Result<(), WireError> {
-    write_frame(w, FrameKind::Handshake, &handshake.encode_legacy())
-}
-
 /// Writes one message: a `Message` frame, or a run of `SnapshotChunk`
 /// frames for a snapshot. Does not flush.
 ///
