@@ -11,6 +11,7 @@ mod ids;
 mod listener;
 mod metrics;
 mod ops;
+mod plan;
 mod request;
 mod respond;
 
@@ -30,6 +31,10 @@ use respond::Answer;
 pub use auth::Tokens;
 pub use ids::render as render_ids;
 pub use listener::bind as bind_listener;
+pub use plan::{
+    Plan, Query, Reply, plan as plan_api, route_name as api_route_name,
+    takes_body as api_takes_body,
+};
 pub use request::{Target, percent_decode};
 
 /// How long [`HttpServer::shutdown`] waits for requests in progress.
