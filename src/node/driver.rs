@@ -75,19 +75,19 @@ pub(super) struct Driver {
     tick_times: TickTimes<BootInstant>,
     next_tick: Instant,
     /// The (role, term) the ID pool and deadlines were set up for.
-    leadership: (Role, Term),
+    pub(super) leadership: (Role, Term),
     /// This leader has applied its term's first entry and set up.
     pub leader_ready: bool,
-    id_generation: u64,
+    pub(super) id_generation: u64,
     /// The app record found on disk, checked once replay reaches it.
     recorded: Option<AppRecord>,
-    storage_full: bool,
+    pub(super) storage_full: bool,
     /// Free map space at the last look, and a tenth of the map.
     room_left: u64,
     room_floor: u64,
     /// The map's size and the bytes in use, at the last look.
     storage_bytes: (u64, u64),
-    last_expiry: Instant,
+    pub(super) last_expiry: Instant,
     last_compaction: Instant,
     /// A compaction is under way (encoding or queued on the writer), with
     /// `applied_bytes` as it was at the snapshot's index.
@@ -457,15 +457,7 @@ impl Driver {
         self.periodic_members();
         self.expire_pending();
         let now = Instant::now();
-        if now.duration_since(self.last_expiry) >= self.config.expire_interval {
-            self.last_expiry = now;
-            // turbosquid's sweep: emptied resources are gone for has-ticket
-            // too from now on (every node applies, so every node sweeps).
-            self.state.sweep_emptied();
-            if self.leader_ready {
-                self.expire_sessions();
-            }
-        }
+        self.expiry_pass(now);
         if now.duration_since(self.last_compaction) >= self.config.snapshot_interval {
             self.last_compaction = now;
             self.maybe_compact();
@@ -483,36 +475,6 @@ impl Driver {
         self.run_waiters();
     }
 
-    /// Sets up or tears down what a leader keeps for itself.
-    fn track_leadership(&mut self) {
-        let current = (self.raft.role(), self.raft.term());
-        if current != self.leadership {
-            self.leadership = current;
-            self.leader_ready = false;
-            self.id_generation = self.shared.ids.reset();
-            self.deadlines.clear();
-            self.waiters.fail_all();
-        }
-        if self.raft.role() == Role::Leader
-            && !self.leader_ready
-            && self.raft.applied_index() >= self.raft.term_start_index()
-        {
-            self.leader_ready = true;
-            // A failover never expires a session early: every TTL
-            // restarts now (etcd's lease rule).
-            let now = self.now_ms();
-            let sessions: Vec<(u64, u64)> = self.state.sessions().collect();
-            for (id, ttl) in sessions {
-                self.deadlines.refresh(id, now + ttl);
-            }
-            info!(
-                "node {} serves as leader of term {}",
-                self.raft.id(),
-                self.raft.term()
-            );
-        }
-    }
-
     fn expire_pending(&mut self) {
         let now = Instant::now();
         let stale: Vec<LogIndex> = self
@@ -528,42 +490,6 @@ impl Driver {
                     NodeError::Unavailable("not committed in time; retry".into()),
                 );
             }
-        }
-    }
-
-    fn expire_sessions(&mut self) {
-        let now = self.now_ms();
-        let due: Vec<u64> = self
-            .deadlines
-            .pop_due(now, 10_000)
-            .into_iter()
-            .filter(|id| self.state.session_exists(*id))
-            .collect();
-        if due.is_empty() {
-            return;
-        }
-        info!("expiring {} session(s)", due.len());
-        let term = self.raft.term();
-        let command = Command::ExpireSessions { ids: due.clone() };
-        self.propose(command, Purpose::Expiry { ids: due, term });
-    }
-
-    fn refill_ids(&mut self) {
-        if !self.leader_ready || self.storage_full {
-            return;
-        }
-        if self.lease_until().is_none() {
-            return;
-        }
-        if let Some(refill) = self.shared.ids.refill_needed() {
-            self.propose(
-                Command::ReserveIds {
-                    count: refill.count,
-                },
-                Purpose::IdRefill {
-                    generation: refill.generation,
-                },
-            );
         }
     }
 

@@ -9,6 +9,7 @@
 mod apply;
 mod boot;
 mod driver;
+mod leader;
 mod members;
 mod oneshot;
 mod status;
