@@ -57,9 +57,9 @@ const CONNS_MAX: usize = 4096;
 const PIPELINE_MAX: usize = 1024;
 /// How long a connection waits for an answer before it counts an error.
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
-/// The first pause before a retry elsewhere; it doubles up to the max.
+/// The first pause before a retry elsewhere; it doubles up to
+/// `--retry-max-ms` (default 200 ms).
 const BACKOFF_MIN: Duration = Duration::from_millis(5);
-const BACKOFF_MAX: Duration = Duration::from_millis(200);
 /// Redirects in a row before a pause (two nodes naming each other
 /// during an election).
 const HOPS_BEFORE_PAUSE: u32 = 4;
@@ -189,6 +189,8 @@ struct Options {
     pipeline: usize,
     /// How long one request may look for a leader before it is an error.
     leader_wait: Duration,
+    /// The longest pause between retries (failover timing wants it short).
+    backoff_max: Duration,
     /// `fsync-floor`: the directory of the file.
     dir: Option<PathBuf>,
 }
@@ -254,7 +256,7 @@ fn main() -> ExitCode {
 
 fn usage() -> String {
     "Usage: load --addr HOST:PORT[,HOST:PORT...] --scenario S [--conns C] [--secs D | --ops N]\n\
-     \x20           [--warmup W] [--label L] [--pipeline P] [--leader-wait SECS]\n\
+     \x20           [--warmup W] [--label L] [--pipeline P] [--leader-wait SECS] [--retry-max-ms MS]\n\
      \x20      load --scenario fsync-floor --dir DIR [--secs D]\n\
      \x20      load --free-ports N\n\
      Scenarios: ids, ids-count=N, lock-unlock, session-open, session-lock (ticketd);\n\
@@ -283,6 +285,12 @@ fn parse(args: &[String]) -> Result<Parsed, String> {
         "leader-wait",
         "seconds a request may look for a leader (default 10)",
         "S",
+    );
+    spec.optopt(
+        "",
+        "retry-max-ms",
+        "longest pause between retries (default 200)",
+        "MS",
     );
     spec.optopt("", "dir", "fsync-floor: directory of the test file", "DIR");
     spec.optopt("", "free-ports", "print N free loopback ports", "N");
@@ -330,6 +338,10 @@ fn parse(args: &[String]) -> Result<Parsed, String> {
     let warmup = seconds(m.opt_str("warmup"), "--warmup", 0.0)?;
     let leader_wait =
         Duration::from_secs_f64(seconds(m.opt_str("leader-wait"), "--leader-wait", 10.0)?);
+    let backoff_max = match m.opt_str("retry-max-ms") {
+        Some(raw) => Duration::from_millis(number(&raw, "--retry-max-ms", 1, 10_000)?),
+        None => Duration::from_millis(200),
+    };
     let ops_total = match m.opt_str("ops") {
         Some(raw) => Some(number(&raw, "--ops", 1, u64::MAX / 2)?),
         None => None,
@@ -345,6 +357,7 @@ fn parse(args: &[String]) -> Result<Parsed, String> {
         label,
         pipeline,
         leader_wait,
+        backoff_max,
         dir,
     }))
 }
@@ -992,6 +1005,7 @@ fn drive(index: usize, shared: &Shared) -> (Tally, Instant) {
         tally: Tally::default(),
         measuring: false,
         leader_wait: options.leader_wait,
+        backoff_max: options.backoff_max,
         pipeline: options.pipeline,
     };
     let setup = match options.scenario {
@@ -1050,6 +1064,7 @@ struct Worker {
     /// Inside the measured window: count and time what happens.
     measuring: bool,
     leader_wait: Duration,
+    backoff_max: Duration,
     pipeline: usize,
 }
 
@@ -1144,7 +1159,7 @@ impl Worker {
                 ));
             }
             std::thread::sleep(backoff);
-            backoff = (backoff * 2).min(BACKOFF_MAX);
+            backoff = (backoff * 2).min(self.backoff_max);
             hops = 0;
         };
         if self.measuring {
