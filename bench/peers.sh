@@ -398,9 +398,7 @@ fsync_floor() {
 part_limits() {
     log "limits: fsync floor in $WORK, bare tiny_http, write ceiling"
     fsync_floor floor.start
-    local wait_us c
-    wait_us=$(awk -v ms="$(get floor.start.mean_ms)" 'BEGIN {printf "%.0f", ms == "-" ? 300 : 1000 * ms}')
-    record ceiling.wait_us "$wait_us" us
+    local c
     start_bare && {
         for c in 32 64; do measure "bare.ids.c$c" "$BARE_ADDR" ids "$c" --secs "$SECS" --warmup "$WARMUP"; done
         stop_pid "$BARE_PID"
@@ -409,6 +407,16 @@ part_limits() {
         for c in 32 64; do measure "handoff.ids.c$c" "$BARE_ADDR" ids "$c" --secs "$SECS" --warmup "$WARMUP"; done
         stop_pid "$BARE_PID"
     }
+}
+
+# ceiling_at_floor: the fsync floor now, then the write ceiling with a
+# pause per batch as long as its mean: run right before ticketd's lock
+# runs, since this machine's disk cost drifts with the other work on it.
+ceiling_at_floor() {
+    fsync_floor floor.lock
+    local wait_us c
+    wait_us=$(awk -v ms="$(get floor.lock.mean_ms)" 'BEGIN {printf "%.0f", ms == "-" ? 300 : 1000 * ms}')
+    record ceiling.wait_us "$wait_us" us
     start_bare --handoff --wait-us "$wait_us" && {
         for c in 32 64; do measure "handoff_floor.ids.c$c" "$BARE_ADDR" ids "$c" --secs "$SECS" --warmup "$WARMUP"; done
         stop_pid "$BARE_PID"
@@ -443,7 +451,7 @@ part_ticketd() {
     # The leader's persist time per batch over the 32-connection lock
     # run, from its persist histogram's sum and count, against the fsync
     # floor measured just before (the disk is shared and its cost drifts).
-    fsync_floor floor.lock
+    ceiling_at_floor
     local s0 n0 e0 s1 n1 e1
     s0=$(metric ticketd_persist_seconds_sum); n0=$(metric ticketd_persist_seconds_count)
     e0=$(metric ticketd_entries_persisted_total)
