@@ -849,6 +849,9 @@ struct Tally {
     retries: u64,
     /// Requests that found no leader within `--leader-wait`.
     lost_leader: u64,
+    /// Unlocks (deletes) answered "not found" after being sent again
+    /// because the connection broke: the first send took effect.
+    resent_gone: u64,
     latencies: Latencies,
     first_error: Option<String>,
 }
@@ -861,6 +864,7 @@ impl Tally {
         self.redirects += other.redirects;
         self.retries += other.retries;
         self.lost_leader += other.lost_leader;
+        self.resent_gone += other.resent_gone;
         self.latencies.merge(other.latencies);
         self.first_error = self.first_error.take().or(other.first_error);
     }
@@ -883,7 +887,7 @@ impl Report {
         format!(
             "RESULT scenario={}{} conns={} pipeline={} secs={secs:.2} unit={} ops={} ops_per_sec={:.0} \
              reqs={} reqs_per_sec={:.0} mean_ms={:.3} p50_ms={:.3} p99_ms={:.3} p999_ms={:.3} \
-             max_ms={:.3} redirects={} retries={} lost_leader={} errors={} end_unix_ns={}",
+             max_ms={:.3} redirects={} retries={} lost_leader={} resent_gone={} errors={} end_unix_ns={}",
             options.scenario.name(),
             label_suffix(&options.label),
             options.conns,
@@ -901,6 +905,7 @@ impl Report {
             t.redirects,
             t.retries,
             t.lost_leader,
+            t.resent_gone,
             t.errors,
             self.end_unix_ns,
         )
@@ -997,17 +1002,7 @@ enum Setup {
 /// scenarios), then operations until the deadline or the shared budget.
 fn drive(index: usize, shared: &Shared) -> (Tally, Instant) {
     let options = &shared.options;
-    let mut worker = Worker {
-        addrs: options.addrs.clone(),
-        next_addr: index % options.addrs.len().max(1),
-        client: Client::new(options.addrs[0]),
-        redis: Redis::new(options.addrs[0]),
-        tally: Tally::default(),
-        measuring: false,
-        leader_wait: options.leader_wait,
-        backoff_max: options.backoff_max,
-        pipeline: options.pipeline,
-    };
+    let mut worker = Worker::new(index, options);
     let setup = match options.scenario {
         Scenario::LockUnlock => worker.set_up(shared, Worker::session_open, Setup::Session),
         Scenario::EtcdLock => worker.set_up(shared, Worker::etcd_lease, Setup::Lease),
@@ -1066,17 +1061,37 @@ struct Worker {
     leader_wait: Duration,
     backoff_max: Duration,
     pipeline: usize,
+    /// The last request was sent again after its connection broke
+    /// (reset, closed) with it in flight: it may have taken effect twice.
+    resent: bool,
 }
 
 /// What to do after one attempt of a request.
 enum Attempt {
     Done(Response),
     Redirect(SocketAddr),
-    Elsewhere(String),
+    /// Retry on another node; the bool says the request may have
+    /// reached this one (a broken connection, not a refused one).
+    Elsewhere(String, bool),
     Fail(String),
 }
 
 impl Worker {
+    fn new(index: usize, options: &Options) -> Worker {
+        Worker {
+            addrs: options.addrs.clone(),
+            next_addr: index % options.addrs.len().max(1),
+            client: Client::new(options.addrs[0]),
+            redis: Redis::new(options.addrs[0]),
+            tally: Tally::default(),
+            measuring: false,
+            leader_wait: options.leader_wait,
+            backoff_max: options.backoff_max,
+            pipeline: options.pipeline,
+            resent: false,
+        }
+    }
+
     fn error(&mut self, why: String) {
         if self.measuring {
             self.tally.errors += 1;
@@ -1114,9 +1129,13 @@ impl Worker {
                     None => Attempt::Fail(format!("{} without a usable Location", r.status)),
                 }
             }
-            Ok(r) if r.status == 503 => Attempt::Elsewhere(format!("503 {}", first_line(&r.body))),
+            Ok(r) if r.status == 503 => {
+                Attempt::Elsewhere(format!("503 {}", first_line(&r.body)), false)
+            }
             Ok(r) => Attempt::Done(r),
-            Err(e) if retry_elsewhere(&e) => Attempt::Elsewhere(e.to_string()),
+            Err(e) if retry_elsewhere(&e) => {
+                Attempt::Elsewhere(e.to_string(), e.kind() != io::ErrorKind::ConnectionRefused)
+            }
             Err(e) => Attempt::Fail(e.to_string()),
         }
     }
@@ -1129,6 +1148,7 @@ impl Worker {
         let started = Instant::now();
         let mut backoff = BACKOFF_MIN;
         let mut hops = 0;
+        self.resent = false;
         let result = loop {
             let why = match self.attempt(&call) {
                 Attempt::Done(response) => break Ok(response),
@@ -1142,8 +1162,9 @@ impl Worker {
                     }
                     "redirected in a circle".to_string()
                 }
-                Attempt::Elsewhere(why) => {
+                Attempt::Elsewhere(why, maybe_sent) => {
                     self.tally.retries += u64::from(self.measuring);
+                    self.resent |= maybe_sent;
                     if !self.addrs.is_empty() {
                         self.next_addr = (self.next_addr + 1) % self.addrs.len();
                         self.client.retarget(self.addrs[self.next_addr]);
@@ -1222,8 +1243,15 @@ impl Worker {
     fn lock_unlock(&mut self, index: usize, sequence: u64, session: &str) -> Result<u64, String> {
         let path = format!("/api/v1/locks/r{index}-{sequence}?sessid={session}");
         self.lock(&path)?;
-        self.request("DELETE", &path, b"")?;
-        Ok(1)
+        match self.request("DELETE", &path, b"") {
+            Ok(_) => Ok(1),
+            // Unlocked by the first send, whose answer was lost.
+            Err(why) if self.resent && why.contains(": 404 ") => {
+                self.tally.resent_gone += u64::from(self.measuring);
+                Ok(1)
+            }
+            Err(why) => Err(why),
+        }
     }
 
     /// `pipeline` pairs written at once on this connection, answered in
@@ -1330,7 +1358,9 @@ impl Worker {
         );
         let response = self.request("POST", "/v3/kv/txn", txn.as_bytes())?;
         let text = String::from_utf8_lossy(&response.body);
-        if json_field(&text, "succeeded") != Some("true") {
+        // A txn sent again after a broken connection finds its own key.
+        let granted = json_field(&text, "succeeded") == Some("true") || self.resent;
+        if !granted {
             return Err(format!(
                 "lock txn: not granted: {}",
                 first_line(&response.body)
@@ -1338,7 +1368,10 @@ impl Worker {
         }
         let delete = format!("{{\"key\":\"{key}\"}}");
         let response = self.request("POST", "/v3/kv/deleterange", delete.as_bytes())?;
-        if json_u64(&response.body, "deleted") != Some(1) {
+        let deleted = json_u64(&response.body, "deleted") == Some(1);
+        if !deleted && self.resent {
+            self.tally.resent_gone += u64::from(self.measuring);
+        } else if !deleted {
             return Err(format!(
                 "unlock: not deleted: {}",
                 first_line(&response.body)
@@ -1526,6 +1559,95 @@ mod tests {
         let addr = response.location.as_deref().and_then(location_addr);
         assert_eq!(addr, Some("127.0.0.1:8002".parse().unwrap()));
         assert_eq!(location_addr("/relative"), None);
+    }
+
+    /// A server on loopback that answers each connection's requests
+    /// with `answer(n)` for the n-th request it sees, for `count` requests.
+    fn fake_server(count: usize, answer: fn(usize) -> String) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let mut served = 0;
+            while served < count {
+                let Ok((stream, _)) = listener.accept() else {
+                    return;
+                };
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut writer = stream;
+                let mut line = Vec::new();
+                // Request line and headers up to the blank line (no bodies).
+                while served < count && read_line(&mut reader, &mut line).is_ok() {
+                    if line.is_empty() {
+                        let _ = writer.write_all(answer(served).as_bytes());
+                        served += 1;
+                    }
+                }
+            }
+        });
+        addr
+    }
+
+    fn options(addrs: Vec<SocketAddr>, leader_wait_ms: u64) -> Options {
+        Options {
+            addrs,
+            scenario: Scenario::Ids,
+            conns: 1,
+            secs: 1.0,
+            ops_total: None,
+            warmup: 0.0,
+            label: String::new(),
+            pipeline: 1,
+            leader_wait: Duration::from_millis(leader_wait_ms),
+            backoff_max: Duration::from_millis(10),
+            dir: None,
+        }
+    }
+
+    #[test]
+    fn requests_follow_redirects_and_retry_503_elsewhere() {
+        let leader = fake_server(1, |_| {
+            "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n7\n".to_string()
+        });
+        let follower = fake_server(1, |_| {
+            "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n".to_string()
+        });
+        static LEADER: std::sync::OnceLock<SocketAddr> = std::sync::OnceLock::new();
+        LEADER.set(leader).unwrap();
+        let redirector = fake_server(1, |_| {
+            format!(
+                "HTTP/1.1 301 Moved Permanently\r\nLocation: http://{}/\r\nContent-Length: 0\r\n\r\n",
+                LEADER.get().unwrap()
+            )
+        });
+        // The first address says 503: the next one redirects to the leader.
+        let mut worker = Worker::new(0, &options(vec![follower, redirector], 5_000));
+        worker.measuring = true;
+        assert_eq!(worker.ids(1), Ok(1));
+        assert_eq!(
+            (
+                worker.tally.retries,
+                worker.tally.redirects,
+                worker.tally.errors
+            ),
+            (1, 1, 0)
+        );
+        assert_eq!(worker.tally.latencies.nanos.len(), 1);
+    }
+
+    #[test]
+    fn no_leader_within_the_wait_is_a_lost_leader() {
+        let dead = {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap()
+        };
+        let mut worker = Worker::new(0, &options(vec![dead], 100));
+        worker.measuring = true;
+        let started = Instant::now();
+        let answer = worker.ids(1);
+        assert!(answer.is_err(), "{answer:?}");
+        assert!(started.elapsed() < Duration::from_secs(2));
+        assert_eq!(worker.tally.lost_leader, 1);
+        assert!(worker.tally.retries >= 2);
     }
 
     #[test]
