@@ -169,6 +169,7 @@ measure() {
     if ((f[redirects] + f[retries])); then
         record "$name.redirects" "${f[redirects]}" count
         record "$name.retries" "${f[retries]}" count
+        record "$name.resent_gone" "${f[resent_gone]:-0}" count
     fi
     if ((rc != 0)); then
         fail "$name ($sc, $conns conns): ${f[errors]} errors, ${f[lost_leader]} lost leader, ${f[ops]} ops; $(grep 'first error' "$WORK/last.err" | head -n 1)"
