@@ -53,7 +53,13 @@ TRIALS=${BENCH_TRIALS:-20}
 SESSIONS=${BENCH_SESSIONS:-100000}
 OUT=${BENCH_OUT:-$ROOT/target/bench-peers}
 STARTED_AT=$(date -u +%Y-%m-%dT%H:%M:%SZ)
-COMMAND="BENCH_SECS=$SECS $0${*:+ $*}"
+# The command as run: the knobs that were set, then the script.
+COMMAND=$(
+    for v in BENCH_SECS BENCH_WARMUP TICKETD_BIN BENCH_PARTS BENCH_TRIALS BENCH_SESSIONS BENCH_DIR; do
+        [[ -n ${!v:-} ]] && printf '%s=%s ' "$v" "${!v}"
+    done
+    printf '%s' "bench/peers.sh${*:+ $*}"
+)
 
 mkdir -p "${BENCH_DIR:-$ROOT/target}"
 WORK=$(mktemp -d "${BENCH_DIR:-$ROOT/target}/peers.XXXXXX")
