@@ -126,8 +126,16 @@ metric() {
 # scenario LABEL ADDR SCENARIO CONNS: runs load and records its fields.
 scenario() {
     local label=$1 addr=$2 sc=$3 conns=$4 line kv
-    line=$("$LOAD" --addr "$addr" --scenario "$sc" --conns "$conns" \
-        --secs "$SECS" --warmup "$WARMUP" --label "$label" 2>>"$WORK/load.err")
+    # load exits 1 on any error, a lost leader or 0 operations: a
+    # scenario that did not serve stops the run instead of printing
+    # nonsense in the table.
+    if ! line=$("$LOAD" --addr "$addr" --scenario "$sc" --conns "$conns" \
+        --secs "$SECS" --warmup "$WARMUP" --label "$label" 2>>"$WORK/load.err"); then
+        echo "$line"
+        log "scenario $sc ($label, $conns conns) failed:"
+        tail -n 3 "$WORK/load.err" >&2
+        exit 1
+    fi
     echo "$line"
     for kv in $line; do
         [[ $kv == *=* ]] || continue
