@@ -58,7 +58,8 @@ fn a_restore_keeps_state_and_never_repeats_an_id() {
     old.nodes[0].start();
     old.wait_leader(LEADER_WAIT);
     let addr = old.nodes[0].http();
-    let mut served: Vec<u64> = take_ids_anywhere(&[addr.clone()], 500, LEADER_WAIT).unwrap();
+    let mut served: Vec<u64> =
+        take_ids_anywhere(std::slice::from_ref(&addr), 500, LEADER_WAIT).unwrap();
     let (_, holder) = body_of(&addr, "POST", "/api/v1/sessions?name=holder&ttl=60000");
     let holder = holder.trim_matches('"').to_string();
     let (_, issuer) = body_of(&addr, "POST", "/api/v1/sessions?name=issuer&ttl=60000");
@@ -94,8 +95,8 @@ fn a_restore_keeps_state_and_never_repeats_an_id() {
     std::fs::write(&file, &backup).unwrap();
 
     // The old cluster serves on after the backup: more ranges reserved.
-    served.extend(take_ids_anywhere(&[addr.clone()], 100_000, LEADER_WAIT).unwrap());
-    served.extend(take_ids_anywhere(&[addr.clone()], 100_000, LEADER_WAIT).unwrap());
+    served.extend(take_ids_anywhere(std::slice::from_ref(&addr), 100_000, LEADER_WAIT).unwrap());
+    served.extend(take_ids_anywhere(std::slice::from_ref(&addr), 100_000, LEADER_WAIT).unwrap());
     let reserved = metric(&addr, "ticketd_ids_reserved_max").expect("the metric");
     let max_served = *served.iter().max().unwrap();
     assert!(reserved >= max_served, "{reserved} < {max_served}");
@@ -118,7 +119,7 @@ fn a_restore_keeps_state_and_never_repeats_an_id() {
     .collect();
     start_with(&mut new.nodes[0], &restore);
     let restored = new.nodes[0].http();
-    let first = take_ids_anywhere(&[restored.clone()], 1, LEADER_WAIT)
+    let first = take_ids_anywhere(std::slice::from_ref(&restored), 1, LEADER_WAIT)
         .unwrap_or_else(|| panic!("the restored node serves no IDs\n{}", new.logs()));
     assert!(
         first[0] > max_served,
