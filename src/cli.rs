@@ -49,6 +49,10 @@ pub enum Command {
     Leave,
     /// Wipe the data directory (refused while a node runs on it).
     Drop,
+    /// Make a new one-node cluster in an empty data directory from the
+    /// backup in `file`, serving IDs from `max(next_id, the backup's
+    /// high-water mark + 1)` on, then run it.
+    Restore { file: PathBuf, next_id: u64 },
 }
 
 /// A validated configuration.
@@ -200,6 +204,13 @@ fn options() -> getopts::Options {
             "HTTP connections served at once; more get 503 and are closed (default 4096)",
             "N",
         )
+        .optopt(
+            "",
+            "next-id",
+            "restore: the smallest ID the restored cluster may serve (more than the old cluster's largest ticketd_ids_reserved_max)",
+            "N",
+        )
+        .optopt("", "next_id", "alias of --next-id", "N")
         .optflag("h", "help", "print this help and exit")
         .optflag("", "version", "print the version and exit");
     opts
@@ -215,6 +226,10 @@ Usage:
   ticketd join PEER [options]  wipe the data dir and join PEER's cluster
   ticketd leave [options]      ask the cluster to remove this node, then stop
   ticketd drop [options]       wipe the data dir (refused while a node runs on it)
+  ticketd restore FILE --next-id N [options]
+                               a new one-node cluster in an empty data dir from
+                               a backup (GET /api/v1/backup), serving IDs from
+                               max(N, the backup's high-water mark + 1)
   ticketd --help | --version";
     options().usage(brief)
 }
@@ -262,7 +277,24 @@ fn accept_go_style(args: &[String]) -> Vec<String> {
 }
 
 fn options_from(matches: &getopts::Matches) -> Result<Options, String> {
-    let (command, peers) = command_from(&matches.free)?;
+    let (mut command, peers) = command_from(&matches.free)?;
+    let next_id = match (
+        matches.opt_present("next-id"),
+        matches.opt_present("next_id"),
+    ) {
+        (true, true) => return Err("give --next-id once".into()),
+        (true, false) => Some(number_option(matches, "next-id", 1, 1, u64::MAX)?),
+        (false, true) => Some(number_option(matches, "next_id", 1, 1, u64::MAX)?),
+        (false, false) => None,
+    };
+    match (&mut command, next_id) {
+        (Command::Restore { next_id: slot, .. }, Some(n)) => *slot = n,
+        (Command::Restore { .. }, None) => {
+            return Err("restore needs --next-id N: more than the largest ticketd_ids_reserved_max the old cluster reported (see the README, \"Backup and restore\")".into());
+        }
+        (_, Some(_)) => return Err("--next-id is only for restore".into()),
+        (_, None) => {}
+    }
     let host = match matches.opt_str("host") {
         Some(host) => host_name(&host).map_err(|why| format!("--host {host:?}: {why}"))?,
         None => DEFAULT_HOST.to_string(),
@@ -285,7 +317,7 @@ fn options_from(matches: &getopts::Matches) -> Result<Options, String> {
         Some(_) => Some(number_option(matches, "id", 0, 1, NODE_ID_MAX)?),
     };
     if node_id.is_some() && matches!(command, Command::Run | Command::Leave | Command::Drop) {
-        return Err("--id is only for start and join".into());
+        return Err("--id is only for start, join and restore".into());
     }
     let http_port = port_option(matches, "http_port", DEFAULT_HTTP_PORT)?;
     let peer_addr = join_host_port(&advertise, peer_port);
@@ -370,6 +402,17 @@ fn command_from(free: &[String]) -> Result<(Command, Option<&str>), String> {
         "start" => (Command::Start, 0),
         "leave" => (Command::Leave, 0),
         "drop" => (Command::Drop, 0),
+        "restore" => {
+            let file = rest
+                .first()
+                .filter(|f| !f.is_empty())
+                .ok_or("restore needs a backup file: ticketd restore FILE --next-id N")?;
+            let command = Command::Restore {
+                file: PathBuf::from(file),
+                next_id: 0,
+            };
+            (command, 1)
+        }
         "join" => {
             let peer = rest
                 .first()
@@ -738,7 +781,7 @@ mod tests {
         assert_eq!(start.peer_addr, "127.0.0.1:9005");
         assert!(error(&["start", "--id", "0"]).contains("--id"));
         assert!(error(&["start", "--id", "x"]).contains("--id"));
-        assert!(error(&["--id", "3"]).contains("start and join"));
+        assert!(error(&["--id", "3"]).contains("start, join and restore"));
         assert!(error(&["start", "--peer_port", "1", "--raft_port", "2"]).contains("not both"));
         let join = run(&["--peer_port", "9004", "join", "127.0.0.1:9001"]).unwrap();
         assert_eq!(
@@ -748,6 +791,27 @@ mod tests {
             }
         );
         assert!(join.peers.is_empty());
+    }
+
+    #[test]
+    fn restore_needs_a_file_and_next_id() {
+        let restore = run(&["restore", "b.backup", "--next-id", "5000", "--id", "3"]).unwrap();
+        assert_eq!(
+            restore.command,
+            Command::Restore {
+                file: PathBuf::from("b.backup"),
+                next_id: 5000
+            }
+        );
+        assert_eq!(restore.node_id, Some(3));
+        let alias = run(&["restore", "b", "--next_id", "7"]).unwrap();
+        assert!(matches!(alias.command, Command::Restore { next_id: 7, .. }));
+        assert!(error(&["restore", "b"]).contains("--next-id"));
+        assert!(error(&["restore", "--next-id", "5"]).contains("backup file"));
+        assert!(error(&["restore", "b", "--next-id", "0"]).contains("--next-id"));
+        assert!(error(&["restore", "b", "--next-id", "x"]).contains("--next-id"));
+        assert!(error(&["restore", "b", "c", "--next-id", "5"]).contains("unexpected"));
+        assert!(error(&["start", "--next-id", "5"]).contains("only for restore"));
     }
 
     #[test]

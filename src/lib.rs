@@ -1,6 +1,7 @@
 //! ticketd: a replicated service for unique 64-bit IDs, sessions, tickets
 //! and locks.
 
+pub mod backup;
 pub mod bytes;
 pub mod cli;
 pub mod clock;

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use log::{LevelFilter, error, info, warn};
+use ticketd::backup::Backup;
 use ticketd::cli::{self, Command, Options, Parsed};
 use ticketd::http::{HttpOptions, HttpServer, Tokens};
 use ticketd::node::{self, Bootstrap, DirState, Input, NodeConfig, NodeHandle};
@@ -135,6 +136,7 @@ fn load_tokens(options: &Options) -> Result<Tokens, String> {
 /// loaded its data and serves HTTP (from then on its data directory is a
 /// member's and must never be removed).
 fn run(options: &Options, tokens: Tokens, serving: &mut bool) -> Result<(), String> {
+    let mut restore_from = None;
     let bootstrap = match &options.command {
         Command::Run => Bootstrap::Peers,
         Command::Drop => {
@@ -143,6 +145,16 @@ fn run(options: &Options, tokens: Tokens, serving: &mut bool) -> Result<(), Stri
         }
         Command::Start => {
             node::wipe(&options.data_dir, options.db_size_mb, false).map_err(|e| e.to_string())?;
+            Bootstrap::NewCluster {
+                node_id: options.node_id.unwrap_or(1),
+            }
+        }
+        Command::Restore { file, next_id } => {
+            // The file is checked before the data dir is touched: a bad
+            // backup leaves nothing behind.
+            let (backup, state) =
+                Backup::read_file(file).map_err(|e| format!("restore {}: {e}", file.display()))?;
+            restore_from = Some((backup, state, *next_id));
             Bootstrap::NewCluster {
                 node_id: options.node_id.unwrap_or(1),
             }
@@ -197,6 +209,12 @@ fn run(options: &Options, tokens: Tokens, serving: &mut bool) -> Result<(), Stri
         tick: Duration::from_millis(10),
         peer_secret: load_peer_secret(options)?,
     };
+    let restored = match restore_from {
+        Some((backup, state, next_id)) => {
+            Some(node::restore(&config, &backup, state, next_id).map_err(|e| e.to_string())?)
+        }
+        None => None,
+    };
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(signal, Arc::clone(&stop))
@@ -233,6 +251,13 @@ fn run(options: &Options, tokens: Tokens, serving: &mut bool) -> Result<(), Stri
         println!("joined cluster {cluster_id:016x} as node {node_id}");
         let _ = std::io::Write::flush(&mut std::io::stdout());
         info!("joined cluster {cluster_id:016x} as node {node_id}");
+    }
+    if let Some(restored) = restored {
+        println!(
+            "restored as node {} of new cluster {:016x}; IDs start at {}",
+            restored.node_id, restored.cluster_id, restored.ids_next
+        );
+        let _ = std::io::Write::flush(&mut std::io::stdout());
     }
     // systemd (Type=notify): ready once the data is loaded and HTTP is
     // served; a status line on every change of role or leader.

@@ -22,6 +22,7 @@ const FAMILIES: &[&str] = &[
     "ticketd_commit_index",
     "ticketd_applied_index",
     "ticketd_ids_served_total",
+    "ticketd_ids_reserved_max",
     "ticketd_http_requests_total",
     "ticketd_http_request_seconds",
     "ticketd_persist_seconds",
@@ -95,6 +96,10 @@ fn metrics_cover_the_spec_and_pass_promtool() {
     }
     assert_eq!(sample(&text, "ticketd_sessions").map(|_| ()), Some(()));
     assert!(sample(&text, "ticketd_ids_served_total").unwrap() >= 20.0);
+    // IDs, the session id and the fencing token all come from the
+    // reserved counter.
+    let reserved = sample(&text, "ticketd_ids_reserved_max").unwrap();
+    assert!(reserved >= 22.0, "ticketd_ids_reserved_max {reserved}");
     assert!(sample(&text, "ticketd_leader_changes_total").unwrap() >= 1.0);
     assert!(sample(&text, "ticketd_peer_connects_total").unwrap() >= 2.0);
     assert!(text.contains("ticketd_role{role=\"leader\"} 1"));

@@ -112,6 +112,8 @@ fn drop_refuses_a_running_node_and_empties_a_stopped_one() {
 struct Seen {
     ids: Vec<u64>,
     statuses: HashSet<u16>,
+    /// 200 answers without an ID in their body.
+    empty_200: usize,
 }
 
 /// A client that takes one ID after another from the nodes in `nodes`
@@ -139,7 +141,9 @@ fn spawn_client(
             let mut seen = seen.lock().unwrap();
             seen.statuses.insert(response.status);
             if response.status == 200 {
-                seen.ids.extend(common::ids_of(&response));
+                let ids = common::ids_of(&response);
+                seen.empty_200 += usize::from(ids.is_empty());
+                seen.ids.extend(ids);
             } else {
                 drop(seen);
                 thread::sleep(Duration::from_millis(20));
@@ -206,6 +210,7 @@ fn check_client(cluster: &Cluster, seen: &Mutex<Seen>) -> usize {
         seen.statuses
     );
     assert_eq!(duplicates, 0, "duplicate IDs");
+    assert_eq!(seen.empty_200, 0, "200 answers without an ID");
     assert!(
         seen.ids.windows(2).all(|w| w[1] > w[0]),
         "IDs not increasing for one client"
@@ -472,4 +477,99 @@ fn leave_on_a_stopped_node_starts_it_to_leave() {
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("only voter"), "{stderr}");
     assert!(cluster.nodes[0].is_healthy());
+}
+
+/// `DELETE /api/v1/cluster/members/{id}` on the leader (a loopback
+/// client needs no token); the answer's status.
+fn remove_member(cluster: &Cluster, id: u64) -> u16 {
+    let leader = cluster.wait_leader_status(LEADER_WAIT);
+    let path = format!("/api/v1/cluster/members/{id}");
+    common::request("DELETE", &cluster.nodes[leader].http(), &path, b"").map_or(0, |r| r.status)
+}
+
+#[test]
+fn grow_to_5_shrink_to_3_and_replace_a_dead_node_in_one_run() {
+    // Nodes 0-4 are the originals, 5 the replacement.
+    let mut cluster = nodes("grow5", 6);
+    start_with(&mut cluster, 0, &["start"]);
+    cluster.wait_leader(LEADER_WAIT);
+    let stop = Arc::new(AtomicBool::new(false));
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let addrs = Arc::new(Mutex::new(vec![cluster.nodes[0].http()]));
+    let client = spawn_client(Arc::clone(&addrs), Arc::clone(&stop), Arc::clone(&seen));
+    wait_more_ids(&cluster, &seen, 0, "from the started node");
+
+    // Grow 1 → 5, each joiner asking the member that joined last: from
+    // the second join on, through a follower.
+    let mut expected = vec![(1, true)];
+    for index in 1..5 {
+        let via = cluster.nodes[index - 1].peer();
+        start_with(&mut cluster, index, &["join", &via]);
+        joined_line(&cluster, index);
+        expected.push((index as u64 + 1, true));
+        wait_members(&cluster, &expected);
+        addrs.lock().unwrap().push(cluster.nodes[index].http());
+    }
+    let count = seen.lock().unwrap().ids.len();
+    wait_more_ids(&cluster, &seen, count, "from five nodes");
+
+    // Shrink 5 → 3 with `leave`: a follower, then the leader.
+    let leader = cluster.wait_leader_status(LEADER_WAIT);
+    let follower = (0..5).find(|i| *i != leader).unwrap();
+    for index in [follower, leader] {
+        let (code, stderr) = leave(&cluster, index);
+        assert_eq!(code, Some(0), "{stderr}\n{}", cluster.logs());
+        let status = cluster.nodes[index].wait_exit(EXIT_WAIT);
+        assert_eq!(status.and_then(|s| s.code()), Some(0), "{}", cluster.logs());
+        let gone = cluster.nodes[index].http();
+        addrs.lock().unwrap().retain(|a| *a != gone);
+        expected.retain(|(id, _)| *id != index as u64 + 1);
+        wait_members(&cluster, &expected);
+        let count = seen.lock().unwrap().ids.len();
+        wait_more_ids(&cluster, &seen, count, "after a leave");
+    }
+    let left = [follower as u64 + 1, leader as u64 + 1];
+
+    // kill -9 an original follower, remove it over HTTP, join a fresh
+    // node in its place.
+    let leader = cluster.wait_leader_status(LEADER_WAIT);
+    let dead = cluster
+        .running()
+        .into_iter()
+        .find(|i| *i < 5 && *i != leader)
+        .unwrap();
+    cluster.nodes[dead].kill();
+    let dead_id = dead as u64 + 1;
+    assert_eq!(remove_member(&cluster, dead_id), 200, "{}", cluster.logs());
+    expected.retain(|(id, _)| *id != dead_id);
+    wait_members(&cluster, &expected);
+    let via = cluster.nodes[leader].peer();
+    start_with(&mut cluster, 5, &["join", &via]);
+    let line = joined_line(&cluster, 5);
+    let new_id: u64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(
+        new_id > 5 && !left.contains(&new_id) && new_id != dead_id,
+        "the replacement got node id {new_id}, used before"
+    );
+    expected.push((new_id, true));
+    wait_members(&cluster, &expected);
+    addrs.lock().unwrap().push(cluster.nodes[5].http());
+    let count = seen.lock().unwrap().ids.len();
+    wait_more_ids(&cluster, &seen, count, "after the replacement joined");
+
+    // Another original dies (the leader): the two left still serve.
+    let leader = cluster.wait_leader_status(LEADER_WAIT);
+    let another = if leader < 5 {
+        leader
+    } else {
+        cluster.running().into_iter().find(|i| *i < 5).unwrap()
+    };
+    cluster.nodes[another].kill();
+    let count = seen.lock().unwrap().ids.len();
+    wait_more_ids(&cluster, &seen, count, "after another original was killed");
+
+    stop.store(true, Ordering::SeqCst);
+    client.join().unwrap();
+    let taken = check_client(&cluster, &seen);
+    println!("grow 1 -> 5, shrink 5 -> 3, replace: {taken} IDs taken, 0 duplicates");
 }

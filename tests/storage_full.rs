@@ -33,6 +33,18 @@ fn fill_until_507(
     panic!("storage never filled\n{}", cluster.logs());
 }
 
+/// Takes IDs in blocks until an answer is not 200 (the pool reserved
+/// before the storage filled runs dry): that answer's status.
+fn drain_ids(http: &str) -> u16 {
+    for _ in 0..200 {
+        let status = common::post(http, "/?count=1000").map_or(0, |r| r.status);
+        if status != 200 {
+            return status;
+        }
+    }
+    200
+}
+
 #[test]
 fn a_full_map_refuses_writes_with_507_and_loses_nothing() {
     let mut cluster = Cluster::new("storage-full", 1);
@@ -65,14 +77,11 @@ fn a_full_map_refuses_writes_with_507_and_loses_nothing() {
     );
     assert_eq!(api.issue(&session, "big", "one-more", &data).status, 507);
     // POST / answers 507 too once the IDs already reserved are gone.
-    let mut last = 200;
-    for _ in 0..100 {
-        last = common::post(&cluster.nodes[0].http(), "/?count=1000").map_or(0, |r| r.status);
-        if last != 200 {
-            break;
-        }
-    }
-    assert_eq!(last, 507, "POST / on a full map");
+    assert_eq!(
+        drain_ids(&cluster.nodes[0].http()),
+        507,
+        "POST / on a full map"
+    );
 
     // Restarted with room to spare, everything acknowledged is there.
     cluster.nodes[0].kill();
@@ -148,6 +157,11 @@ fn a_full_file_system_refuses_writes_frees_from_the_reserve_and_recovers() {
     let api = Api::new(&cluster.nodes[0].http());
     let holder = api.open_session("holder", 600_000);
     assert!(lock_grant(&api.lock(&holder, "held-lock")).granted);
+    // A claim held before the disk fills, released once it is full.
+    let issuer = api.open_session("issuer", 600_000);
+    assert_eq!(api.issue(&issuer, "pool", "p1", b"d").status, 200);
+    let (grant, _) = api_support::claim_grant(&api.claim(&holder, "pool"));
+    assert!(grant.granted, "claim before the disk fills");
     let closer = api.open_session("closer", 600_000);
     let session = api.open_session("filler", 600_000);
     let data = vec![b'x'; 1000];
@@ -169,12 +183,19 @@ fn a_full_file_system_refuses_writes_frees_from_the_reserve_and_recovers() {
     let dump = api.json("GET", "/dump/resources/big", b"");
     assert_eq!(dump.get("big").get("Tickets").len(), acknowledged.len());
 
+    // POST / answers 507 too once the IDs already reserved are gone.
+    let http = cluster.nodes[0].http();
+    assert_eq!(drain_ids(&http), 507, "POST / on a full disk");
+
     // What frees space works from the reserve.
     assert_eq!(
         api.unlock(&holder, "held-lock").status,
         200,
         "unlock when full"
     );
+    let released = api.release(&holder, "pool", "p1");
+    assert_eq!(released.status, 200, "release when full: {}", released.body);
+    assert!(!api.has(&holder, "pool", "p1"), "the claim is released");
     let closed = api.close(&closer);
     assert_eq!(closed.status, 200, "close when full: {}", closed.body);
 
@@ -189,6 +210,10 @@ fn a_full_file_system_refuses_writes_frees_from_the_reserve_and_recovers() {
         cluster.logs()
     );
     acknowledged.push("after-free".into());
+    let ids = common::wait_for(Duration::from_secs(20), || {
+        common::post(&http, "/").filter(|r| r.status == 200)
+    });
+    assert!(ids.is_some(), "POST / never resumed\n{}", cluster.logs());
 
     // Nothing acknowledged is lost across kill -9.
     cluster.nodes[0].kill();

@@ -122,6 +122,12 @@ fn render(context: &Context) -> String {
     );
     gauge(
         &mut out,
+        "ticketd_ids_reserved_max",
+        "Largest ID the cluster ever reserved, as this node applied it (no ID above it was served; restore --next-id takes more than the cluster's largest value).",
+        status.ids_reserved_max,
+    );
+    gauge(
+        &mut out,
         "ticketd_storage_map_bytes",
         "Size of the LMDB map (--db_size).",
         status.storage_map_bytes,

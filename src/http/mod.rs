@@ -7,6 +7,7 @@
 
 mod api;
 mod auth;
+mod backup;
 mod ids;
 mod listener;
 mod metrics;
@@ -275,6 +276,7 @@ fn route(
         ["readyz"] => ("readyz", ops::readyz(method, context)),
         ["metrics"] => ("metrics", metrics::handle(method, context)),
         ["api", "v1", "status"] => ("status", ops::status(method, context)),
+        ["api", "v1", "backup"] => ("backup", backup::handle(method, url, context)),
         ["api", "v1", "cluster", rest @ ..] => ops::cluster(method, rest, target, url, context),
         ["api", "v1", rest @ ..] => api::handle(request, method, rest, target, url, context),
         _ => (

@@ -26,6 +26,12 @@ pub fn answer(status: u16, content_type: &str, body: String) -> Answer {
     with_header(response, "Content-Type", content_type)
 }
 
+/// Binary `body` with `status` and a content type.
+pub fn bytes(status: u16, content_type: &str, body: Vec<u8>) -> Answer {
+    let response = Response::from_data(body).with_status_code(StatusCode(status));
+    with_header(response, "Content-Type", content_type)
+}
+
 pub fn text(status: u16, body: String) -> Answer {
     answer(status, "text/plain; charset=utf-8", body)
 }

@@ -258,7 +258,7 @@ fn raft_config(id: u64, tick: std::time::Duration) -> raft::Config {
 }
 
 /// The identity and first membership of an empty data directory.
-fn first_identity(config: &NodeConfig) -> Result<(Identity, Membership), BootError> {
+pub(super) fn first_identity(config: &NodeConfig) -> Result<(Identity, Membership), BootError> {
     let (cluster_id, node_id, mut membership) = match config.bootstrap {
         Bootstrap::Joined {
             cluster_id,

@@ -219,6 +219,14 @@ impl Driver {
                 let _ = reply.send(self.refresh(session));
             }
             Input::View(reply) => super::view::answer(self.check_serving(), &self.state, reply),
+            Input::Backup(reply) => {
+                let position = (
+                    self.members.cluster_id,
+                    self.applied_through,
+                    self.raft.term(),
+                );
+                super::view::answer_backup(self.check_serving(), &self.state, position, reply);
+            }
             Input::ChangeMembers { change, reply } => self.change_members(change, reply),
             Input::Transfer { to, reply } => {
                 let _ = reply.send(
@@ -935,7 +943,9 @@ impl Driver {
             std::sync::atomic::Ordering::Relaxed,
         );
         let (storage_map_bytes, storage_used_bytes) = self.storage_bytes;
+        let ids_reserved_max = self.state.high();
         self.shared.update(|status| {
+            status.ids_reserved_max = ids_reserved_max;
             if leader != 0 && leader != status.leader {
                 Counters::add(&counters.leader_changes, 1);
             }

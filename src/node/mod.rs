@@ -12,6 +12,7 @@ mod driver;
 mod leader;
 mod members;
 mod oneshot;
+mod restore;
 mod status;
 mod view;
 mod waiters;
@@ -24,7 +25,9 @@ use std::sync::mpsc::{SyncSender, TrySendError};
 use std::time::Duration;
 
 pub use boot::{BootError, DirState, dir_state, draw_random, start, wipe};
+pub use restore::{Restored, restore};
 pub use status::{Counters, Shared, Status};
+pub use view::BackupView;
 
 use crate::raft::{ConfChange, Message, NodeId};
 use crate::ticket::{Command, Outcome, SessionId, State};
@@ -132,6 +135,9 @@ pub enum Input {
     /// A lease read: a copy of the applied state, rendered by the caller
     /// off the node thread (see `view`).
     View(Reply<State>),
+    /// A lease read for a backup: the applied state's copy and its log
+    /// position.
+    Backup(Reply<BackupView>),
     /// A membership change.
     ChangeMembers {
         change: ConfChange,

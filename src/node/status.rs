@@ -32,6 +32,11 @@ pub struct Status {
     pub members: Vec<(NodeId, Member)>,
     /// The leader may answer reads until then.
     pub lease_until: Option<BootInstant>,
+    /// The largest ID the applied state's counter ever reserved (IDs,
+    /// session ids, fencing tokens): no ID above it was ever served, so
+    /// a restore from a backup passes more than the cluster's largest
+    /// value of it as `--next-id`.
+    pub ids_reserved_max: u64,
     /// Sessions and locks in the applied state.
     pub sessions: u64,
     pub locks: u64,
@@ -61,6 +66,7 @@ impl Status {
             snapshot_index: 0,
             members: Vec::new(),
             lease_until: None,
+            ids_reserved_max: 0,
             sessions: 0,
             locks: 0,
             storage_full: false,

@@ -4,12 +4,43 @@
 //! holds up heartbeats, proposals or IDs.
 
 use super::{NodeError, Reply};
+use crate::raft::{LogIndex, Term};
 use crate::ticket::State;
+
+/// What a backup is made of: a copy of the applied state and where in
+/// the log it stands (`GET /api/v1/backup` encodes it off the node
+/// thread).
+#[derive(Clone, Debug)]
+pub struct BackupView {
+    pub state: State,
+    pub cluster_id: u64,
+    /// The last log index applied to `state`.
+    pub applied: LogIndex,
+    /// The leader's term when it answered.
+    pub term: Term,
+}
 
 /// Answers a view request on the node thread: a clone of `state` if this
 /// node may serve reads, else why not. Nothing else is done here.
 pub(super) fn answer(serving: Result<(), NodeError>, state: &State, reply: Reply<State>) {
     let _ = reply.send(serving.map(|()| state.clone()));
+}
+
+/// Answers a backup request on the node thread: like [`answer`], with
+/// the log position of the copy.
+pub(super) fn answer_backup(
+    serving: Result<(), NodeError>,
+    state: &State,
+    position: (u64, LogIndex, Term),
+    reply: Reply<BackupView>,
+) {
+    let (cluster_id, applied, term) = position;
+    let _ = reply.send(serving.map(|()| BackupView {
+        state: state.clone(),
+        cluster_id,
+        applied,
+        term,
+    }));
 }
 
 #[cfg(test)]

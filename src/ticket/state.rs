@@ -111,6 +111,13 @@ impl State {
         self.high
     }
 
+    /// Raises the ID counter to at least `high`, never lowering it: a
+    /// state restored from a backup must not hand out an ID that the old
+    /// cluster may have served after the backup was taken.
+    pub fn raise_high(&mut self, high: u64) {
+        self.high = self.high.max(high);
+    }
+
     pub fn session_exists(&self, id: SessionId) -> bool {
         self.sessions.contains_key(&id)
     }

@@ -277,7 +277,7 @@ impl<W: Write> SealedWriter<W> {
             None => self.inner.write_all(&data),
             Some(session) => {
                 let record = session.seal(&data);
-                write_frame(&mut self.inner, FrameKind::Sealed, &record).map_err(io::Error::other)
+                write_frame(&mut self.inner, FrameKind::Sealed, &record).map_err(io::Error::from)
             }
         }
     }

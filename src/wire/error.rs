@@ -84,10 +84,51 @@ impl std::error::Error for WireError {
 
 impl From<io::Error> for WireError {
     fn from(err: io::Error) -> WireError {
-        if err.kind() == io::ErrorKind::UnexpectedEof {
-            WireError::Truncated
-        } else {
-            WireError::Io(err)
+        let kind = err.kind();
+        if kind == io::ErrorKind::UnexpectedEof {
+            return WireError::Truncated;
         }
+        // The sealed reader and writer are `io::Read`/`io::Write`, so a
+        // wire error inside them travels as an `io::Error`: it comes back
+        // as itself, not as "i/o error: i/o error: ...".
+        if err.get_ref().is_some_and(|inner| inner.is::<WireError>()) {
+            return match err.into_inner().map(|inner| inner.downcast::<WireError>()) {
+                Some(Ok(wire)) => *wire,
+                Some(Err(other)) => WireError::Io(io::Error::new(kind, other)),
+                None => WireError::Io(io::Error::from(kind)),
+            };
+        }
+        WireError::Io(err)
+    }
+}
+
+impl From<WireError> for io::Error {
+    /// The stream error itself for [`WireError::Io`]; any other wire
+    /// error wrapped, so that [`WireError::from`] can take it back out.
+    fn from(err: WireError) -> io::Error {
+        match err {
+            WireError::Io(err) => err,
+            other => io::Error::other(other),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wire_error_through_io_keeps_one_prefix() {
+        let broken = io::Error::new(io::ErrorKind::BrokenPipe, "Broken pipe");
+        let through: io::Error = WireError::Io(broken).into();
+        assert_eq!(through.kind(), io::ErrorKind::BrokenPipe);
+        let back = WireError::from(through);
+        assert_eq!(back.to_string(), "i/o error: Broken pipe");
+
+        let mac: io::Error = WireError::BadMac.into();
+        assert!(matches!(WireError::from(mac), WireError::BadMac));
+        // Wrapped twice by hand, as `io::Error::other` would.
+        let twice = io::Error::other(WireError::Io(io::Error::other("x")));
+        assert_eq!(WireError::from(twice).to_string(), "i/o error: x");
     }
 }
