@@ -3,13 +3,16 @@
 //! decoding plus the two LMDB calls that put and get one checked record; it
 //! knows nothing about which records belong together (that is `mod.rs`).
 //!
-//! A record's value is `body ‖ crc32(key ‖ body)` (u32 big-endian). Folding
+//! Bodies are read and written with the crate's byte cursor
+//! ([`crate::bytes`]). A record's value is `body ‖ crc32(key ‖ body)`
+//! (u32 big-endian). Folding
 //! the key into the checksum catches a value that ends up under the wrong
 //! key, not only flipped bits.
 
 use lmdb::{Database, RwTransaction, Transaction, WriteFlags};
 
 use super::StoreError;
+use crate::bytes::{DecodeError, Reader, Writer};
 use crate::crc32::{checksum, update};
 use crate::raft::{Entry, EntryKind, HardState, Membership, SnapshotMeta};
 
@@ -26,8 +29,6 @@ pub const KEY_APP: &[u8] = b"app";
 pub const KEY_REMOVED: &[u8] = b"removed";
 
 const CRC_LEN: usize = 4;
-/// term u64 + kind u8, before an entry's data.
-const ENTRY_HEADER_LEN: usize = 9;
 
 /// Log keys are big-endian so that LMDB's byte order is index order.
 pub fn log_key(index: u64) -> [u8; 8] {
@@ -99,13 +100,12 @@ pub fn required_record<'t, T: Transaction>(
 
 /// Exactly `N` big-endian u64s, or `None`.
 pub fn decode_u64s<const N: usize>(body: &[u8]) -> Option<[u64; N]> {
-    if body.len() != 8 * N {
-        return None;
-    }
+    let mut r = Reader::new(body);
     let mut out = [0u64; N];
-    for (slot, chunk) in out.iter_mut().zip(body.chunks_exact(8)) {
-        *slot = u64::from_be_bytes(chunk.try_into().ok()?);
+    for slot in &mut out {
+        *slot = r.u64().ok()?;
     }
+    r.finish().ok()?;
     Some(out)
 }
 
@@ -130,16 +130,18 @@ pub fn decode_hard_state(body: &[u8]) -> Option<HardState> {
 /// index u64, term u64, then `Membership::encode`.
 pub fn encode_snapshot_meta(meta: &SnapshotMeta) -> Vec<u8> {
     let membership = meta.membership.encode();
-    let mut out = Vec::with_capacity(16 + membership.len());
-    out.extend_from_slice(&encode_u64s::<2, 16>([meta.index, meta.term]));
-    out.extend_from_slice(&membership);
-    out
+    let mut w = Writer::with_capacity(16 + membership.len());
+    w.u64(meta.index);
+    w.u64(meta.term);
+    w.raw(&membership);
+    w.into_bytes()
 }
 
 pub fn decode_snapshot_meta(body: &[u8]) -> Option<SnapshotMeta> {
-    let (head, rest) = body.split_at_checked(16)?;
-    let [index, term] = decode_u64s(head)?;
-    let membership = Membership::decode(rest).ok()?;
+    let mut r = Reader::new(body);
+    let index = r.u64().ok()?;
+    let term = r.u64().ok()?;
+    let membership = Membership::decode(r.raw(r.remaining()).ok()?).ok()?;
     Some(SnapshotMeta {
         index,
         term,
@@ -181,12 +183,14 @@ pub fn decode_entry(index: u64, value: &[u8]) -> Result<Entry, StoreError> {
 fn split_entry(index: u64, value: &[u8]) -> Result<(u64, EntryKind, &[u8]), StoreError> {
     let body = verify_record(&log_key(index), value)
         .ok_or_else(|| StoreError::Corrupt(format!("log entry {index}: checksum mismatch")))?;
-    let malformed = || StoreError::Corrupt(format!("log entry {index}: malformed"));
-    let (header, data) = body
-        .split_at_checked(ENTRY_HEADER_LEN)
-        .ok_or_else(malformed)?;
-    let term = u64::from_be_bytes(header[..8].try_into().map_err(|_| malformed())?);
-    let kind = EntryKind::from_u8(header[8]).ok_or_else(malformed)?;
+    let malformed = |_| StoreError::Corrupt(format!("log entry {index}: malformed"));
+    let mut r = Reader::new(body);
+    let term = r.u64().map_err(malformed)?;
+    let tag = r.u8().map_err(malformed)?;
+    let kind = EntryKind::from_u8(tag)
+        .ok_or(DecodeError::UnknownTag(tag))
+        .map_err(malformed)?;
+    let data = r.raw(r.remaining()).map_err(malformed)?;
     Ok((term, kind, data))
 }
 
