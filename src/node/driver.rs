@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use log::{error, info, warn};
 
+use super::cadence::Cadence;
 use super::members::MemberState;
 use super::status::{Counters, Shared};
 use super::waiters::Waiters;
@@ -87,7 +88,8 @@ pub(super) struct Driver {
     room_floor: u64,
     /// The map's size and the bytes in use, at the last look.
     storage_bytes: (u64, u64),
-    pub(super) last_expiry: Instant,
+    /// When the expiry pass is next due (every `--expire`, fixed rate).
+    pub(super) expiry_cadence: Cadence,
     last_compaction: Instant,
     /// A compaction is under way (encoding or queued on the writer), with
     /// `applied_bytes` as it was at the snapshot's index.
@@ -122,6 +124,7 @@ impl Driver {
         recorded: AppRecord,
     ) -> Driver {
         let now = Instant::now();
+        let expiry_cadence = Cadence::new(now, config.expire_interval);
         Driver {
             // The snapshot's membership is committed; the log replayed on
             // top of it brings it up to date. The incarnation is boot's.
@@ -146,7 +149,7 @@ impl Driver {
             room_left: 0,
             room_floor: u64::MAX,
             storage_bytes: (0, 0),
-            last_expiry: now,
+            expiry_cadence,
             last_compaction: now,
             compacting: None,
             applied_bytes: 0,

@@ -51,10 +51,9 @@ impl Driver {
     /// emptied resources, and on a serving leader, the sessions whose TTL
     /// ran out.
     pub(super) fn expiry_pass(&mut self, now: Instant) {
-        if now.duration_since(self.last_expiry) < self.config.expire_interval {
+        if !self.expiry_cadence.due(now) {
             return;
         }
-        self.last_expiry = now;
         // Emptied resources are gone for has-ticket too from now on
         // (every node applies, so every node sweeps).
         self.state.sweep_emptied();

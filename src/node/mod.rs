@@ -8,6 +8,7 @@
 
 mod apply;
 mod boot;
+mod cadence;
 mod driver;
 mod leader;
 mod members;
