@@ -19,6 +19,7 @@
 pub mod codec;
 mod error;
 mod files;
+pub mod wal;
 
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
