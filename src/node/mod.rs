@@ -8,6 +8,7 @@
 
 mod apply;
 mod boot;
+mod compaction;
 mod driver;
 mod members;
 mod oneshot;

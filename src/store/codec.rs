@@ -15,7 +15,7 @@ use crate::raft::{Entry, EntryKind, HardState, Membership, SnapshotMeta};
 
 /// The layout written by this build. Bump it on any change to this file's
 /// formats; `load` refuses versions it does not know.
-pub const FORMAT_VERSION: u64 = 1;
+pub const FORMAT_VERSION: u64 = 2;
 
 pub const KEY_VERSION: &[u8] = b"version";
 pub const KEY_IDENTITY: &[u8] = b"identity";

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use log::warn;
 
 pub use record::{Header, OpRef};
-pub use recover::{Replayed, Scan, scan};
+pub use recover::{Replayed, Scan, list as list_segments, scan};
 use segment::Segment;
 
 use super::StoreError;
@@ -174,9 +174,10 @@ impl Wal {
         let start = self.active.end;
         if let Err(e) = self.active.write(frame) {
             // Nothing was acknowledged: the next frame goes where this one
-            // started (whatever it left is overwritten or, after a crash,
-            // a torn tail).
+            // started, and what it left is zeroed (best effort), so that
+            // no remnant of it outlives a shorter frame written there.
             self.active.end = start;
+            let _ = self.active.zero(start, start + len);
             return Err(io_error("writing", &path, &e));
         }
         self.active

@@ -14,7 +14,9 @@
 //!   log: nothing after it was ever synced (each batch is one frame, and
 //!   a batch is acknowledged only after its sync, so a torn batch was
 //!   never acknowledged). Its bytes up to the last non-zero one are
-//!   reported, to be zeroed;
+//!   reported, to be zeroed. Frames are written one at a time, each
+//!   synced before the next, so only the last can be torn: a damaged
+//!   frame followed by more written bytes is damage to synced data;
 //! - in any older segment the frames run, intact, up to a seal: anything
 //!   else is damage to synced data, and the log refuses to open.
 
@@ -262,8 +264,29 @@ pub fn scan(dir: &Path) -> Result<Option<Scan>, StoreError> {
                 Found::Frame { kind, .. } => {
                     return Err(corrupt(&path, format!("frame kind {kind} at byte {at}")));
                 }
+                Found::End if newest => {
+                    // A frame whose first bytes never landed may have
+                    // left later ones: zeroed, so no append lands short
+                    // of them.
+                    if let Some(last) = rest.iter().rposition(|&b| b != 0) {
+                        let why = "bytes after the last frame".to_string();
+                        scanned.torn = Some((at as u64, (at + last + 1) as u64, why));
+                    }
+                    break;
+                }
                 Found::End => break,
                 Found::Bad(why) if newest => {
+                    // Each frame is synced before the next is written, so
+                    // only the last one can be torn: frames after a bad
+                    // one mean it was synced, and is damaged.
+                    if let Some(after) = frame_extent(rest).and_then(|len| rest.get(len..))
+                        && after.iter().any(|&b| b != 0)
+                    {
+                        return Err(corrupt(
+                            &path,
+                            format!("damaged frame at byte {at} ({why}) with more written after it"),
+                        ));
+                    }
                     let until = rest.iter().rposition(|&b| b != 0).map_or(0, |p| p + 1);
                     scanned.torn = Some((at as u64, (at + until) as u64, why));
                     break;
@@ -286,6 +309,14 @@ pub fn scan(dir: &Path) -> Result<Option<Scan>, StoreError> {
         out.segments.push(scanned);
     }
     Ok(Some(out))
+}
+
+/// The length a frame's header claims, if it fits in `rest`.
+fn frame_extent(rest: &[u8]) -> Option<usize> {
+    let head = rest.get(..record::FRAME_HEADER_LEN)?;
+    let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
+    let extent = record::FRAME_HEADER_LEN.checked_add(len)?;
+    (extent <= rest.len()).then_some(extent)
 }
 
 /// A segment's header: the start of the log for the first, a check that

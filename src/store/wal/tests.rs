@@ -298,3 +298,29 @@ fn truncations_and_resets_replay() {
         Err(StoreError::Corrupt(_))
     ));
 }
+
+#[test]
+fn a_damaged_frame_before_others_in_the_newest_segment_is_refused() {
+    let dir = TestDir::new("mid-crc");
+    let mut wal = Wal::create(&dir.0, start(), SEGMENT_MIN).unwrap();
+    append(&mut wal, 1, 3, 1);
+    let second = wal.active.end as usize;
+    append(&mut wal, 4, 6, 1);
+    append(&mut wal, 7, 9, 1);
+    drop(wal);
+    let path = segment_paths(&dir.0).pop().unwrap();
+    let mut bytes = fs::read(&path).unwrap();
+    bytes[second + 40] ^= 0x04;
+    fs::write(&path, &bytes).unwrap();
+    match Wal::open(&dir.0, SEGMENT_MIN) {
+        Err(StoreError::Corrupt(what)) => assert!(what.contains("more written after"), "{what}"),
+        other => panic!("expected corruption, got {:?}", other.map(|o| o.is_some())),
+    }
+    // The same damage to the last frame is a torn tail: the prefix opens.
+    bytes[second + 40] ^= 0x04;
+    let end = bytes.iter().rposition(|&b| b != 0).unwrap();
+    bytes[end - 3] ^= 0x04;
+    fs::write(&path, &bytes).unwrap();
+    let (_, replayed) = Wal::open(&dir.0, SEGMENT_MIN).unwrap().unwrap();
+    assert_eq!(last_index(&replayed), 6);
+}

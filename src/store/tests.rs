@@ -1,0 +1,666 @@
+//! The store's tests: round trips, refusals, and the crash cases of the
+//! WAL and LMDB together (a crash between any two steps of a snapshot's
+//! store, an interrupted segment deletion, a torn tail), and the upgrade
+//! of a version 1 directory.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use super::*;
+use crate::raft::{EntryKind, Member, Membership};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// A fresh directory under the system temp dir, removed on drop.
+struct TestDir(PathBuf);
+
+impl TestDir {
+    fn new(name: &str) -> TestDir {
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let path = std::env::temp_dir()
+            .join(format!("ticketd-store-{}-{name}-{n}", std::process::id()));
+        let _ = fs::remove_dir_all(&path);
+        TestDir(path)
+    }
+}
+
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+fn identity() -> Identity {
+    Identity {
+        cluster_id: 0xC1,
+        node_id: 1,
+        incarnation: 0x1d,
+    }
+}
+
+fn initial_snapshot() -> Snapshot {
+    let mut membership = Membership::default();
+    membership.members.insert(
+        1,
+        Member {
+            voter: true,
+            peer_addr: "127.0.0.1:9001".into(),
+            http_addr: "127.0.0.1:8001".into(),
+            incarnation: 0x1d,
+        },
+    );
+    Snapshot {
+        meta: SnapshotMeta {
+            index: 0,
+            term: 0,
+            membership,
+        },
+        data: Vec::new(),
+    }
+}
+
+fn entries(first: u64, last: u64, term: u64) -> Vec<Entry> {
+    (first..=last)
+        .map(|index| Entry {
+            term,
+            index,
+            kind: EntryKind::Normal,
+            data: format!("entry {index} of term {term}").into_bytes(),
+        })
+        .collect()
+}
+
+fn hard_state(term: u64, commit: u64) -> HardState {
+    HardState {
+        term,
+        vote: 1,
+        commit,
+    }
+}
+
+fn bootstrapped(dir: &TestDir) -> Store {
+    let mut store = Store::open(&dir.0, 16).unwrap();
+    store.bootstrap(identity(), &initial_snapshot()).unwrap();
+    store
+}
+
+fn append(store: &mut Store, batch: &[Entry], hard_state: HardState) -> Result<(), StoreError> {
+    store.persist(&Write {
+        entries: batch,
+        hard_state: Some(&hard_state),
+        ..Write::default()
+    })
+}
+
+fn indexes_and_terms(loaded: &Loaded) -> Vec<(u64, u64)> {
+    loaded.entries.iter().map(|e| (e.index, e.term)).collect()
+}
+
+fn raw_put(store: &Store, db: Database, key: &[u8], value: &[u8]) {
+    let mut txn = store.db.env.begin_rw_txn().unwrap();
+    txn.put(db, &key, &value, WriteFlags::empty()).unwrap();
+    txn.commit().unwrap();
+}
+
+fn raw_get(store: &Store, db: Database, key: &[u8]) -> Vec<u8> {
+    let txn = store.db.env.begin_ro_txn().unwrap();
+    txn.get(db, &key).unwrap().to_vec()
+}
+
+#[test]
+fn a_fresh_directory_is_created_and_loads_as_none() {
+    let dir = TestDir::new("fresh");
+    let nested = dir.0.join("a/b");
+    let store = Store::open(&nested, 1).unwrap();
+    assert_eq!(store.load().unwrap(), None);
+    assert!(nested.join("data.mdb").exists());
+}
+
+#[test]
+fn bootstrap_persist_load_round_trip() {
+    let dir = TestDir::new("round-trip");
+    let mut store = bootstrapped(&dir);
+    let loaded = store.load().unwrap().unwrap();
+    assert_eq!(loaded.identity, identity());
+    assert_eq!(loaded.snapshot, initial_snapshot());
+    assert_eq!(loaded.hard_state, HardState::default());
+    assert_eq!(loaded.app, AppRecord::default());
+    assert!(loaded.entries.is_empty());
+
+    let mut batch = entries(1, 5, 1);
+    batch[1].kind = EntryKind::Config;
+    batch[2].kind = EntryKind::Noop;
+    batch[2].data.clear();
+    let app = AppRecord {
+        high: 10_000,
+        applied: 3,
+    };
+    store
+        .persist(&Write {
+            snapshot: None,
+            entries: &batch,
+            hard_state: Some(&hard_state(1, 4)),
+            app: Some(app),
+        })
+        .unwrap();
+    let loaded = store.load().unwrap().unwrap();
+    assert_eq!(loaded.entries, batch);
+    assert_eq!(loaded.hard_state, hard_state(1, 4));
+    assert_eq!(loaded.app, app);
+
+    // A batch with only a hard state keeps the log.
+    store
+        .persist(&Write {
+            hard_state: Some(&hard_state(2, 5)),
+            ..Write::default()
+        })
+        .unwrap();
+    let loaded = store.load().unwrap().unwrap();
+    assert_eq!(loaded.entries, batch);
+    assert_eq!(loaded.hard_state, hard_state(2, 5));
+}
+
+#[test]
+fn bootstrap_refuses_a_bootstrapped_store_and_bad_input() {
+    let dir = TestDir::new("bootstrap-twice");
+    let mut store = bootstrapped(&dir);
+    let again = store.bootstrap(identity(), &initial_snapshot());
+    assert!(matches!(again, Err(StoreError::Invalid(_))), "{again:?}");
+
+    let other = TestDir::new("bootstrap-bad");
+    let mut store = Store::open(&other.0, 1).unwrap();
+    let zero = Identity {
+        cluster_id: 1,
+        node_id: 0,
+        incarnation: 1,
+    };
+    assert!(matches!(
+        store.bootstrap(zero, &initial_snapshot()),
+        Err(StoreError::Invalid(_))
+    ));
+    let mut late = initial_snapshot();
+    late.meta.index = 5;
+    assert!(matches!(
+        store.bootstrap(identity(), &late),
+        Err(StoreError::Invalid(_))
+    ));
+    assert_eq!(store.load().unwrap(), None);
+}
+
+#[test]
+fn truncation_overwrites_a_suffix() {
+    let dir = TestDir::new("truncate");
+    let mut store = bootstrapped(&dir);
+    append(&mut store, &entries(1, 5, 1), hard_state(1, 2)).unwrap();
+    append(&mut store, &entries(3, 4, 2), hard_state(2, 2)).unwrap();
+    let loaded = store.load().unwrap().unwrap();
+    assert_eq!(
+        indexes_and_terms(&loaded),
+        vec![(1, 1), (2, 1), (3, 2), (4, 2)]
+    );
+    assert_eq!(loaded.entries[2].data, b"entry 3 of term 2");
+    // Appending right after the end works too.
+    append(&mut store, &entries(5, 6, 2), hard_state(2, 6)).unwrap();
+    let loaded = store.load().unwrap().unwrap();
+    assert_eq!(loaded.entries.len(), 6);
+    assert_eq!(loaded.entries.last().unwrap().index, 6);
+}
+
+#[test]
+fn a_snapshot_replaces_the_old_one_and_clears_the_log() {
+    let dir = TestDir::new("snapshot");
+    let mut store = bootstrapped(&dir);
+    append(&mut store, &entries(1, 5, 1), hard_state(1, 5)).unwrap();
+    let mut snapshot = initial_snapshot();
+    snapshot.meta.index = 20;
+    snapshot.meta.term = 3;
+    snapshot.data = vec![7; 100_000];
+    let after = entries(21, 22, 3);
+    store
+        .persist(&Write {
+            snapshot: Some(&snapshot),
+            entries: &after,
+            hard_state: Some(&hard_state(3, 20)),
+            app: Some(AppRecord {
+                high: 99,
+                applied: 20,
+            }),
+        })
+        .unwrap();
+    let loaded = store.load().unwrap().unwrap();
+    assert_eq!(loaded.snapshot, snapshot);
+    assert_eq!(loaded.entries, after);
+    assert_eq!(loaded.app.applied, 20);
+
+    // An older snapshot is refused and changes nothing.
+    let mut older = snapshot.clone();
+    older.meta.index = 10;
+    let refused = store.persist(&Write {
+        snapshot: Some(&older),
+        ..Write::default()
+    });
+    assert!(
+        matches!(refused, Err(StoreError::Invalid(_))),
+        "{refused:?}"
+    );
+    assert_eq!(store.load().unwrap().unwrap(), loaded);
+}
+
+#[test]
+fn compact_drops_the_prefix() {
+    let dir = TestDir::new("compact");
+    let mut store = bootstrapped(&dir);
+    let mut batch = entries(1, 4, 1);
+    batch.extend(entries(5, 10, 2));
+    append(&mut store, &batch, hard_state(2, 8)).unwrap();
+    let mut snapshot = initial_snapshot();
+    snapshot.meta.index = 6;
+    snapshot.meta.term = 2;
+    snapshot.data = b"state at 6".to_vec();
+    store.compact(&snapshot).unwrap();
+    let loaded = store.load().unwrap().unwrap();
+    assert_eq!(loaded.snapshot, snapshot);
+    assert_eq!(loaded.entries, batch[6..].to_vec());
+    assert_eq!(store.usage().unwrap().log_entries, 4);
+
+    for (index, term) in [(6, 2), (3, 1), (11, 2), (8, 1)] {
+        snapshot.meta.index = index;
+        snapshot.meta.term = term;
+        let refused = store.compact(&snapshot);
+        assert!(
+            matches!(refused, Err(StoreError::Invalid(_))),
+            "{index}: {refused:?}"
+        );
+    }
+    // Compacting everything leaves an empty log that continues after it.
+    snapshot.meta.index = 10;
+    snapshot.meta.term = 2;
+    store.compact(&snapshot).unwrap();
+    assert!(store.load().unwrap().unwrap().entries.is_empty());
+    append(&mut store, &entries(11, 11, 2), hard_state(2, 10)).unwrap();
+    assert_eq!(store.load().unwrap().unwrap().entries.len(), 1);
+}
+
+#[test]
+fn persist_refuses_inconsistent_batches_and_writes_nothing() {
+    let dir = TestDir::new("invalid");
+    let fresh = TestDir::new("invalid-fresh");
+    let mut empty = Store::open(&fresh.0, 1).unwrap();
+    assert!(matches!(
+        append(&mut empty, &entries(1, 1, 1), hard_state(1, 0)),
+        Err(StoreError::Invalid(_))
+    ));
+
+    let mut store = bootstrapped(&dir);
+    append(&mut store, &entries(1, 3, 2), hard_state(2, 1)).unwrap();
+    let before = store.load().unwrap().unwrap();
+    let mut gapped = entries(4, 6, 2);
+    gapped.remove(1);
+    let mut falling = entries(4, 5, 2);
+    falling[1].term = 1;
+    let cases: Vec<(Vec<Entry>, HardState)> = vec![
+        (gapped, hard_state(2, 1)),
+        (falling, hard_state(2, 1)),
+        (entries(0, 1, 2), hard_state(2, 1)),
+        (entries(5, 6, 2), hard_state(2, 1)),
+        (entries(4, 4, 1), hard_state(2, 1)),
+        (entries(4, 4, 3), hard_state(2, 1)),
+        (entries(4, 4, 2), hard_state(2, 5)),
+        (Vec::new(), hard_state(2, 4)),
+        (Vec::new(), hard_state(1, 1)),
+    ];
+    for (batch, hard_state) in cases {
+        let refused = append(&mut store, &batch, hard_state);
+        assert!(
+            matches!(refused, Err(StoreError::Invalid(_))),
+            "{batch:?} {refused:?}"
+        );
+    }
+    let refused = store.persist(&Write {
+        app: Some(AppRecord {
+            high: 1,
+            applied: 4,
+        }),
+        ..Write::default()
+    });
+    assert!(
+        matches!(refused, Err(StoreError::Invalid(_))),
+        "{refused:?}"
+    );
+    assert_eq!(store.load().unwrap().unwrap(), before);
+}
+
+#[test]
+fn an_identity_without_incarnation_still_loads_and_can_gain_one() {
+    let dir = TestDir::new("old-identity");
+    let mut store = bootstrapped(&dir);
+    // The record as builds before incarnations wrote it: two u64s.
+    let old: [u8; 16] = encode_u64s([0xC1, 1]);
+    let mut txn = store.db.env.begin_rw_txn().unwrap();
+    put_record(
+        &mut txn,
+        store.db.meta,
+        KEY_IDENTITY,
+        &[&old],
+        WriteFlags::empty(),
+    )
+    .unwrap();
+    txn.commit().unwrap();
+    let loaded = store.load().unwrap().unwrap();
+    assert_eq!(loaded.identity.incarnation, 0);
+    assert_eq!(loaded.identity.node_id, 1);
+    store.set_identity(identity()).unwrap();
+    assert_eq!(store.load().unwrap().unwrap().identity, identity());
+    let mut other = identity();
+    other.node_id = 2;
+    assert!(store.set_identity(other).is_err());
+}
+
+#[test]
+fn a_removed_mark_survives_a_reopen() {
+    let dir = TestDir::new("removed");
+    let mut store = bootstrapped(&dir);
+    assert!(!store.load().unwrap().unwrap().removed);
+    store.mark_removed().unwrap();
+    drop(store);
+    let store = Store::open(&dir.0, 1).unwrap();
+    assert!(store.load().unwrap().unwrap().removed);
+}
+
+#[test]
+fn meta_records_are_checked() {
+    let dir = TestDir::new("corrupt-meta");
+    let store = bootstrapped(&dir);
+    let mut value = raw_get(&store, store.db.meta, KEY_SNAPSHOT_META);
+    value[0] ^= 1;
+    raw_put(&store, store.db.meta, KEY_SNAPSHOT_META, &value);
+    let error = store.load().unwrap_err();
+    assert!(
+        matches!(&error, StoreError::Corrupt(w) if w.contains("snapshot meta")),
+        "{error}"
+    );
+
+    let mut txn = store.db.env.begin_rw_txn().unwrap();
+    txn.del(store.db.meta, &KEY_IDENTITY, None).unwrap();
+    txn.commit().unwrap();
+    assert!(matches!(store.load(), Err(StoreError::Corrupt(_))));
+
+    // Data without a version record is not a fresh store.
+    let mut txn = store.db.env.begin_rw_txn().unwrap();
+    txn.del(store.db.meta, &KEY_VERSION, None).unwrap();
+    txn.commit().unwrap();
+    let error = store.load().unwrap_err();
+    assert!(
+        matches!(&error, StoreError::Corrupt(w) if w.contains("version")),
+        "{error}"
+    );
+}
+
+#[test]
+fn an_unknown_version_is_detected() {
+    let dir = TestDir::new("version");
+    let store = bootstrapped(&dir);
+    let mut txn = store.db.env.begin_rw_txn().unwrap();
+    put_record(
+        &mut txn,
+        store.db.meta,
+        KEY_VERSION,
+        &[&99u64.to_be_bytes()],
+        WriteFlags::empty(),
+    )
+    .unwrap();
+    txn.commit().unwrap();
+    assert_eq!(store.load(), Err(StoreError::UnknownVersion(99)));
+    raw_put(&store, store.db.meta, KEY_VERSION, b"garbage");
+    assert!(matches!(store.load(), Err(StoreError::Corrupt(_))));
+}
+
+#[test]
+fn reopening_after_drop_keeps_everything() {
+    let dir = TestDir::new("reopen");
+    let mut store = bootstrapped(&dir);
+    append(&mut store, &entries(1, 50, 1), hard_state(1, 40)).unwrap();
+    let mut snapshot = initial_snapshot();
+    snapshot.meta.index = 30;
+    snapshot.meta.term = 1;
+    snapshot.data = b"thirty".to_vec();
+    store.compact(&snapshot).unwrap();
+    store
+        .persist(&Write {
+            app: Some(AppRecord {
+                high: 5,
+                applied: 40,
+            }),
+            ..Write::default()
+        })
+        .unwrap();
+    let before = store.load().unwrap().unwrap();
+    drop(store);
+    let store = Store::open(&dir.0, 16).unwrap();
+    assert_eq!(store.load().unwrap().unwrap(), before);
+    assert_eq!(before.entries.first().unwrap().index, 31);
+}
+
+#[test]
+fn a_wipe_empties_a_stopped_store_and_is_refused_while_it_is_open() {
+    let dir = TestDir::new("wipe");
+    assert_eq!(Store::wipe(&dir.0, 1).unwrap(), Wiped::Empty);
+    let mut store = Store::open(&dir.0, 1).unwrap();
+    let identity = Identity {
+        cluster_id: 9,
+        node_id: 2,
+        incarnation: 5,
+    };
+    store.bootstrap(identity, &Snapshot::default()).unwrap();
+    assert!(matches!(Store::wipe(&dir.0, 1), Err(StoreError::Locked(_))));
+    drop(store);
+    assert_eq!(Store::wipe(&dir.0, 1).unwrap(), Wiped::Identity(identity));
+    let store = Store::open(&dir.0, 1).unwrap();
+    assert!(store.load().unwrap().is_none());
+    drop(store);
+    assert_eq!(Store::drop_dir(&dir.0, 1).unwrap(), Wiped::Empty);
+    assert!(!dir.0.exists());
+    fs::create_dir_all(&dir.0).unwrap();
+    fs::write(dir.0.join("data.mdb"), b"not lmdb").unwrap();
+    assert!(matches!(
+        Store::wipe(&dir.0, 1),
+        Err(StoreError::Corrupt(_))
+    ));
+    assert!(dir.0.join("data.mdb").exists());
+}
+
+#[test]
+fn a_second_open_of_the_same_directory_is_refused() {
+    let dir = TestDir::new("locked");
+    let _store = Store::open(&dir.0, 1).unwrap();
+    let second = Store::open(&dir.0, 1);
+    assert!(
+        matches!(second, Err(StoreError::Locked(_))),
+        "{:?}",
+        second.err()
+    );
+}
+
+#[test]
+fn bad_map_sizes_and_a_file_as_directory_are_refused() {
+    let dir = TestDir::new("bad-open");
+    assert!(matches!(
+        Store::open(&dir.0, 0),
+        Err(StoreError::Invalid(_))
+    ));
+    assert!(matches!(
+        Store::open(&dir.0, MAP_SIZE_MB_MAX + 1),
+        Err(StoreError::Invalid(_))
+    ));
+    fs::create_dir_all(&dir.0).unwrap();
+    let file = dir.0.join("plain-file");
+    fs::write(&file, b"not a directory").unwrap();
+    assert!(matches!(Store::open(&file, 1), Err(StoreError::Io(_))));
+}
+
+#[test]
+fn garbage_in_data_mdb_is_an_error_and_left_untouched() {
+    for (name, garbage) in [("short", vec![0xAB; 100]), ("long", vec![0x5A; 64 * 1024])] {
+        let dir = TestDir::new(name);
+        fs::create_dir_all(&dir.0).unwrap();
+        let path = dir.0.join("data.mdb");
+        fs::write(&path, &garbage).unwrap();
+        let opened = Store::open(&dir.0, 1);
+        assert!(
+            matches!(opened, Err(StoreError::Corrupt(_) | StoreError::Lmdb(_))),
+            "{name}: {:?}",
+            opened.err()
+        );
+        assert_eq!(fs::read(&path).unwrap(), garbage);
+    }
+}
+
+#[test]
+fn a_foreign_lmdb_environment_is_refused_and_left_untouched() {
+    let dir = TestDir::new("foreign");
+    fs::create_dir_all(&dir.0).unwrap();
+    {
+        let env = Environment::new().set_max_dbs(2).open(&dir.0).unwrap();
+        let db = env
+            .create_db(Some("users"), DatabaseFlags::empty())
+            .unwrap();
+        let mut txn = env.begin_rw_txn().unwrap();
+        txn.put(db, b"alice", b"1", WriteFlags::empty()).unwrap();
+        txn.commit().unwrap();
+    }
+    let before = fs::read(dir.0.join("data.mdb")).unwrap();
+    let opened = Store::open(&dir.0, 1);
+    assert!(
+        matches!(&opened, Err(StoreError::Corrupt(w)) if w.contains("users")),
+        "{:?}",
+        opened.err()
+    );
+    assert_eq!(fs::read(dir.0.join("data.mdb")).unwrap(), before);
+}
+
+#[test]
+fn a_store_that_lost_a_database_is_refused() {
+    let dir = TestDir::new("lost-db");
+    fs::create_dir_all(&dir.0).unwrap();
+    {
+        let env = Environment::new().set_max_dbs(2).open(&dir.0).unwrap();
+        let meta = env.create_db(Some("meta"), DatabaseFlags::empty()).unwrap();
+        let mut txn = env.begin_rw_txn().unwrap();
+        txn.put(meta, b"version", b"whatever", WriteFlags::empty())
+            .unwrap();
+        txn.commit().unwrap();
+    }
+    let opened = Store::open(&dir.0, 1);
+    assert!(
+        matches!(&opened, Err(StoreError::Corrupt(w)) if w.contains("missing")),
+        "{:?}",
+        opened.err()
+    );
+
+    // An empty `meta` alone is a first open that stopped half-way.
+    let half = TestDir::new("half-created");
+    fs::create_dir_all(&half.0).unwrap();
+    {
+        let env = Environment::new().set_max_dbs(2).open(&half.0).unwrap();
+        env.create_db(Some("meta"), DatabaseFlags::empty()).unwrap();
+    }
+    let store = Store::open(&half.0, 1).unwrap();
+    assert_eq!(store.load().unwrap(), None);
+}
+
+#[test]
+fn a_full_map_rolls_back_and_the_store_stays_usable() {
+    let dir = TestDir::new("map-full");
+    let mut store = Store::open(&dir.0, 1).unwrap();
+    store.bootstrap(identity(), &initial_snapshot()).unwrap();
+    let mut next = 1;
+    let mut acknowledged = 0;
+    let full = loop {
+        let mut batch = entries(next, next + 99, 1);
+        for entry in &mut batch {
+            entry.data = vec![0x42; 200];
+        }
+        match append(&mut store, &batch, hard_state(1, next - 1)) {
+            Ok(()) => {
+                acknowledged = next + 99;
+                next += 100;
+            }
+            Err(error) => break error,
+        }
+        assert!(next < 100_000, "a 1 MB map never filled up");
+    };
+    assert_eq!(full, StoreError::MapFull);
+    assert!(acknowledged > 0);
+    let loaded = store.load().unwrap().unwrap();
+    assert_eq!(loaded.entries.len() as u64, acknowledged);
+    assert_eq!(loaded.entries.last().unwrap().index, acknowledged);
+    assert!(loaded.entries.iter().all(|e| e.data == vec![0x42; 200]));
+    let usage = store.usage().unwrap();
+    assert!(usage.used_bytes > usage.map_size_bytes / 2, "{usage:?}");
+
+    // Compaction frees room, and writing goes on where it stopped.
+    let mut snapshot = initial_snapshot();
+    snapshot.meta.index = acknowledged - 10;
+    snapshot.meta.term = 1;
+    store.compact(&snapshot).unwrap();
+    append(
+        &mut store,
+        &entries(acknowledged + 1, acknowledged + 100, 1),
+        hard_state(1, acknowledged),
+    )
+    .unwrap();
+    append(
+        &mut store,
+        &entries(acknowledged + 101, acknowledged + 200, 1),
+        hard_state(1, acknowledged),
+    )
+    .unwrap();
+    let loaded = store.load().unwrap().unwrap();
+    assert_eq!(loaded.entries.len(), 210);
+    assert_eq!(loaded.entries.last().unwrap().index, acknowledged + 200);
+}
+
+#[test]
+fn usage_reports_the_map() {
+    let dir = TestDir::new("usage");
+    let mut store = bootstrapped(&dir);
+    let empty = store.usage().unwrap();
+    assert_eq!(empty.map_size_bytes, 16 << 20);
+    assert_eq!(
+        empty.used_bytes + empty.available_bytes,
+        empty.map_size_bytes
+    );
+    let mut batch = entries(1, 1000, 1);
+    for entry in &mut batch {
+        entry.data = vec![1; 500];
+    }
+    append(&mut store, &batch, hard_state(1, 0)).unwrap();
+    let used = store.usage().unwrap();
+    assert_eq!(used.log_entries, 1000);
+    assert!(
+        used.used_bytes >= empty.used_bytes + 500 * 1000,
+        "{empty:?} {used:?}"
+    );
+}
+
+/// Exercises the hot path at a realistic size; prints, asserts no time.
+#[test]
+fn many_small_entries_per_persist() {
+    let dir = TestDir::new("bulk");
+    let mut store = bootstrapped(&dir);
+    let started = std::time::Instant::now();
+    let batches = 20;
+    let per_batch = 2_000;
+    for batch_number in 0..batches {
+        let first = batch_number * per_batch + 1;
+        let batch = entries(first, first + per_batch - 1, 1);
+        append(&mut store, &batch, hard_state(1, first - 1)).unwrap();
+    }
+    let written = started.elapsed();
+    let loaded = store.load().unwrap().unwrap();
+    assert_eq!(loaded.entries.len() as u64, batches * per_batch);
+    eprintln!(
+        "store bulk: {} entries in {batches} persists: {written:?}; load {:?}",
+        batches * per_batch,
+        started.elapsed() - written
+    );
+}
