@@ -16,9 +16,7 @@ use super::waiters::Waiters;
 use super::writer::{Batch, Done, Job, Outcome as WriteOutcome, Work, Writer};
 use super::{Input, NodeConfig, NodeError, PROPOSAL_TIMEOUT, Reply};
 use crate::clock::BootInstant;
-use crate::raft::{
-    LogIndex, ProposeError, Raft, Ready, Role, Snapshot, Term, TickTimes,
-};
+use crate::raft::{LogIndex, ProposeError, Raft, Ready, Role, Snapshot, Term, TickTimes};
 use crate::store::{AppRecord, StoreError, Write};
 use crate::ticket::{Command, Deadlines, Outcome, State};
 use crate::transport::Transport;

@@ -202,6 +202,9 @@ pub struct Store {
     broken: Option<StoreError>,
     dir: PathBuf,
     map_bytes: u64,
+    /// Tests: the WAL write after a snapshot's store fails (`NoSpace`).
+    #[cfg(test)]
+    fail_wal_after_snapshot: bool,
     _lock: File,
 }
 
@@ -453,6 +456,8 @@ impl Store {
             broken: None,
             dir: dir.to_path_buf(),
             map_bytes: map_size as u64,
+            #[cfg(test)]
+            fail_wal_after_snapshot: false,
             _lock: lock,
         };
         if let Err(error) = store.open_wal() {
@@ -607,7 +612,9 @@ impl Store {
             Err(why) => Wiped::Unreadable(why.to_string()),
         };
         let wal_dir = store.wal_dir();
-        let Store { db, live, _lock, .. } = store;
+        let Store {
+            db, live, _lock, ..
+        } = store;
         // Closed before their files go; the lock is held until they are.
         drop(live);
         drop(db);
@@ -929,6 +936,10 @@ impl Store {
             live.terms.clear();
             live.segments.clear();
             live.pending_reset = true;
+            #[cfg(test)]
+            if std::mem::take(&mut self.fail_wal_after_snapshot) {
+                return Err(StoreError::NoSpace);
+            }
         }
         let seq = live.wal.append(&frame, &live.header())?;
         for op in &ops {

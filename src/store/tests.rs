@@ -16,8 +16,8 @@ impl TestDir {
     fn new(name: &str) -> TestDir {
         static COUNTER: AtomicUsize = AtomicUsize::new(0);
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let path = std::env::temp_dir()
-            .join(format!("ticketd-store-{}-{name}-{n}", std::process::id()));
+        let path =
+            std::env::temp_dir().join(format!("ticketd-store-{}-{name}-{n}", std::process::id()));
         let _ = fs::remove_dir_all(&path);
         TestDir(path)
     }
@@ -663,4 +663,287 @@ fn many_small_entries_per_persist() {
         batches * per_batch,
         started.elapsed() - written
     );
+}
+
+fn segments(dir: &TestDir) -> Vec<PathBuf> {
+    wal::list_segments(&dir.0.join(WAL_DIR))
+        .unwrap()
+        .into_iter()
+        .map(|(_, path)| path)
+        .collect()
+}
+
+fn snapshot_at(index: u64, term: u64) -> Snapshot {
+    let mut snapshot = initial_snapshot();
+    snapshot.meta.index = index;
+    snapshot.meta.term = term;
+    snapshot.data = format!("state at {index}").into_bytes();
+    snapshot
+}
+
+/// 1000 entries of term 1 over several 64 KiB segments (a 1 MiB map).
+fn many_segments(dir: &TestDir) -> Store {
+    let mut store = Store::open(&dir.0, 1).unwrap();
+    store.bootstrap(identity(), &initial_snapshot()).unwrap();
+    for first in (1..=1000).step_by(50) {
+        let mut batch = entries(first, first + 49, 1);
+        for entry in &mut batch {
+            entry.data = vec![entry.index as u8; 200];
+        }
+        append(&mut store, &batch, hard_state(1, first - 1)).unwrap();
+    }
+    assert!(segments(dir).len() >= 4, "{:?}", segments(dir));
+    store
+}
+
+#[test]
+fn a_crash_after_a_leaders_snapshot_is_stored_resets_the_log_to_it() {
+    let dir = TestDir::new("crash-install");
+    let mut store = bootstrapped(&dir);
+    append(&mut store, &entries(1, 5, 1), hard_state(1, 3)).unwrap();
+    // `persist` of a snapshot from the leader of term 3 up to its LMDB
+    // commit: the new term first, then the snapshot; then the power cut.
+    store
+        .persist(&Write {
+            hard_state: Some(&HardState {
+                term: 3,
+                vote: 2,
+                commit: 3,
+            }),
+            ..Write::default()
+        })
+        .unwrap();
+    let snapshot = snapshot_at(20, 3);
+    store.snapshot_store().put(&snapshot).unwrap();
+    drop(store);
+    let mut store = Store::open(&dir.0, 16).unwrap();
+    let loaded = store.load().unwrap().unwrap();
+    assert_eq!(loaded.snapshot, snapshot);
+    assert!(loaded.entries.is_empty(), "the old log does not follow it");
+    assert_eq!(loaded.hard_state.term, 3);
+    // The WAL was reset to it: the log goes on after the snapshot.
+    append(&mut store, &entries(21, 22, 3), hard_state(3, 21)).unwrap();
+    drop(store);
+    let store = Store::open(&dir.0, 16).unwrap();
+    let loaded = store.load().unwrap().unwrap();
+    assert_eq!(loaded.entries, entries(21, 22, 3));
+}
+
+#[test]
+fn a_failed_wal_write_after_a_snapshot_store_keeps_the_store_consistent() {
+    let dir = TestDir::new("install-then-full");
+    let mut store = bootstrapped(&dir);
+    append(&mut store, &entries(1, 5, 1), hard_state(1, 3)).unwrap();
+    let snapshot = snapshot_at(20, 1);
+    // The snapshot is stored, then the WAL write fails: the next batch
+    // still starts after the snapshot.
+    store.fail_wal_after_snapshot = true;
+    let after = entries(21, 21, 1);
+    let refused = store.persist(&Write {
+        snapshot: Some(&snapshot),
+        entries: &after,
+        hard_state: Some(&hard_state(1, 20)),
+        app: None,
+    });
+    assert_eq!(refused, Err(StoreError::NoSpace));
+    // Reloaded now, the disk says the log restarts at the snapshot.
+    let loaded = store.load().unwrap().unwrap();
+    assert_eq!(loaded.snapshot, snapshot);
+    assert!(loaded.entries.is_empty());
+    append(&mut store, &after, hard_state(1, 20)).unwrap();
+    let loaded = store.load().unwrap().unwrap();
+    assert_eq!(loaded.snapshot.meta.index, 20);
+    assert_eq!(loaded.entries, after);
+    drop(store);
+    let store = Store::open(&dir.0, 16).unwrap();
+    assert_eq!(store.load().unwrap().unwrap().entries, after);
+}
+
+#[test]
+fn a_crash_between_the_wal_and_a_compactions_snapshot_loses_nothing() {
+    let dir = TestDir::new("crash-compaction");
+    let store = many_segments(&dir);
+    let before = store.load().unwrap().unwrap();
+    let snapshot = snapshot_at(900, 1);
+    // Crash after the check, before the snapshot's store.
+    store.check_compaction(&snapshot.meta).unwrap();
+    drop(store);
+    let store = Store::open(&dir.0, 1).unwrap();
+    assert_eq!(store.load().unwrap().unwrap(), before);
+    // Crash after the store, before the deletion: the segments go at
+    // the next open, the log after the snapshot stays.
+    let count = segments(&dir).len();
+    store.snapshot_store().put(&snapshot).unwrap();
+    drop(store);
+    let store = Store::open(&dir.0, 1).unwrap();
+    assert!(segments(&dir).len() < count);
+    let loaded = store.load().unwrap().unwrap();
+    assert_eq!(loaded.snapshot, snapshot);
+    assert_eq!(loaded.entries[..], before.entries[900..]);
+    assert_eq!(loaded.hard_state, before.hard_state);
+}
+
+#[test]
+fn a_crash_during_segment_deletion_leaves_a_usable_store() {
+    let dir = TestDir::new("crash-deletion");
+    let mut store = many_segments(&dir);
+    let before = store.load().unwrap().unwrap();
+    let saved: Vec<(PathBuf, Vec<u8>)> = segments(&dir)
+        .into_iter()
+        .map(|p| {
+            let bytes = fs::read(&p).unwrap();
+            (p, bytes)
+        })
+        .collect();
+    let snapshot = snapshot_at(900, 1);
+    store.compact(&snapshot).unwrap();
+    let kept = segments(&dir);
+    assert!(kept.len() < saved.len());
+    drop(store);
+    let deleted: Vec<&(PathBuf, Vec<u8>)> =
+        saved.iter().filter(|(p, _)| !kept.contains(p)).collect();
+    // Only the oldest unlink reached the disk, or only the newest (a gap).
+    for restore in [&deleted[1..], &deleted[..deleted.len() - 1]] {
+        for (path, bytes) in restore {
+            fs::write(path, bytes).unwrap();
+        }
+        let store = Store::open(&dir.0, 1).unwrap();
+        let loaded = store.load().unwrap().unwrap();
+        assert_eq!(loaded.snapshot, snapshot);
+        assert_eq!(loaded.entries[..], before.entries[900..]);
+        assert_eq!(segments(&dir), kept, "the leftovers are deleted");
+    }
+}
+
+#[test]
+fn a_snapshot_older_than_the_wal_is_refused_clearly() {
+    let dir = TestDir::new("old-snapshot");
+    let mut store = many_segments(&dir);
+    store.compact(&snapshot_at(900, 1)).unwrap();
+    // Never done by the store: an older snapshot over the one the
+    // segment deletion relied on.
+    store.snapshot_store().put(&snapshot_at(10, 1)).unwrap();
+    drop(store);
+    let store = Store::open(&dir.0, 1).unwrap();
+    match store.load() {
+        Err(StoreError::Corrupt(what)) => assert!(what.contains("missing"), "{what}"),
+        other => panic!("expected corruption, got {other:?}"),
+    }
+    drop(store);
+    assert!(matches!(Store::wipe(&dir.0, 1), Ok(Wiped::Unreadable(_))));
+}
+
+#[test]
+fn a_torn_last_batch_loads_as_the_acknowledged_prefix() {
+    let dir = TestDir::new("torn-store");
+    let mut store = bootstrapped(&dir);
+    append(&mut store, &entries(1, 5, 1), hard_state(1, 3)).unwrap();
+    let acknowledged = store.load().unwrap().unwrap();
+    let path = segments(&dir).pop().unwrap();
+    let start = fs::read(&path)
+        .unwrap()
+        .iter()
+        .rposition(|&b| b != 0)
+        .unwrap()
+        + 1;
+    append(&mut store, &entries(6, 9, 2), hard_state(2, 8)).unwrap();
+    drop(store);
+    let intact = fs::read(&path).unwrap();
+    let end = intact.iter().rposition(|&b| b != 0).unwrap() + 1;
+    for cut in (start..end).step_by(3) {
+        let mut torn = intact.clone();
+        for byte in &mut torn[cut..end] {
+            *byte = 0;
+        }
+        fs::write(&path, &torn).unwrap();
+        let store = Store::open(&dir.0, 16).unwrap();
+        let loaded = store.load().unwrap().unwrap();
+        assert_eq!(loaded, acknowledged, "cut at {cut}");
+    }
+}
+
+/// The layout of format version 1 (the log, hard state and application
+/// record in LMDB), as builds before the WAL wrote it.
+fn write_version_1(dir: &TestDir, log: &[Entry], hard_state: HardState, app: AppRecord) {
+    fs::create_dir_all(&dir.0).unwrap();
+    let env = Environment::new()
+        .set_max_dbs(MAX_DBS)
+        .set_map_size(16 << 20)
+        .open(&dir.0)
+        .unwrap();
+    let [meta, log_db, state] =
+        DATABASES.map(|name| env.create_db(Some(name), DatabaseFlags::empty()).unwrap());
+    let mut txn = env.begin_rw_txn().unwrap();
+    let flags = WriteFlags::empty();
+    let version: [u8; 8] = encode_u64s([FORMAT_VERSION_LMDB_LOG]);
+    put_record(&mut txn, meta, KEY_VERSION, &[&version], flags).unwrap();
+    let id = identity();
+    let body: [u8; 24] = encode_u64s([id.cluster_id, id.node_id, id.incarnation]);
+    put_record(&mut txn, meta, KEY_IDENTITY, &[&body], flags).unwrap();
+    let hs = encode_hard_state(&hard_state);
+    put_record(&mut txn, meta, KEY_HARD_STATE, &[&hs], flags).unwrap();
+    let snapshot = snapshot_at(10, 1);
+    let snapshot_meta = encode_snapshot_meta(&snapshot.meta);
+    put_record(&mut txn, meta, KEY_SNAPSHOT_META, &[&snapshot_meta], flags).unwrap();
+    put_record(&mut txn, meta, KEY_SNAPSHOT_DATA, &[&snapshot.data], flags).unwrap();
+    let app: [u8; 16] = encode_u64s([app.high, app.applied]);
+    put_record(&mut txn, state, KEY_APP, &[&app], flags).unwrap();
+    for entry in log {
+        put_entry(&mut txn, log_db, entry, WriteFlags::APPEND).unwrap();
+    }
+    txn.commit().unwrap();
+}
+
+#[test]
+fn a_version_1_directory_is_upgraded_in_place() {
+    let dir = TestDir::new("upgrade");
+    let log = entries(11, 40, 2);
+    let app = AppRecord {
+        high: 777,
+        applied: 30,
+    };
+    write_version_1(&dir, &log, hard_state(2, 35), app);
+    // An upgrade that stopped half-way left a WAL behind: it is replaced.
+    fs::create_dir_all(dir.0.join(WAL_DIR)).unwrap();
+    fs::write(dir.0.join(WAL_DIR).join("0000000000000001.wal"), b"junk").unwrap();
+    let mut store = Store::open(&dir.0, 16).unwrap();
+    let loaded = store.load().unwrap().unwrap();
+    assert_eq!(loaded.identity, identity());
+    assert_eq!(loaded.snapshot, snapshot_at(10, 1));
+    assert_eq!(loaded.entries, log);
+    assert_eq!(loaded.hard_state, hard_state(2, 35));
+    assert_eq!(loaded.app, app);
+    {
+        let txn = store.db.env.begin_ro_txn().unwrap();
+        assert_eq!(store.db.version(&txn).unwrap(), Some(FORMAT_VERSION));
+        assert_eq!(txn.stat(store.db.log).unwrap().entries(), 0);
+        assert_eq!(txn.stat(store.db.state).unwrap().entries(), 0);
+        assert!(
+            get_record(&txn, store.db.meta, KEY_HARD_STATE, "hs")
+                .unwrap()
+                .is_none()
+        );
+    }
+    // It goes on like any store, and stays upgraded.
+    append(&mut store, &entries(41, 42, 2), hard_state(2, 40)).unwrap();
+    drop(store);
+    let store = Store::open(&dir.0, 16).unwrap();
+    let loaded = store.load().unwrap().unwrap();
+    assert_eq!(loaded.entries.len(), 32);
+    assert_eq!(loaded.entries.last().unwrap().index, 42);
+}
+
+#[test]
+fn a_damaged_version_1_log_is_refused_and_not_upgraded() {
+    let dir = TestDir::new("upgrade-bad");
+    let mut log = entries(11, 20, 2);
+    log.remove(3);
+    write_version_1(&dir, &log, hard_state(2, 12), AppRecord::default());
+    let store = Store::open(&dir.0, 16).unwrap();
+    match store.load() {
+        Err(StoreError::Corrupt(what)) => assert!(what.contains("log entry 15"), "{what}"),
+        other => panic!("expected corruption, got {other:?}"),
+    }
+    let txn = store.db.env.begin_ro_txn().unwrap();
+    assert_eq!(store.db.version(&txn).unwrap(), Some(1));
 }

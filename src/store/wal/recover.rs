@@ -284,7 +284,9 @@ pub fn scan(dir: &Path) -> Result<Option<Scan>, StoreError> {
                     {
                         return Err(corrupt(
                             &path,
-                            format!("damaged frame at byte {at} ({why}) with more written after it"),
+                            format!(
+                                "damaged frame at byte {at} ({why}) with more written after it"
+                            ),
                         ));
                     }
                     let until = rest.iter().rposition(|&b| b != 0).map_or(0, |p| p + 1);
