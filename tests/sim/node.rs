@@ -33,6 +33,9 @@ pub struct SimNode {
     pub early: bool,
     /// Dies in its next Ready, after the early work and before the write.
     pub crash_in_ready: bool,
+    /// Dies in the middle of writing its next Ready's snapshot, if it has
+    /// one (`Disk::tear_install`).
+    pub tear_next_install: bool,
     /// Writes a durable leader's batches asynchronously
     /// (`Raft::advance_async`): they complete later, in order, when the
     /// cluster says so, and a crash loses those not complete.
@@ -88,6 +91,7 @@ impl SimNode {
             stopped: false,
             early: false,
             crash_in_ready: false,
+            tear_next_install: false,
             async_writes: false,
             pending: VecDeque::new(),
             fail_next_write: false,
@@ -211,6 +215,15 @@ impl SimNode {
             // The driver writes nothing for a commit-only batch; this disk
             // models it as a write a crash may lose, which must not get
             // ahead of the queued writes.
+            if ready.must_sync
+                && ready.snapshot.is_some()
+                && std::mem::take(&mut self.tear_next_install)
+            {
+                self.disk.tear_install(&ready).map_err(|e| self.fail(&e))?;
+                check.on_torn_install();
+                self.crash(false);
+                return Ok(configs);
+            }
             if ready.must_sync || !self.has_queued() {
                 let written = self.disk.persist(&ready).map_err(|e| self.fail(&e))?;
                 check.on_written(self.id, &written)?;
