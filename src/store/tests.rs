@@ -947,3 +947,110 @@ fn a_damaged_version_1_log_is_refused_and_not_upgraded() {
     let txn = store.db.env.begin_ro_txn().unwrap();
     assert_eq!(store.db.version(&txn).unwrap(), Some(1));
 }
+
+/// Mean and 99th percentile of `samples`, in microseconds.
+fn mean_p99(samples: &mut [u128]) -> (u128, u128) {
+    samples.sort_unstable();
+    let mean = samples.iter().sum::<u128>() / samples.len().max(1) as u128;
+    let p99 = samples[(samples.len() * 99 / 100).min(samples.len() - 1)];
+    (mean, p99)
+}
+
+/// The persist time per batch against the fsync floor, in the same
+/// directory: prints, asserts no time (`cargo test --release --lib
+/// persist_time -- --ignored --nocapture`; `TICKETD_MEASURE_DIR` picks
+/// the file system, the system temp dir by default).
+#[test]
+#[ignore]
+fn persist_time_against_the_fsync_floor() {
+    use std::os::unix::fs::FileExt;
+    use std::time::Instant;
+    const ROUNDS: usize = 2000;
+    let base =
+        std::env::var_os("TICKETD_MEASURE_DIR").map_or_else(std::env::temp_dir, PathBuf::from);
+    let dir = TestDir(base.join(format!("ticketd-measure-{}", std::process::id())));
+    fs::create_dir_all(&dir.0).unwrap();
+
+    // The floor: 4 KiB appends with fdatasync to a preallocated file.
+    let path = dir.0.join("floor");
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    file.write_all_at(&vec![0u8; ROUNDS * 4096 + 4096], 0)
+        .unwrap();
+    file.sync_all().unwrap();
+    let block = vec![0x5a_u8; 4096];
+    let mut floor = Vec::with_capacity(ROUNDS);
+    for n in 0..ROUNDS {
+        let started = Instant::now();
+        file.write_all_at(&block, (n * 4096) as u64).unwrap();
+        file.sync_data().unwrap();
+        floor.push(started.elapsed().as_micros());
+    }
+
+    // The store: batches of 20 entries of 180 bytes (about 4 KiB), each
+    // with a hard state and an application record, as the writer sends.
+    let store_dir = TestDir(dir.0.join("store"));
+    let mut store = Store::open(&store_dir.0, 1024).unwrap();
+    store.bootstrap(identity(), &initial_snapshot()).unwrap();
+    let mut persist = Vec::with_capacity(ROUNDS);
+    for n in 0..ROUNDS as u64 {
+        let first = n * 20 + 1;
+        let mut batch = entries(first, first + 19, 1);
+        for entry in &mut batch {
+            entry.data = vec![7; 180];
+        }
+        let hs = hard_state(1, first - 1);
+        let started = Instant::now();
+        store
+            .persist(&Write {
+                snapshot: None,
+                entries: &batch,
+                hard_state: Some(&hs),
+                app: Some(AppRecord {
+                    high: n,
+                    applied: first - 1,
+                }),
+            })
+            .unwrap();
+        persist.push(started.elapsed().as_micros());
+    }
+    drop(store);
+
+    // The path this replaced: one LMDB commit per batch (data and meta
+    // page, two syncs).
+    let lmdb_dir = dir.0.join("lmdb");
+    fs::create_dir_all(&lmdb_dir).unwrap();
+    let env = Environment::new()
+        .set_map_size(1 << 30)
+        .open(&lmdb_dir)
+        .unwrap();
+    let db = env.open_db(None).unwrap();
+    let mut lmdb = Vec::with_capacity(ROUNDS);
+    for n in 0..ROUNDS as u64 {
+        let started = Instant::now();
+        let mut txn = env.begin_rw_txn().unwrap();
+        txn.put(db, &n.to_be_bytes(), &block, WriteFlags::APPEND)
+            .unwrap();
+        txn.commit().unwrap();
+        lmdb.push(started.elapsed().as_micros());
+    }
+
+    let (floor_mean, floor_p99) = mean_p99(&mut floor);
+    let (wal_mean, wal_p99) = mean_p99(&mut persist);
+    let (lmdb_mean, lmdb_p99) = mean_p99(&mut lmdb);
+    eprintln!("in {}, {ROUNDS} rounds each:", dir.0.display());
+    eprintln!("  fsync floor (4 KiB write + fdatasync): mean {floor_mean} us, p99 {floor_p99} us");
+    eprintln!(
+        "  WAL persist (20 entries, ~4 KiB):      mean {wal_mean} us, p99 {wal_p99} us ({:.2}x the floor)",
+        wal_mean as f64 / floor_mean.max(1) as f64
+    );
+    eprintln!(
+        "  LMDB commit (4 KiB value):             mean {lmdb_mean} us, p99 {lmdb_p99} us ({:.2}x the floor)",
+        lmdb_mean as f64 / floor_mean.max(1) as f64
+    );
+}
