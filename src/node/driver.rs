@@ -85,7 +85,7 @@ pub(super) struct Driver {
     room_left: u64,
     room_floor: u64,
     /// The map's size and the bytes in use, at the last look.
-    storage_bytes: (u64, u64),
+    storage_bytes: (u64, u64, u64),
     last_expiry: Instant,
     /// When to compact the log, and the compaction under way.
     pub compaction: Compaction,
@@ -142,7 +142,7 @@ impl Driver {
             storage_full: false,
             room_left: 0,
             room_floor: u64::MAX,
-            storage_bytes: (0, 0),
+            storage_bytes: (0, 0, 0),
             last_expiry: now,
             compaction: Compaction::new(now),
             applied_bytes: 0,
@@ -571,7 +571,7 @@ impl Driver {
             return false;
         };
         if let Ok(usage) = usage {
-            self.storage_bytes = (usage.map_size_bytes, usage.used_bytes);
+            self.storage_bytes = (usage.map_size_bytes, usage.used_bytes, usage.wal_bytes);
             self.room_left = usage.available_bytes;
             self.room_floor = usage.map_size_bytes / 10;
             let map_full =
@@ -908,13 +908,14 @@ impl Driver {
             self.transport.connects(),
             std::sync::atomic::Ordering::Relaxed,
         );
-        let (storage_map_bytes, storage_used_bytes) = self.storage_bytes;
+        let (storage_map_bytes, storage_used_bytes, storage_wal_bytes) = self.storage_bytes;
         self.shared.update(|status| {
             if leader != 0 && leader != status.leader {
                 Counters::add(&counters.leader_changes, 1);
             }
             status.storage_map_bytes = storage_map_bytes;
             status.storage_used_bytes = storage_used_bytes;
+            status.storage_wal_bytes = storage_wal_bytes;
             status.follower_lag = follower_lag;
             status.role = self.raft.role();
             status.term = self.raft.term();

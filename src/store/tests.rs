@@ -967,8 +967,8 @@ fn persist_time_against_the_fsync_floor() {
     use std::os::unix::fs::FileExt;
     use std::time::Instant;
     const ROUNDS: usize = 3000;
-    let base = std::env::var_os("TICKETD_MEASURE_DIR")
-        .map_or_else(std::env::temp_dir, PathBuf::from);
+    let base =
+        std::env::var_os("TICKETD_MEASURE_DIR").map_or_else(std::env::temp_dir, PathBuf::from);
     let dir = TestDir(base.join(format!("ticketd-measure-{}", std::process::id())));
     fs::create_dir_all(&dir.0).unwrap();
 
@@ -981,7 +981,8 @@ fn persist_time_against_the_fsync_floor() {
         .write(true)
         .open(&path)
         .unwrap();
-    file.write_all_at(&vec![0u8; ROUNDS * 4096 + 4096], 0).unwrap();
+    file.write_all_at(&vec![0u8; ROUNDS * 4096 + 4096], 0)
+        .unwrap();
     file.sync_all().unwrap();
     let block = vec![0x5a_u8; 4096];
 
