@@ -734,15 +734,16 @@ fn a_failed_wal_write_after_a_snapshot_store_keeps_the_store_consistent() {
     let dir = TestDir::new("install-then-full");
     let mut store = bootstrapped(&dir);
     append(&mut store, &entries(1, 5, 1), hard_state(1, 3)).unwrap();
-    let snapshot = snapshot_at(20, 1);
+    // The leader is of term 2: the term reaches the WAL before the snapshot.
+    let snapshot = snapshot_at(20, 2);
     // The snapshot is stored, then the WAL write fails: the next batch
     // still starts after the snapshot.
     store.fail_wal_after_snapshot = true;
-    let after = entries(21, 21, 1);
+    let after = entries(21, 21, 2);
     let refused = store.persist(&Write {
         snapshot: Some(&snapshot),
         entries: &after,
-        hard_state: Some(&hard_state(1, 20)),
+        hard_state: Some(&hard_state(2, 20)),
         app: None,
     });
     assert_eq!(refused, Err(StoreError::NoSpace));
@@ -750,7 +751,7 @@ fn a_failed_wal_write_after_a_snapshot_store_keeps_the_store_consistent() {
     let loaded = store.load().unwrap().unwrap();
     assert_eq!(loaded.snapshot, snapshot);
     assert!(loaded.entries.is_empty());
-    append(&mut store, &after, hard_state(1, 20)).unwrap();
+    append(&mut store, &after, hard_state(2, 20)).unwrap();
     let loaded = store.load().unwrap().unwrap();
     assert_eq!(loaded.snapshot.meta.index, 20);
     assert_eq!(loaded.entries, after);
