@@ -18,7 +18,9 @@
 //!
 //! After a failed write every job already queued with the same epoch is
 //! dropped unwritten: they would follow a gap. The node thread rewinds
-//! the core and starts a new epoch. A failed compaction drops nothing.
+//! the core and starts a new epoch. A compaction is not dropped (its
+//! snapshot, of entries on disk before, is stored when it is queued),
+//! and a failed one drops nothing.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::mpsc::{Receiver, Sender, SyncSender, channel};

@@ -44,8 +44,8 @@ pub struct SimNode {
     /// messages that wait for it.
     pub pending: VecDeque<(Ready, Vec<Message>)>,
     /// The next queued write fails (the map is full): it and every write
-    /// queued after it are dropped and the core rewinds, as the driver's
-    /// writer does.
+    /// queued after it are dropped (a compaction is not) and the core
+    /// rewinds, as the driver's writer does.
     pub fail_next_write: bool,
     /// A compaction queued on the writer, as the driver queues it: the
     /// disk stores it, and then the core takes it (`Raft::compact_to`),
@@ -277,9 +277,11 @@ impl SimNode {
         }
         if std::mem::take(&mut self.fail_next_write) {
             // The driver's writer drops every job of the failed one's
-            // epoch queued after it, a compaction behind it too.
+            // epoch queued after it, but not a compaction: its snapshot
+            // (of entries on disk before) is stored already, off the
+            // writer, and completes next.
             self.pending.clear();
-            self.compaction = None;
+            self.compaction_behind = 0;
             self.storage_full = true;
             self.failures += 1;
             if let Some(raft) = self.raft.as_mut() {
