@@ -183,6 +183,12 @@ impl Wal {
         self.active
             .sync()
             .map_err(|e| StoreError::Io(format!("syncing {}: {e}", path.display())))?;
+        // The next chunk is made ready while appends go on.
+        let chunk = self.chunk();
+        if self.active.allocated.saturating_sub(self.active.end) < chunk / 2 {
+            self.active
+                .extend_in_background(self.active.allocated.saturating_add(chunk));
+        }
         Ok(self.active.seq)
     }
 
@@ -207,7 +213,7 @@ impl Wal {
         let done = std::mem::replace(&mut self.active, next);
         self.old.push(Old {
             seq: done.seq,
-            path: done.path,
+            path: done.path.clone(),
             bytes: done.end,
         });
         Ok(())
@@ -258,10 +264,11 @@ impl Wal {
 
     /// Keeps up to `bytes` allocated past the end of the active segment
     /// (within its capacity), so that once the file system is full the
-    /// writes that free space still have room. Best effort.
+    /// writes that free space still have room. Best effort, and on a
+    /// thread of its own: it never holds up the caller.
     pub fn keep_reserve(&mut self, bytes: u64) {
-        let room = self.active.capacity.saturating_sub(self.active.end);
-        let _ = self.active.reserve(bytes.min(room), self.chunk());
+        let target = self.active.end.saturating_add(bytes);
+        self.active.extend_in_background(target);
     }
 }
 

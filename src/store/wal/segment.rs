@@ -8,11 +8,15 @@
 //! changes no metadata, so `sync_data` (fdatasync) is one data flush. A
 //! segment starts with one chunk and grows a chunk at a time up to its
 //! capacity, so a small disk is not asked for a whole segment at once.
+//! The next chunk is written on a thread of its own while appends go on
+//! below it ([`Segment::extend_in_background`]); an append waits for it
+//! only if it catches up with it.
 
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::thread::JoinHandle;
 
 use super::super::files::FILE_MODE;
 
@@ -44,6 +48,8 @@ pub struct Segment {
     pub capacity: u64,
     /// A seal frame ends it: nothing more may be appended.
     pub sealed: bool,
+    /// Space being allocated on another thread, up to this.
+    extending: Option<(u64, JoinHandle<io::Result<()>>)>,
 }
 
 impl Segment {
@@ -65,6 +71,7 @@ impl Segment {
             allocated: 0,
             capacity: capacity.max(chunk),
             sealed: false,
+            extending: None,
         };
         if let Err(error) = segment.allocate(chunk) {
             // Leaves nothing behind that a restart would have to explain.
@@ -87,6 +94,7 @@ impl Segment {
             allocated,
             capacity: capacity.max(allocated),
             sealed: false,
+            extending: None,
         })
     }
 
@@ -99,6 +107,11 @@ impl Segment {
     /// chunks (but never past the capacity unless one frame needs it).
     pub fn reserve(&mut self, len: u64, chunk: u64) -> io::Result<()> {
         let need = self.end.saturating_add(len);
+        self.settle(false);
+        if need <= self.allocated {
+            return Ok(());
+        }
+        self.settle(true);
         if need <= self.allocated {
             return Ok(());
         }
@@ -112,17 +125,55 @@ impl Segment {
 
     /// Appends `bytes` of zeros to the file and syncs data and length.
     fn allocate(&mut self, bytes: u64) -> io::Result<()> {
-        let zeros = vec![0u8; 64 << 10];
-        let mut at = self.allocated;
         let until = self.allocated.saturating_add(bytes);
-        while at < until {
-            let n = (until - at).min(zeros.len() as u64) as usize;
-            self.file.write_all_at(&zeros[..n], at)?;
-            at += n as u64;
-        }
+        write_zeros(&self.file, self.allocated, until)?;
         self.file.sync_all()?;
         self.allocated = until;
         Ok(())
+    }
+
+    /// Starts allocating up to `target` (within the capacity) on a thread
+    /// of its own, unless one runs already or nothing is missing. Appends
+    /// go on below the allocated space meanwhile; the new space counts
+    /// once the thread is done (see [`Segment::reserve`]). Best effort: a
+    /// failure (a full disk) leaves it to the next append to try, and
+    /// report.
+    pub fn extend_in_background(&mut self, target: u64) {
+        self.settle(false);
+        let target = target.min(self.capacity);
+        if self.extending.is_some() || target <= self.allocated {
+            return;
+        }
+        let Ok(file) = self.file.try_clone() else {
+            return;
+        };
+        let from = self.allocated;
+        let spawned = std::thread::Builder::new()
+            .name("wal-allocate".into())
+            .spawn(move || {
+                write_zeros(&file, from, target)?;
+                file.sync_all()
+            });
+        if let Ok(thread) = spawned {
+            self.extending = Some((target, thread));
+        }
+    }
+
+    /// Takes the space of a finished background allocation (waiting for
+    /// it if `wait`).
+    fn settle(&mut self, wait: bool) {
+        let finished = self
+            .extending
+            .as_ref()
+            .is_some_and(|(_, thread)| thread.is_finished());
+        if !(finished || wait) {
+            return;
+        }
+        if let Some((target, thread)) = self.extending.take()
+            && let Ok(Ok(())) = thread.join()
+        {
+            self.allocated = self.allocated.max(target);
+        }
     }
 
     /// Writes `frames` at `end`, without syncing; `end` moves past them
@@ -140,13 +191,25 @@ impl Segment {
 
     /// Overwrites `[from, until)` with zeros and syncs (a torn tail).
     pub fn zero(&self, from: u64, until: u64) -> io::Result<()> {
-        let zeros = vec![0u8; 64 << 10];
-        let mut at = from;
-        while at < until {
-            let n = (until - at).min(zeros.len() as u64) as usize;
-            self.file.write_all_at(&zeros[..n], at)?;
-            at += n as u64;
-        }
+        write_zeros(&self.file, from, until)?;
         self.file.sync_data()
     }
+}
+
+impl Drop for Segment {
+    fn drop(&mut self) {
+        // Its file is used again only after this (a reopen, a wipe).
+        self.settle(true);
+    }
+}
+
+fn write_zeros(file: &File, from: u64, until: u64) -> io::Result<()> {
+    let zeros = vec![0u8; 64 << 10];
+    let mut at = from;
+    while at < until {
+        let n = (until - at).min(zeros.len() as u64) as usize;
+        file.write_all_at(&zeros[..n], at)?;
+        at += n as u64;
+    }
+    Ok(())
 }

@@ -324,3 +324,25 @@ fn a_damaged_frame_before_others_in_the_newest_segment_is_refused() {
     let (_, replayed) = Wal::open(&dir.0, SEGMENT_MIN).unwrap().unwrap();
     assert_eq!(last_index(&replayed), 6);
 }
+
+#[test]
+fn space_is_allocated_ahead_while_appends_go_on() {
+    let dir = TestDir::new("extend");
+    let capacity = 8 << 20;
+    let mut wal = Wal::create(&dir.0, start(), capacity).unwrap();
+    let mut next = 1;
+    // About 3.5 MiB in ~4 KiB batches: three chunks past the first.
+    while wal.bytes() < (7 << 19) {
+        append(&mut wal, next, next + 39, 1);
+        next += 40;
+    }
+    assert_eq!(wal.segment_count(), 1);
+    assert!(wal.active.allocated > wal.active.end);
+    drop(wal);
+    let path = segment_paths(&dir.0).pop().unwrap();
+    let len = fs::metadata(&path).unwrap().len();
+    assert!(len >= 7 << 19 && len <= capacity, "{len}");
+    assert_eq!(len % CHUNK, 0, "whole chunks: {len}");
+    let (_, replayed) = Wal::open(&dir.0, capacity).unwrap().unwrap();
+    assert_eq!(replayed.entries, entries(1, next - 1, 1));
+}
