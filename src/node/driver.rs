@@ -774,7 +774,7 @@ impl Driver {
         self.applied_through = meta.0;
     }
 
-    /// Step 1 of a `Ready`: one write transaction, one fsync. False when
+    /// Step 1 of a `Ready`: one WAL batch, one fdatasync. False when
     /// it could not be written (the map is full): nothing else of this
     /// `Ready` may happen; the core hands it out again.
     fn persist(&mut self, ready: &Ready) -> bool {

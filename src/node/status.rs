@@ -35,7 +35,7 @@ pub struct Status {
     /// Sessions and locks in the applied state.
     pub sessions: u64,
     pub locks: u64,
-    /// The LMDB map is (nearly) full: writes answer 507.
+    /// The store is (nearly) full: writes answer 507.
     pub storage_full: bool,
     /// The map's size (`--db_size`), the bytes of it in use (LMDB and
     /// WAL), and the WAL's share, at the last look.

@@ -76,7 +76,7 @@ impl Job {
 /// What became of a job.
 pub(super) enum Outcome {
     /// On disk, after this many microseconds in the store; `synced` for
-    /// the first job of a transaction (which counts its fsync).
+    /// the first job of a WAL batch (which counts its fdatasync).
     Written {
         micros: u64,
         synced: bool,
@@ -223,7 +223,7 @@ impl Writer {
     }
 }
 
-/// Jobs written in one transaction at most.
+/// Jobs written in one WAL batch at most.
 const BATCH_MAX: usize = 1024;
 
 fn write_jobs(
@@ -235,7 +235,7 @@ fn write_jobs(
     let mut failed_epoch = None;
     while let Ok(first) = jobs.recv() {
         // Group commit: everything queued meanwhile goes in the same
-        // transaction, behind one fsync, up to a compaction.
+        // WAL batch, behind one fdatasync, up to a compaction.
         let mut batch = vec![first];
         while batch.len() < BATCH_MAX && !batch.last().is_some_and(Job::is_compaction) {
             match jobs.try_recv() {
