@@ -33,6 +33,7 @@ const FAMILIES: &[&str] = &[
     "ticketd_sessions",
     "ticketd_locks",
     "ticketd_storage_used_bytes",
+    "ticketd_storage_wal_bytes",
     "ticketd_storage_free_bytes",
     "process_resident_memory_bytes",
     "process_open_fds",

@@ -129,19 +129,25 @@ fn render(context: &Context) -> String {
     gauge(
         &mut out,
         "ticketd_storage_map_bytes",
-        "Size of the LMDB map (--db_size).",
+        "Size of the LMDB map (--db_size), which bounds LMDB and the WAL together.",
         status.storage_map_bytes,
     );
     gauge(
         &mut out,
         "ticketd_storage_used_bytes",
-        "Bytes of the LMDB map holding live data.",
+        "Bytes of the store holding live data: LMDB's pages and the WAL's segments.",
         status.storage_used_bytes,
     );
     gauge(
         &mut out,
+        "ticketd_storage_wal_bytes",
+        "Bytes written in the WAL's live segments (part of ticketd_storage_used_bytes).",
+        status.storage_wal_bytes,
+    );
+    gauge(
+        &mut out,
         "ticketd_storage_free_bytes",
-        "Bytes of the LMDB map still free.",
+        "Bytes of the map (--db_size) still free for LMDB and the WAL.",
         status
             .storage_map_bytes
             .saturating_sub(status.storage_used_bytes),

@@ -10,15 +10,14 @@ use std::time::{Duration, Instant};
 use log::{error, info, warn};
 
 use super::cadence::Cadence;
+use super::compaction::Compaction;
 use super::members::MemberState;
 use super::status::{Counters, Shared};
 use super::waiters::Waiters;
 use super::writer::{Batch, Done, Job, Outcome as WriteOutcome, Work, Writer};
 use super::{Input, NodeConfig, NodeError, PROPOSAL_TIMEOUT, Reply};
 use crate::clock::BootInstant;
-use crate::raft::{
-    CompactError, LogIndex, ProposeError, Raft, Ready, Role, Snapshot, Term, TickTimes,
-};
+use crate::raft::{LogIndex, ProposeError, Raft, Ready, Role, Snapshot, Term, TickTimes};
 use crate::store::{AppRecord, StoreError, Write};
 use crate::ticket::{Command, Deadlines, Outcome, State};
 use crate::transport::Transport;
@@ -82,18 +81,16 @@ pub(super) struct Driver {
     pub(super) id_generation: u64,
     /// The app record found on disk, checked once replay reaches it.
     recorded: Option<AppRecord>,
-    pub(super) storage_full: bool,
+    pub storage_full: bool,
     /// Free map space at the last look, and a tenth of the map.
     room_left: u64,
     room_floor: u64,
     /// The map's size and the bytes in use, at the last look.
-    storage_bytes: (u64, u64),
+    storage_bytes: (u64, u64, u64),
     /// When the expiry pass is next due (every `--expire`, fixed rate).
     pub(super) expiry_cadence: Cadence,
-    last_compaction: Instant,
-    /// A compaction is under way (encoding or queued on the writer), with
-    /// `applied_bytes` as it was at the snapshot's index.
-    compacting: Option<u64>,
+    /// When to compact the log, and the compaction under way.
+    pub compaction: Compaction,
     /// Bytes of log entries applied since the last snapshot.
     pub applied_bytes: u64,
     last_usage_check: Instant,
@@ -148,10 +145,9 @@ impl Driver {
             storage_full: false,
             room_left: 0,
             room_floor: u64::MAX,
-            storage_bytes: (0, 0),
+            storage_bytes: (0, 0, 0),
             expiry_cadence,
-            last_compaction: now,
-            compacting: None,
+            compaction: Compaction::new(now),
             applied_bytes: 0,
             last_usage_check: now,
             bytes_since_usage_check: 0,
@@ -469,10 +465,7 @@ impl Driver {
         self.expire_pending();
         let now = Instant::now();
         self.expiry_pass(now);
-        if now.duration_since(self.last_compaction) >= self.config.snapshot_interval {
-            self.last_compaction = now;
-            self.maybe_compact();
-        }
+        self.compaction_due(now);
         // Check often enough that writes stop before the map is full: by
         // time, and after every few dozen KiB written.
         if (now.duration_since(self.last_usage_check) >= Duration::from_millis(200)
@@ -504,99 +497,10 @@ impl Driver {
         }
     }
 
-    fn maybe_compact(&mut self) {
-        if self.compacting.is_some() {
-            return;
-        }
-        let applied = self.raft.applied_index();
-        // Both thresholds are staggered by node id (up to 3/8 more), so
-        // that the members, which apply the same entries, do not all
-        // compact, and stall, at the same moment.
-        let id = self.raft.id();
-        let stagger = |n: u64| n + n * (id % 4) / 8;
-        if applied < self.raft.snapshot().meta.index + stagger(self.config.compact_entries) {
-            return;
-        }
-        // Nor before the log since the last snapshot is as large as that
-        // snapshot: with a large state (100,000 sessions make 4 MB) a
-        // fixed entry count would rewrite the whole state for every
-        // megabyte or so of log, stalling the disk every second or two.
-        // This keeps the cost of compaction in proportion to the log.
-        if self.applied_bytes < stagger(self.raft.snapshot().data.len() as u64) {
-            return;
-        }
-        if self.applied_through != applied {
-            // The state holds entries applied early from a `Ready` whose
-            // write failed: it is not the state at `applied`.
-            return;
-        }
-        // The disk must hold the entry compacted to.
-        self.finish_writes();
-        if applied > self.raft.stable_index() {
-            // A leader's write failed (map full) after the followers had
-            // committed and this node applied its entries: the state is
-            // ahead of this node's own log until they are written again.
-            return;
-        }
-        let meta = match self.raft.snapshot_meta(applied) {
-            Ok(meta) => meta,
-            Err(e) => {
-                warn!("compaction at {applied} refused: {e}");
-                return;
-            }
-        };
-        // Encoded on a thread of its own and then stored on the writer
-        // thread: with 100,000 sessions each takes tens of milliseconds,
-        // which a leader's replication and commits need not wait for. The
-        // state clone shares its chunks (copy on write), so it costs next
-        // to nothing here. The core compacts once the snapshot is on disk
-        // (`compacted`).
-        if !self
-            .writer
-            .compact(self.writer.epoch, meta, self.state.clone())
-        {
-            return;
-        }
-        self.compacting = Some(self.applied_bytes);
-    }
-
-    /// A compaction queued on the writer thread is done: on disk, the
-    /// core may let go of the log up to it too.
-    fn compacted(&mut self, snapshot: Snapshot, outcome: WriteOutcome) {
-        let through_snapshot = self.compacting.take().unwrap_or(0);
-        let index = snapshot.meta.index;
-        match outcome {
-            WriteOutcome::Written { micros, .. } => {
-                self.applied_bytes = self.applied_bytes.saturating_sub(through_snapshot);
-                match self.raft.compact_to(snapshot) {
-                    Ok(()) => info!("compacted the log up to {index} ({} ms)", micros / 1000),
-                    // A newer snapshot came from the leader meanwhile.
-                    Err(CompactError::AlreadyCompacted) => {}
-                    // The disk has a snapshot the core refuses: the two no
-                    // longer describe one log.
-                    Err(e) => self.storage_failure(
-                        "compaction",
-                        StoreError::Invalid(format!(
-                            "the core refused the snapshot at {index}: {e}"
-                        )),
-                    ),
-                }
-            }
-            WriteOutcome::Failed(e) if e.is_full() => {
-                // The disk keeps the longer log and the older snapshot,
-                // which is as good; the next round tries again.
-                warn!("no room to store a snapshot at {index}: {e}");
-                self.storage_full = true;
-            }
-            WriteOutcome::Failed(e) => self.storage_failure("compaction", e),
-            WriteOutcome::Dropped => {}
-        }
-    }
-
     /// False when the store was busy (a write is syncing): the next
     /// round looks again rather than wait for it.
     fn check_usage(&mut self) -> bool {
-        let usage = self.writer.try_store().map(|store| {
+        let usage = self.writer.try_store().map(|mut store| {
             store.keep_disk_reserve(DISK_RESERVE_BYTES);
             store.usage()
         });
@@ -604,7 +508,7 @@ impl Driver {
             return false;
         };
         if let Ok(usage) = usage {
-            self.storage_bytes = (usage.map_size_bytes, usage.used_bytes);
+            self.storage_bytes = (usage.map_size_bytes, usage.used_bytes, usage.wal_bytes);
             self.room_left = usage.available_bytes;
             self.room_floor = usage.map_size_bytes / 10;
             let map_full =
@@ -703,7 +607,7 @@ impl Driver {
     }
 
     /// Waits until every queued write is done.
-    fn finish_writes(&mut self) {
+    pub(super) fn finish_writes(&mut self) {
         while self.writer.queued() > 0 {
             match self.writer.wait_done() {
                 Some(done) => self.written(done),
@@ -729,12 +633,8 @@ impl Driver {
         let Done { job, outcome } = done;
         let batch = match job.work {
             Work::Write(batch) => batch,
-            Work::Compact(snapshot) => return self.compacted(snapshot, outcome),
-            Work::Abandoned => {
-                error!("encoding a snapshot failed; the log stays uncompacted for now");
-                self.compacting = None;
-                return;
-            }
+            Work::Compact { snapshot, .. } => return self.compacted(snapshot, outcome),
+            Work::Abandoned => return self.compaction_abandoned(),
         };
         match outcome {
             WriteOutcome::Written { micros, synced } => {
@@ -811,7 +711,7 @@ impl Driver {
         self.applied_through = meta.0;
     }
 
-    /// Step 1 of a `Ready`: one write transaction, one fsync. False when
+    /// Step 1 of a `Ready`: one WAL batch, one fdatasync. False when
     /// it could not be written (the map is full): nothing else of this
     /// `Ready` may happen; the core hands it out again.
     fn persist(&mut self, ready: &Ready) -> bool {
@@ -863,7 +763,7 @@ impl Driver {
     }
 
     /// The disk failed under us: continuing could lose acknowledged data.
-    fn storage_failure(&self, what: &str, e: StoreError) {
+    pub(super) fn storage_failure(&self, what: &str, e: StoreError) {
         error!("storage {what} failed, stopping: {e}");
         std::process::exit(1);
     }
@@ -945,7 +845,7 @@ impl Driver {
             self.transport.connects(),
             std::sync::atomic::Ordering::Relaxed,
         );
-        let (storage_map_bytes, storage_used_bytes) = self.storage_bytes;
+        let (storage_map_bytes, storage_used_bytes, storage_wal_bytes) = self.storage_bytes;
         let ids_reserved_max = self.state.high();
         self.shared.update(|status| {
             status.ids_reserved_max = ids_reserved_max;
@@ -954,6 +854,7 @@ impl Driver {
             }
             status.storage_map_bytes = storage_map_bytes;
             status.storage_used_bytes = storage_used_bytes;
+            status.storage_wal_bytes = storage_wal_bytes;
             status.follower_lag = follower_lag;
             status.role = self.raft.role();
             status.term = self.raft.term();

@@ -3,12 +3,13 @@
 //! → answer). Everything reaches it through one bounded inbox; it shares
 //! only [`Shared`] (status, ID pool, counters) with the HTTP handlers.
 //!
-//! It may not parse HTTP or touch sockets itself: LMDB is behind
+//! It may not parse HTTP or touch sockets itself: the disk is behind
 //! `crate::store`, peers behind `crate::transport`.
 
 mod apply;
 mod boot;
 mod cadence;
+mod compaction;
 mod driver;
 mod leader;
 mod members;
@@ -88,7 +89,7 @@ pub enum NodeError {
     NoLeader,
     /// The request could not be completed now; retry.
     Unavailable(String),
-    /// The LMDB map is full.
+    /// The store is full (the map, `--db_size`, or the file system).
     StorageFull,
     /// The session (or other named thing) does not exist.
     NotFound(String),

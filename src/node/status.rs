@@ -40,11 +40,13 @@ pub struct Status {
     /// Sessions and locks in the applied state.
     pub sessions: u64,
     pub locks: u64,
-    /// The LMDB map is (nearly) full: writes answer 507.
+    /// The store is (nearly) full: writes answer 507.
     pub storage_full: bool,
-    /// The LMDB map's size and the bytes of it in use, at the last look.
+    /// The map's size (`--db_size`), the bytes of it in use (LMDB and
+    /// WAL), and the WAL's share, at the last look.
     pub storage_map_bytes: u64,
     pub storage_used_bytes: u64,
+    pub storage_wal_bytes: u64,
     /// Leader only: how many entries each follower lacks.
     pub follower_lag: Vec<(NodeId, u64)>,
 }
@@ -72,6 +74,7 @@ impl Status {
             storage_full: false,
             storage_map_bytes: 0,
             storage_used_bytes: 0,
+            storage_wal_bytes: 0,
             follower_lag: Vec::new(),
         }
     }

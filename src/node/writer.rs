@@ -1,12 +1,15 @@
 //! The writer thread: puts a leader's batches on disk while the node
 //! thread goes on stepping messages and answering what commits (see
-//! "Asynchronous leader writes" in [`crate::raft`]), and stores the
-//! snapshots of compactions, which a short-lived thread encodes first.
+//! "Asynchronous leader writes" in [`crate::raft`]), and finishes the
+//! compactions whose snapshots a short-lived thread encoded and stored.
 //!
 //! It owns the store behind a mutex. Everything queued while a write runs
-//! goes into the next LMDB transaction (one fsync), strictly in the order
-//! queued; a compaction is a transaction of its own, in its place in the
-//! queue. Each job comes back to the node thread as a [`Done`], and the
+//! goes into the next WAL batch (one fdatasync), strictly in the order
+//! queued. A compaction's snapshot is stored in LMDB by its own thread,
+//! which holds the store's mutex only to check the compaction before and
+//! never while LMDB writes, so WAL appends go on meanwhile; the writer
+//! then drops the log below it (deleting WAL segments), in the
+//! compaction's place in the queue. Each job comes back to the node thread as a [`Done`], and the
 //! node thread is woken through its inbox. Anything else that writes to
 //! the store (a follower's batch, a snapshot from the leader) first waits
 //! until no job is queued (the driver's `finish_writes`) and then uses
@@ -15,7 +18,9 @@
 //!
 //! After a failed write every job already queued with the same epoch is
 //! dropped unwritten: they would follow a gap. The node thread rewinds
-//! the core and starts a new epoch. A failed compaction drops nothing.
+//! the core and starts a new epoch. A compaction is not dropped (its
+//! snapshot, of entries on disk before, is stored when it is queued),
+//! and a failed one drops nothing.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::mpsc::{Receiver, Sender, SyncSender, channel};
@@ -40,11 +45,15 @@ pub(super) struct Job {
 pub(super) enum Work {
     /// A leader's batch.
     Write(Batch),
-    /// A compaction, encoded already (see [`Writer::compact`]): store the
-    /// snapshot and drop the log up to it; the snapshot comes back for the
-    /// core. Its failure leaves the longer log and the older snapshot on
-    /// disk, which is as good, and drops nothing queued after it.
-    Compact(Snapshot),
+    /// A compaction, encoded and stored already (see [`Writer::compact`]),
+    /// with how long the store took or why it failed: drop the log up to
+    /// it; the snapshot comes back for the core. Its failure leaves the
+    /// longer log and the older snapshot on disk, which is as good, and
+    /// drops nothing queued after it.
+    Compact {
+        snapshot: Snapshot,
+        stored: Result<u64, StoreError>,
+    },
     /// A compaction whose encoding panicked: nothing to store. It still
     /// comes back, so that the count of queued jobs stays right.
     Abandoned,
@@ -60,14 +69,14 @@ pub(super) struct Batch {
 
 impl Job {
     fn is_compaction(&self) -> bool {
-        matches!(self.work, Work::Compact(_) | Work::Abandoned)
+        matches!(self.work, Work::Compact { .. } | Work::Abandoned)
     }
 }
 
 /// What became of a job.
 pub(super) enum Outcome {
     /// On disk, after this many microseconds in the store; `synced` for
-    /// the first job of a transaction (which counts its fsync).
+    /// the first job of a WAL batch (which counts its fdatasync).
     Written {
         micros: u64,
         synced: bool,
@@ -147,14 +156,17 @@ impl Writer {
     }
 
     /// Encodes `state` (the state at `meta.index`, a copy-on-write clone)
-    /// on a thread of its own, which then queues the compaction: writes
-    /// queued meanwhile wait for no encoding, only for the snapshot's
-    /// store. With 100,000 sessions encoding takes tens of milliseconds.
-    /// False when no thread could be started.
+    /// and stores it in LMDB on a thread of its own, which then queues
+    /// the compaction: writes queued meanwhile wait for neither the
+    /// encoding nor the store (with 100,000 sessions each takes tens of
+    /// milliseconds). The caller stores no other snapshot until this one
+    /// is done (it counts as queued). False when no thread could be
+    /// started.
     pub fn compact(&mut self, epoch: u64, meta: SnapshotMeta, state: State) -> bool {
         let Some(jobs) = self.jobs.clone() else {
             return false;
         };
+        let store = Arc::clone(&self.store);
         let encoder = std::thread::Builder::new()
             .name("snapshot".into())
             .spawn(move || {
@@ -163,7 +175,11 @@ impl Writer {
                 let encoded =
                     std::panic::catch_unwind(AssertUnwindSafe(|| state.encode_snapshot()));
                 let work = match encoded {
-                    Ok(data) => Work::Compact(Snapshot { meta, data }),
+                    Ok(data) => {
+                        let snapshot = Snapshot { meta, data };
+                        let stored = store_snapshot(&store, &snapshot);
+                        Work::Compact { snapshot, stored }
+                    }
                     Err(_) => Work::Abandoned,
                 };
                 let _ = jobs.send(Job { epoch, work });
@@ -207,7 +223,7 @@ impl Writer {
     }
 }
 
-/// Jobs written in one transaction at most.
+/// Jobs written in one WAL batch at most.
 const BATCH_MAX: usize = 1024;
 
 fn write_jobs(
@@ -219,7 +235,7 @@ fn write_jobs(
     let mut failed_epoch = None;
     while let Ok(first) = jobs.recv() {
         // Group commit: everything queued meanwhile goes in the same
-        // transaction, behind one fsync, up to a compaction.
+        // WAL batch, behind one fdatasync, up to a compaction.
         let mut batch = vec![first];
         while batch.len() < BATCH_MAX && !batch.last().is_some_and(Job::is_compaction) {
             match jobs.try_recv() {
@@ -252,7 +268,7 @@ fn write_jobs(
                         hard_state: batch.hard_state.as_ref(),
                         app: Some(batch.app),
                     }),
-                    Work::Compact(_) | Work::Abandoned => None,
+                    Work::Compact { .. } | Work::Abandoned => None,
                 })
                 .collect();
             let result = store
@@ -281,7 +297,7 @@ fn write_jobs(
             }
         }
         if let Some(job) = compaction {
-            finished.push(compact(store, job, failed_epoch));
+            finished.push(compact(store, job));
         }
         for one in finished {
             if done.send(one).is_err() {
@@ -293,23 +309,41 @@ fn write_jobs(
     }
 }
 
-fn compact(store: &Mutex<Store>, job: Job, failed_epoch: Option<u64>) -> Done {
+/// A compaction's snapshot into LMDB, holding the store's mutex only for
+/// the check: microseconds, not the store's tens of milliseconds.
+fn store_snapshot(store: &Mutex<Store>, snapshot: &Snapshot) -> Result<u64, StoreError> {
+    let snapshots = {
+        let store = store.lock().unwrap_or_else(|p| p.into_inner());
+        store.check_compaction(&snapshot.meta)?;
+        store.snapshot_store()
+    };
+    let started = Instant::now();
+    snapshots.put(snapshot)?;
+    Ok(started.elapsed().as_micros() as u64)
+}
+
+/// Finishes a stored compaction: the log up to it goes, with the WAL
+/// segments below it. Not dropped after a failed write of its epoch: the
+/// snapshot is on disk already (and of entries on disk before the
+/// failure), and the store must know.
+fn compact(store: &Mutex<Store>, job: Job) -> Done {
     let outcome = match &job.work {
-        _ if failed_epoch == Some(job.epoch) => Outcome::Dropped,
-        Work::Compact(snapshot) => {
-            let started = Instant::now();
-            let result = store
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .compact(snapshot);
-            match result {
-                Ok(()) => Outcome::Written {
-                    micros: started.elapsed().as_micros() as u64,
-                    synced: false,
-                },
-                Err(e) => Outcome::Failed(e),
+        Work::Compact { snapshot, stored } => match stored {
+            Ok(micros) => {
+                let result = store
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .compacted(&snapshot.meta);
+                match result {
+                    Ok(()) => Outcome::Written {
+                        micros: *micros,
+                        synced: false,
+                    },
+                    Err(e) => Outcome::Failed(e),
+                }
             }
-        }
+            Err(e) => Outcome::Failed(e.clone()),
+        },
         Work::Write(_) | Work::Abandoned => Outcome::Dropped,
     };
     Done { job, outcome }

@@ -17,8 +17,10 @@ use crate::crc32::{checksum, update};
 use crate::raft::{Entry, EntryKind, HardState, Membership, SnapshotMeta};
 
 /// The layout written by this build. Bump it on any change to this file's
-/// formats; `load` refuses versions it does not know.
-pub const FORMAT_VERSION: u64 = 1;
+/// formats (or the WAL's); `load` refuses versions it does not know.
+/// Version 1 kept the log, hard state and application record in LMDB
+/// (`Store::open` upgrades it); version 2 keeps them in the WAL.
+pub const FORMAT_VERSION: u64 = 2;
 
 pub const KEY_VERSION: &[u8] = b"version";
 pub const KEY_IDENTITY: &[u8] = b"identity";

@@ -1,6 +1,7 @@
-//! The one error type of the store. Every LMDB error is mapped here so that
-//! callers never see `lmdb::Error` and can tell "disk full" (answer 507 and
-//! keep going) from "corrupt" (refuse to start) from a caller bug.
+//! The one error type of the store. Every LMDB and WAL error is mapped here
+//! so that callers never see `lmdb::Error` or `io::Error` and can tell
+//! "disk full" (answer 507 and keep going) from "corrupt" (refuse to
+//! start) from a caller bug.
 
 use std::fmt;
 
@@ -10,13 +11,16 @@ use super::codec::FORMAT_VERSION;
 /// it was before the call (its transaction is aborted).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StoreError {
-    /// The LMDB map is full; the write was rolled back. Reads and smaller
-    /// writes (or writes after a compaction) still work.
+    /// The map is full (LMDB's, or the WAL and LMDB together past
+    /// `--db_size`); the write was rolled back. Reads and smaller writes
+    /// (or writes after a compaction) still work.
     MapFull,
     /// The file system is full (`ENOSPC`, `EDQUOT` from a write); the
-    /// transaction was rolled back, as for `MapFull`. Not an fsync
-    /// failure: LMDB writes the data pages, syncs them, and only then the
-    /// meta page, so a failed commit leaves the previous one in force.
+    /// write did not happen, as for `MapFull`. Not an fsync failure: LMDB
+    /// writes the data pages, syncs them, and only then the meta page, so
+    /// a failed commit leaves the previous one in force; the WAL writes a
+    /// batch only into space allocated (and synced) before, so a failed
+    /// allocation leaves nothing of the batch.
     NoSpace,
     /// What is on disk is inconsistent or unreadable; the string names the
     /// record and what is wrong with it.

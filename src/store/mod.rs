@@ -1,33 +1,51 @@
-//! Durable storage of one node: the Raft log, hard state and snapshot, the
-//! node's identity, and the application record, in one LMDB environment per
-//! data directory. This is the only module that talks to LMDB; it knows the
-//! Raft value types but no Raft logic, and never touches the network.
+//! Durable storage of one node: the Raft log, hard state and application
+//! record in a write-ahead log ([`wal`], `<dir>/wal/`), and the node's
+//! identity and the snapshot in LMDB (`<dir>/data.mdb`). This is the only
+//! module that talks to LMDB or the WAL; it knows the Raft value types but
+//! no Raft logic, and never touches the network.
 //!
-//! Every write is one LMDB write transaction with LMDB's default durable
-//! commit (fsync), so a crash leaves either all of a `persist` or none of
-//! it. Everything read back is checked (checksums, contiguity, the Raft
+//! A persisted batch is one WAL frame and one `fdatasync`: the frame is
+//! checksummed, so a crash leaves all of a batch or none of it. A
+//! snapshot is an LMDB transaction of its own (a durable commit), and a
+//! compaction then deletes the WAL segments wholly below it: the
+//! snapshot's store needs no lock a WAL append takes
+//! ([`SnapshotStore`]), so a multi-megabyte snapshot never holds up the
+//! log. Everything read back is checked (checksums, contiguity, the Raft
 //! invariants that tie the records together); anything off is
 //! [`StoreError::Corrupt`], naming the record.
 //!
-//! Layout (named databases):
-//! - `meta`: `version`, `identity`, `hard_state`, `snapshot_meta`,
-//!   `snapshot_data`, and `removed` once the node was removed from its
-//!   cluster;
-//! - `log`: index (u64 big-endian) → term, kind, data;
-//! - `state`: `app` → the application's `high` and `applied`.
+//! LMDB layout (named databases):
+//! - `meta`: `version` (2), `identity`, `snapshot_meta`, `snapshot_data`,
+//!   and `removed` once the node was removed from its cluster;
+//! - `log` and `state`: the log, hard state and application record of
+//!   format version 1, which [`Store::open`] moves into a new WAL (both
+//!   are empty from version 2 on).
+//!
+//! Crash rules, at open: WAL entries at or below the snapshot are
+//! skipped; if the WAL's log does not hold the snapshot's own entry (a
+//! crash after a leader's snapshot was stored and before the WAL said
+//! so), the log after the snapshot is dropped and the WAL reset to it, as
+//! Raft does; a WAL that starts after the snapshot (entries missing) is
+//! corruption.
 
 pub mod codec;
 mod error;
 mod files;
+pub mod wal;
 
+use std::collections::VecDeque;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use lmdb::{Cursor, Database, DatabaseFlags, Environment, RwTransaction, Transaction, WriteFlags};
+use lmdb::{Cursor, Database, DatabaseFlags, Environment, Transaction, WriteFlags};
+use log::warn;
 
 use crate::raft::{Entry, HardState, LogIndex, Snapshot, SnapshotMeta, Term};
 use codec::*;
 pub use error::StoreError;
+use wal::{Header, OpRef, Replayed, Wal};
 
 /// Room for the databases that application tables will add later.
 const MAX_DBS: u32 = 8;
@@ -39,10 +57,13 @@ pub const MAP_SIZE_MB_MAX: u64 = 1 << 20;
 /// Held (flock) for the life of a `Store`: LMDB must not be opened twice
 /// in one process, and two nodes on one directory would both own the log.
 const LOCK_FILE: &str = "ticketd.lock";
-/// lmdb-sys's `MDB_LAST` cursor operation (not re-exported by lmdb-rkv).
-const MDB_LAST: u32 = 6;
+/// The WAL's directory inside a data directory.
+const WAL_DIR: &str = "wal";
+/// The format that kept the log in LMDB, upgraded at open.
+const FORMAT_VERSION_LMDB_LOG: u64 = 1;
 
-/// LMDB's files in a data directory: what [`Store::wipe`] removes.
+/// LMDB's files in a data directory: what [`Store::wipe`] removes (with
+/// the WAL).
 const LMDB_FILES: [&str; 2] = ["data.mdb", "lock.mdb"];
 
 /// What a data directory held before [`Store::wipe`] emptied it.
@@ -70,7 +91,7 @@ pub struct Identity {
 }
 
 /// What the driver records about the application state, in the same
-/// transaction as the log, to cross-check it after a restart.
+/// batch as the log, to cross-check it after a restart.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct AppRecord {
     /// The largest ID ever reserved.
@@ -103,13 +124,17 @@ pub struct Write<'a> {
     pub app: Option<AppRecord>,
 }
 
-/// Space accounting, in bytes.
+/// Space accounting, in bytes. The store (LMDB's pages and the WAL's
+/// frames together) is held to the map size.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Usage {
     pub map_size_bytes: u64,
-    /// Pages holding live data (excludes LMDB's free list).
+    /// LMDB pages holding live data (excludes LMDB's free list) plus the
+    /// WAL's bytes.
     pub used_bytes: u64,
     pub available_bytes: u64,
+    /// Bytes in the WAL's live segments.
+    pub wal_bytes: u64,
     pub log_entries: u64,
     /// Free bytes on the file system (none if it cannot be asked).
     pub fs_free_bytes: Option<u64>,
@@ -122,27 +147,263 @@ struct Position {
     term: Term,
 }
 
-/// One node's open data directory.
-pub struct Store {
-    // Declared before `_lock` so the environment closes before the lock
-    // is released.
+/// The LMDB half of a store: identity and snapshot. Shared with the
+/// thread that stores a compaction's snapshot ([`SnapshotStore`]); LMDB
+/// serialises its write transactions itself.
+struct Db {
     env: Environment,
     meta: Database,
     log: Database,
     state: Database,
-    /// The directory, for the file system's free space.
     dir: PathBuf,
+    /// LMDB's used bytes at the last look (after each commit of ours).
+    used: AtomicU64,
+}
+
+/// Stores snapshots in LMDB without the [`Store`] itself, so that a
+/// compaction's snapshot is written while the WAL goes on taking batches.
+/// Call [`Store::check_compaction`] before and [`Store::compacted`] after.
+#[derive(Clone)]
+pub struct SnapshotStore(Arc<Db>);
+
+impl SnapshotStore {
+    /// Stores `snapshot` in one durable LMDB transaction.
+    ///
+    /// # Errors
+    /// `MapFull` or `NoSpace` (nothing written), `Lmdb`.
+    pub fn put(&self, snapshot: &Snapshot) -> Result<(), StoreError> {
+        self.0.put_snapshot(snapshot)
+    }
+}
+
+/// The WAL of a bootstrapped store and what it holds, in memory: the
+/// log's positions (the entries themselves live in the core).
+struct Live {
+    wal: Wal,
+    snapshot: Position,
+    /// Terms of the entries after the snapshot, and the segment each was
+    /// last written in.
+    terms: VecDeque<Term>,
+    segments: VecDeque<u64>,
+    hard_state: HardState,
+    app: AppRecord,
+    /// A snapshot from the leader is stored but the WAL does not say so
+    /// yet (its write failed): the next batch starts with the reset.
+    pending_reset: bool,
+}
+
+/// One node's open data directory.
+pub struct Store {
+    // Declared before `_lock` so that everything closes before the lock
+    // is released.
+    db: Arc<Db>,
+    live: Option<Live>,
+    /// Why the WAL could not be opened: `load` and every write say so.
+    broken: Option<StoreError>,
+    dir: PathBuf,
+    map_bytes: u64,
+    /// Tests: the WAL write after a snapshot's store fails (`NoSpace`).
+    #[cfg(test)]
+    fail_wal_after_snapshot: bool,
     _lock: File,
+}
+
+impl Live {
+    fn last(&self) -> Position {
+        match self.terms.back() {
+            Some(&term) => Position {
+                index: self.snapshot.index + self.terms.len() as u64,
+                term,
+            },
+            None => self.snapshot,
+        }
+    }
+
+    fn term_at(&self, index: LogIndex) -> Option<Term> {
+        if index == self.snapshot.index {
+            return Some(self.snapshot.term);
+        }
+        let offset = index.checked_sub(self.snapshot.index + 1)?;
+        self.terms.get(usize::try_from(offset).ok()?).copied()
+    }
+
+    /// The state a new segment's header records: as of now.
+    fn header(&self) -> Header {
+        let last = self.last();
+        Header {
+            seq: 0,
+            base_index: last.index,
+            base_term: last.term,
+            hard_state: self.hard_state,
+            app: self.app,
+        }
+    }
+
+    /// Appends `ops` as one synced batch and applies them here.
+    fn write(&mut self, ops: &[OpRef<'_>]) -> Result<(), StoreError> {
+        let frame = wal::record::encode_batch(ops);
+        let seq = self.wal.append(&frame, &self.header())?;
+        for op in ops {
+            self.apply(op, seq);
+        }
+        Ok(())
+    }
+
+    /// What a written op changes (checked before it was written).
+    fn apply(&mut self, op: &OpRef<'_>, seq: u64) {
+        match *op {
+            OpRef::Truncate { from, .. } => {
+                let keep = from.saturating_sub(self.snapshot.index + 1) as usize;
+                self.terms.truncate(keep);
+                self.segments.truncate(keep);
+            }
+            OpRef::Entries(entries) => {
+                for entry in entries {
+                    self.terms.push_back(entry.term);
+                    self.segments.push_back(seq);
+                }
+            }
+            OpRef::HardState(hard_state) => self.hard_state = hard_state,
+            OpRef::App(app) => self.app = app,
+            OpRef::Reset { index, term } => {
+                self.snapshot = Position { index, term };
+                self.terms.clear();
+                self.segments.clear();
+                self.pending_reset = false;
+            }
+        }
+    }
+
+    /// Deletes the segments that hold nothing after the snapshot.
+    fn remove_old(&mut self) -> Result<(), StoreError> {
+        let keep_from = self
+            .segments
+            .front()
+            .copied()
+            .unwrap_or_else(|| self.wal.active_seq());
+        self.wal.remove_below(keep_from).map(|_| ())
+    }
+}
+
+/// A batch's effect on the log, worked out before anything is written:
+/// the stored log up to `base_until` (exclusive), then `added` from
+/// `added_first` on.
+struct View<'a> {
+    live: &'a Live,
+    snapshot: Position,
+    base_until: LogIndex,
+    added_first: LogIndex,
+    added: Vec<Term>,
+    hard_state: HardState,
+}
+
+impl<'a> View<'a> {
+    fn new(live: &'a Live) -> View<'a> {
+        let next = live.last().index + 1;
+        View {
+            live,
+            snapshot: live.snapshot,
+            base_until: next,
+            added_first: next,
+            added: Vec::new(),
+            hard_state: live.hard_state,
+        }
+    }
+
+    fn term_at(&self, index: LogIndex) -> Option<Term> {
+        if index == self.snapshot.index {
+            return Some(self.snapshot.term);
+        }
+        if index < self.snapshot.index {
+            return None;
+        }
+        if index >= self.added_first {
+            return self
+                .added
+                .get(usize::try_from(index - self.added_first).ok()?)
+                .copied();
+        }
+        if index < self.base_until {
+            return self.live.term_at(index);
+        }
+        None
+    }
+
+    fn last(&self) -> Position {
+        match self.added.last() {
+            Some(&term) => Position {
+                index: self.added_first + self.added.len() as u64 - 1,
+                term,
+            },
+            None => {
+                let index = self.added_first - 1;
+                Position {
+                    index,
+                    term: self.term_at(index).unwrap_or(self.snapshot.term),
+                }
+            }
+        }
+    }
+
+    fn reset(&mut self, snapshot: Position) {
+        self.snapshot = snapshot;
+        self.base_until = 0;
+        self.added_first = snapshot.index + 1;
+        self.added.clear();
+    }
+
+    /// Checks that `first` continues what stays of the log: right after
+    /// the snapshot or an existing entry, with a term not below it.
+    fn check_attach(&self, first: &Entry) -> Result<Term, StoreError> {
+        if first.index <= self.snapshot.index {
+            return Err(StoreError::Invalid(format!(
+                "entry {} is at or below the snapshot index {}",
+                first.index, self.snapshot.index
+            )));
+        }
+        let previous = first.index - 1;
+        let previous_term = self.term_at(previous).ok_or_else(|| {
+            StoreError::Invalid(format!(
+                "entry {} would leave a gap: {previous} is not stored",
+                first.index
+            ))
+        })?;
+        if first.term < previous_term {
+            return Err(StoreError::Invalid(format!(
+                "entry {} has term {}, below the term {previous_term} of entry {previous}",
+                first.index, first.term
+            )));
+        }
+        Ok(previous_term)
+    }
+
+    fn append(&mut self, entries: &[Entry]) {
+        let Some(first) = entries.first() else {
+            return;
+        };
+        if first.index >= self.added_first {
+            self.added
+                .truncate((first.index - self.added_first) as usize);
+        } else {
+            self.added.clear();
+            self.added_first = first.index;
+            self.base_until = self.base_until.min(first.index);
+        }
+        self.added.extend(entries.iter().map(|e| e.term));
+    }
 }
 
 impl Store {
     /// Opens (creating if needed) the environment in `dir` with a map of
-    /// `map_size_mb` MiB.
+    /// `map_size_mb` MiB, and the WAL of a bootstrapped store; a store of
+    /// format version 1 (the log in LMDB) is upgraded on the way.
     ///
     /// # Errors
     /// `Io` if the directory cannot be created, `Locked` if it is in use,
     /// `Corrupt` if it holds something that is not a ticketd store (which
-    /// is left untouched), `Invalid` for a map size out of range.
+    /// is left untouched), `Invalid` for a map size out of range. A WAL
+    /// that cannot be read is not an error here (a wipe must still work):
+    /// [`Store::load`] and every write report it.
     pub fn open(dir: &Path, map_size_mb: u64) -> Result<Store, StoreError> {
         if !(1..=MAP_SIZE_MB_MAX).contains(&map_size_mb) {
             return Err(StoreError::Invalid(format!(
@@ -180,19 +441,161 @@ impl Store {
         }
         let [meta, log, state] =
             DATABASES.map(|name| env.create_db(Some(name), DatabaseFlags::empty()));
-        Ok(Store {
+        let db = Db {
             meta: meta?,
             log: log?,
             state: state?,
             env,
             dir: dir.to_path_buf(),
+            used: AtomicU64::new(0),
+        };
+        db.measure()?;
+        let mut store = Store {
+            db: Arc::new(db),
+            live: None,
+            broken: None,
+            dir: dir.to_path_buf(),
+            map_bytes: map_size as u64,
+            #[cfg(test)]
+            fail_wal_after_snapshot: false,
             _lock: lock,
-        })
+        };
+        if let Err(error) = store.open_wal() {
+            store.broken = Some(error);
+        }
+        Ok(store)
     }
 
-    /// Empties the data directory `dir` (LMDB's two files; the lock file
-    /// stays, and so does anything that is not ours), under its lock, and
-    /// says what it held. A directory that does not exist is left alone.
+    fn wal_dir(&self) -> PathBuf {
+        self.dir.join(WAL_DIR)
+    }
+
+    fn segment_capacity(&self) -> u64 {
+        wal::segment_capacity(self.map_bytes)
+    }
+
+    /// Finds the WAL of a bootstrapped store (upgrading a version 1
+    /// store first) and squares it with the snapshot.
+    fn open_wal(&mut self) -> Result<(), StoreError> {
+        let version = {
+            let txn = self.db.env.begin_ro_txn()?;
+            self.db.version(&txn)?
+        };
+        match version {
+            None => return Ok(()),
+            Some(FORMAT_VERSION_LMDB_LOG) => self.upgrade()?,
+            Some(FORMAT_VERSION) => {}
+            Some(other) => return Err(StoreError::UnknownVersion(other)),
+        }
+        let snapshot = {
+            let txn = self.db.env.begin_ro_txn()?;
+            self.db.read_snapshot_meta(&txn)?
+        };
+        let wal_dir = self.wal_dir();
+        let Some((wal, replayed)) = Wal::open(&wal_dir, self.segment_capacity())? else {
+            return Err(StoreError::Corrupt(format!(
+                "{}: no WAL segments, but the store is bootstrapped",
+                wal_dir.display()
+            )));
+        };
+        let at = Position {
+            index: snapshot.index,
+            term: snapshot.term,
+        };
+        let reconciled = reconcile(&replayed, at)?;
+        let mut live = Live {
+            wal,
+            snapshot: at,
+            terms: reconciled.entries.iter().map(|e| e.term).collect(),
+            segments: reconciled.segments.into(),
+            hard_state: replayed.hard_state,
+            app: replayed.app,
+            pending_reset: false,
+        };
+        if reconciled.reset {
+            warn!(
+                "the WAL did not hold the snapshot's entry {} (a crash while a snapshot from the leader was stored): its log after it is dropped",
+                at.index
+            );
+            live.write(&[OpRef::Reset {
+                index: at.index,
+                term: at.term,
+            }])?;
+        }
+        // A crash after a snapshot was stored, before the deletion.
+        live.remove_old()?;
+        self.live = Some(live);
+        Ok(())
+    }
+
+    /// Moves a version 1 store's log, hard state and application record
+    /// into a new WAL (synced), then empties them from LMDB and records
+    /// version 2 in one transaction. A crash before that commit leaves
+    /// version 1 and the upgrade starts over (the half-made WAL is
+    /// replaced); after it, the WAL is the log.
+    fn upgrade(&mut self) -> Result<(), StoreError> {
+        let txn = self.db.env.begin_ro_txn()?;
+        let hard_state = self.db.read_hard_state(&txn)?;
+        let snapshot = self.db.read_snapshot_meta(&txn)?;
+        let app = self.db.read_app(&txn)?;
+        let entries = self.db.read_log(&txn, &snapshot)?;
+        drop(txn);
+        let last = entries.last().map_or(
+            Position {
+                index: snapshot.index,
+                term: snapshot.term,
+            },
+            |e| Position {
+                index: e.index,
+                term: e.term,
+            },
+        );
+        check_hard_state(&hard_state, last).map_err(StoreError::Corrupt)?;
+        check_app(&app, last).map_err(StoreError::Corrupt)?;
+        log::info!(
+            "upgrading {} from format version 1: moving {} log entries into a WAL",
+            self.dir.display(),
+            entries.len()
+        );
+        let header = Header {
+            seq: 1,
+            base_index: snapshot.index,
+            base_term: snapshot.term,
+            hard_state,
+            app,
+        };
+        let mut wal = Wal::create(&self.wal_dir(), header, self.segment_capacity())?;
+        if !entries.is_empty() {
+            let frame = wal::record::encode_batch(&[OpRef::Entries(&entries)]);
+            wal.append(&frame, &header)?;
+        }
+        drop(wal);
+        let mut txn = self.db.env.begin_rw_txn()?;
+        txn.clear_db(self.db.log)?;
+        for (db, key) in [(self.db.meta, KEY_HARD_STATE), (self.db.state, KEY_APP)] {
+            match txn.del(db, &key, None) {
+                Ok(()) | Err(lmdb::Error::NotFound) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let version: [u8; 8] = encode_u64s([FORMAT_VERSION]);
+        put_record(
+            &mut txn,
+            self.db.meta,
+            KEY_VERSION,
+            &[&version],
+            WriteFlags::empty(),
+        )?;
+        txn.commit().map_err(|e| self.db.commit_error(e))?;
+        self.db.measure()?;
+        log::info!("upgraded {} to format version 2", self.dir.display());
+        Ok(())
+    }
+
+    /// Empties the data directory `dir` (LMDB's two files and the WAL; the
+    /// lock file stays, and so does anything that is not ours), under its
+    /// lock, and says what it held. A directory that does not exist is
+    /// left alone.
     ///
     /// # Errors
     /// `Locked` while a node runs on it, `Corrupt` if it holds something
@@ -208,21 +611,28 @@ impl Store {
             Ok(Some(loaded)) => Wiped::Identity(loaded.identity),
             Err(why) => Wiped::Unreadable(why.to_string()),
         };
-        let Store { env, _lock, .. } = store;
-        // Closed before its files go; the lock is held until they are.
-        drop(env);
-        for name in LMDB_FILES {
-            let path = dir.join(name);
-            match fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-                Err(error) => {
-                    return Err(StoreError::Io(format!(
-                        "removing {}: {error}",
-                        path.display()
-                    )));
-                }
+        let wal_dir = store.wal_dir();
+        let Store {
+            db, live, _lock, ..
+        } = store;
+        // Closed before their files go; the lock is held until they are.
+        drop(live);
+        drop(db);
+        for (_, path) in wal::list_segments(&wal_dir)? {
+            remove_if_there(&path)?;
+        }
+        match fs::remove_dir(&wal_dir) {
+            Ok(()) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => {
+                return Err(StoreError::Io(format!(
+                    "removing {}: {error}",
+                    wal_dir.display()
+                )));
             }
+        }
+        for name in LMDB_FILES {
+            remove_if_there(&dir.join(name))?;
         }
         sync_dir(dir)?;
         drop(_lock);
@@ -236,63 +646,62 @@ impl Store {
     /// As [`Store::wipe`].
     pub fn drop_dir(dir: &Path, map_size_mb: u64) -> Result<Wiped, StoreError> {
         let held = Store::wipe(dir, map_size_mb)?;
-        let lock = dir.join(LOCK_FILE);
-        match fs::remove_file(&lock) {
-            Ok(()) => {}
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-            Err(error) => {
-                return Err(StoreError::Io(format!(
-                    "removing {}: {error}",
-                    lock.display()
-                )));
-            }
-        }
+        remove_if_there(&dir.join(LOCK_FILE))?;
         // Fails (and is left) when the operator keeps other files there.
         let _ = fs::remove_dir(dir);
         Ok(held)
     }
 
-    /// Reads and checks everything; `None` for a store never bootstrapped.
+    /// Reads and checks everything (the WAL from its files, not from
+    /// memory); `None` for a store never bootstrapped.
     ///
     /// # Errors
     /// `UnknownVersion`, or `Corrupt` naming the first inconsistent record.
     pub fn load(&self) -> Result<Option<Loaded>, StoreError> {
-        let txn = self.env.begin_ro_txn()?;
-        let Some(version) = get_record(&txn, self.meta, KEY_VERSION, "format version")? else {
-            return match self.is_empty(&txn)? {
+        if let Some(error) = &self.broken {
+            return Err(error.clone());
+        }
+        let txn = self.db.env.begin_ro_txn()?;
+        let Some(version) = self.db.version(&txn)? else {
+            return match self.db.is_empty(&txn)? {
                 true => Ok(None),
                 false => Err(StoreError::Corrupt("format version missing".into())),
             };
         };
-        let version = decode_u64s::<1>(version)
-            .ok_or_else(|| StoreError::Corrupt("format version: malformed".into()))?[0];
         if version != FORMAT_VERSION {
             return Err(StoreError::UnknownVersion(version));
         }
-        let identity = self.read_identity(&txn)?;
-        let hard_state = self.read_hard_state(&txn)?;
-        let snapshot = self.read_snapshot(&txn)?;
-        let app = self.read_app(&txn)?;
-        let entries = self.read_log(&txn, &snapshot.meta)?;
-        let last = entries.last().map_or(
-            Position {
-                index: snapshot.meta.index,
-                term: snapshot.meta.term,
-            },
-            |entry| Position {
-                index: entry.index,
-                term: entry.term,
-            },
-        );
-        check_hard_state(&hard_state, last).map_err(StoreError::Corrupt)?;
-        check_app(&app, last).map_err(StoreError::Corrupt)?;
-        let removed = get_record(&txn, self.meta, KEY_REMOVED, "removed mark")?.is_some();
+        let identity = self.db.read_identity(&txn)?;
+        let snapshot = self.db.read_snapshot(&txn)?;
+        let removed = get_record(&txn, self.db.meta, KEY_REMOVED, "removed mark")?.is_some();
+        drop(txn);
+        let wal_dir = self.wal_dir();
+        let scan = wal::scan(&wal_dir)?.ok_or_else(|| {
+            StoreError::Corrupt(format!("{}: no WAL segments", wal_dir.display()))
+        })?;
+        let at = Position {
+            index: snapshot.meta.index,
+            term: snapshot.meta.term,
+        };
+        let replayed = scan.replayed;
+        let reconciled = reconcile(&replayed, at)?;
+        let entries = if reconciled.reset {
+            Vec::new()
+        } else {
+            reconciled.entries
+        };
+        let last = entries.last().map_or(at, |e| Position {
+            index: e.index,
+            term: e.term,
+        });
+        check_hard_state(&replayed.hard_state, last).map_err(StoreError::Corrupt)?;
+        check_app(&replayed.app, last).map_err(StoreError::Corrupt)?;
         Ok(Some(Loaded {
             identity,
-            hard_state,
+            hard_state: replayed.hard_state,
             snapshot,
             entries,
-            app,
+            app: replayed.app,
             removed,
         }))
     }
@@ -304,15 +713,15 @@ impl Store {
     /// # Errors
     /// `MapFull` or `Lmdb` if the record cannot be written.
     pub fn mark_removed(&mut self) -> Result<(), StoreError> {
-        let mut txn = self.env.begin_rw_txn()?;
+        let mut txn = self.db.env.begin_rw_txn()?;
         put_record(
             &mut txn,
-            self.meta,
+            self.db.meta,
             KEY_REMOVED,
             &[&[1]],
             WriteFlags::empty(),
         )?;
-        txn.commit().map_err(|e| self.commit_error(e))?;
+        txn.commit().map_err(|e| self.db.commit_error(e))?;
         Ok(())
     }
 
@@ -323,8 +732,8 @@ impl Store {
     /// `Invalid` for a different cluster or node id than stored; `MapFull`
     /// or `Lmdb` if the record cannot be written.
     pub fn set_identity(&mut self, identity: Identity) -> Result<(), StoreError> {
-        let mut txn = self.env.begin_rw_txn()?;
-        let stored = self.read_identity(&txn)?;
+        let mut txn = self.db.env.begin_rw_txn()?;
+        let stored = self.db.read_identity(&txn)?;
         if (stored.cluster_id, stored.node_id) != (identity.cluster_id, identity.node_id) {
             return Err(StoreError::Invalid(
                 "the cluster and node id of a data directory never change".into(),
@@ -334,18 +743,19 @@ impl Store {
             encode_u64s([identity.cluster_id, identity.node_id, identity.incarnation]);
         put_record(
             &mut txn,
-            self.meta,
+            self.db.meta,
             KEY_IDENTITY,
             &[&body],
             WriteFlags::empty(),
         )?;
-        txn.commit().map_err(|e| self.commit_error(e))?;
+        txn.commit().map_err(|e| self.db.commit_error(e))?;
         Ok(())
     }
 
-    /// Makes an empty store a bootstrapped one: format version, identity,
-    /// `snapshot` (the initial state: index 0), an empty hard state and
-    /// application record, in one transaction.
+    /// Makes an empty store a bootstrapped one: a new WAL (empty hard
+    /// state and application record), then format version, identity and
+    /// `snapshot` (the initial state: index 0) in one LMDB transaction. A
+    /// crash in between leaves an empty store, bootstrapped again later.
     ///
     /// # Errors
     /// `Invalid` if the store is not empty, `identity.node_id` is 0 or the
@@ -360,148 +770,384 @@ impl Store {
                 snapshot.meta.index
             )));
         }
-        let mut txn = self.env.begin_rw_txn()?;
-        if !self.is_empty(&txn)? {
-            return Err(StoreError::Invalid("store already bootstrapped".into()));
+        {
+            let txn = self.db.env.begin_ro_txn()?;
+            if !self.db.is_empty(&txn)? {
+                return Err(StoreError::Invalid("store already bootstrapped".into()));
+            }
         }
+        let header = Header {
+            seq: 1,
+            base_index: 0,
+            base_term: snapshot.meta.term,
+            hard_state: HardState::default(),
+            app: AppRecord::default(),
+        };
+        let wal = Wal::create(&self.wal_dir(), header, self.segment_capacity())?;
+        let mut txn = self.db.env.begin_rw_txn()?;
         let flags = WriteFlags::empty();
         let version: [u8; 8] = encode_u64s([FORMAT_VERSION]);
-        put_record(&mut txn, self.meta, KEY_VERSION, &[&version], flags)?;
+        put_record(&mut txn, self.db.meta, KEY_VERSION, &[&version], flags)?;
         let identity: [u8; 24] =
             encode_u64s([identity.cluster_id, identity.node_id, identity.incarnation]);
-        put_record(&mut txn, self.meta, KEY_IDENTITY, &[&identity], flags)?;
-        self.put_hard_state(&mut txn, &HardState::default())?;
-        self.put_snapshot(&mut txn, snapshot)?;
-        self.put_app(&mut txn, &AppRecord::default())?;
-        txn.commit().map_err(|e| self.commit_error(e))?;
+        put_record(&mut txn, self.db.meta, KEY_IDENTITY, &[&identity], flags)?;
+        self.db.put_snapshot_in(&mut txn, snapshot)?;
+        txn.commit().map_err(|e| self.db.commit_error(e))?;
+        self.db.measure()?;
+        self.broken = None;
+        self.live = Some(Live {
+            wal,
+            snapshot: Position {
+                index: 0,
+                term: snapshot.meta.term,
+            },
+            terms: VecDeque::new(),
+            segments: VecDeque::new(),
+            hard_state: HardState::default(),
+            app: AppRecord::default(),
+            pending_reset: false,
+        });
         Ok(())
     }
 
-    /// Writes one batch in one transaction (one fsync): the snapshot (which
-    /// empties the log), then the entries (replacing any stored suffix that
-    /// starts at `entries[0].index`), then the hard state and application
-    /// record. The result is checked the way `load` checks it before it is
-    /// committed.
+    fn live(&self) -> Result<&Live, StoreError> {
+        if let Some(error) = &self.broken {
+            return Err(error.clone());
+        }
+        self.live
+            .as_ref()
+            .ok_or_else(|| StoreError::Invalid("store is not bootstrapped".into()))
+    }
+
+    /// Writes one batch: one WAL frame, one fdatasync. A batch with a
+    /// snapshot first writes a changed term and vote to the WAL, then
+    /// stores the snapshot in LMDB (its own durable commit), then the
+    /// rest. The result is checked the way `load` checks it before
+    /// anything is written.
     ///
     /// # Errors
-    /// `MapFull` (nothing written), `Invalid` for a batch that would leave
-    /// a gap, an older snapshot, a commit past the last entry, a term below
-    /// the log's, or an unbootstrapped store.
+    /// `MapFull` or `NoSpace` (nothing written), `Invalid` for a batch that
+    /// would leave a gap, an older snapshot, a commit past the last entry,
+    /// a term below the log's, or an unbootstrapped store; `Io` when the
+    /// WAL may hold the batch or not (the node must stop).
     pub fn persist(&mut self, write: &Write) -> Result<(), StoreError> {
         self.persist_all(std::slice::from_ref(write))
     }
 
-    /// Writes several batches, in order, in one transaction (one fsync):
-    /// what `persist` does for each, all or nothing.
+    /// Writes several batches, in order, as one WAL frame (one fsync):
+    /// what `persist` does for each, all or nothing. Only the first may
+    /// carry a snapshot.
     ///
     /// # Errors
     /// As [`Store::persist`], for the first batch that fails.
     pub fn persist_all(&mut self, writes: &[Write]) -> Result<(), StoreError> {
-        let mut txn = self.env.begin_rw_txn()?;
-        for write in writes {
-            self.persist_in(&mut txn, write)?;
+        let live = self.live()?;
+        let mut view = View::new(live);
+        let mut ops: Vec<OpRef<'_>> = Vec::new();
+        if live.pending_reset {
+            ops.push(OpRef::Reset {
+                index: live.snapshot.index,
+                term: live.snapshot.term,
+            });
         }
-        txn.commit().map_err(|e| self.commit_error(e))?;
-        Ok(())
-    }
-
-    fn persist_in(&self, txn: &mut RwTransaction, write: &Write) -> Result<(), StoreError> {
-        check_batch(write.entries).map_err(StoreError::Invalid)?;
-        let mut snapshot_at = self.snapshot_position(txn)?;
-        if let Some(snapshot) = write.snapshot {
-            if snapshot.meta.index < snapshot_at.index {
-                return Err(StoreError::Invalid(format!(
-                    "snapshot at {} is older than the stored one at {}",
-                    snapshot.meta.index, snapshot_at.index
-                )));
+        let mut install = None;
+        let mut has_entries = false;
+        for (n, write) in writes.iter().enumerate() {
+            check_batch(write.entries).map_err(StoreError::Invalid)?;
+            if let Some(snapshot) = write.snapshot {
+                if n > 0 {
+                    return Err(StoreError::Invalid(
+                        "a snapshot in a batch other than the first".into(),
+                    ));
+                }
+                if snapshot.meta.index < view.snapshot.index {
+                    return Err(StoreError::Invalid(format!(
+                        "snapshot at {} is older than the stored one at {}",
+                        snapshot.meta.index, view.snapshot.index
+                    )));
+                }
+                let at = Position {
+                    index: snapshot.meta.index,
+                    term: snapshot.meta.term,
+                };
+                view.reset(at);
+                ops.push(OpRef::Reset {
+                    index: at.index,
+                    term: at.term,
+                });
+                install = Some(snapshot);
             }
-            self.put_snapshot(txn, snapshot)?;
-            txn.clear_db(self.log)?;
-            snapshot_at = Position {
+            if let Some(first) = write.entries.first() {
+                let prev_term = view.check_attach(first)?;
+                if first.index <= view.last().index {
+                    ops.push(OpRef::Truncate {
+                        from: first.index,
+                        prev_term,
+                    });
+                }
+                view.append(write.entries);
+                ops.push(OpRef::Entries(write.entries));
+                has_entries = true;
+            }
+            let hard_state = write.hard_state.copied().unwrap_or(view.hard_state);
+            check_hard_state(&hard_state, view.last()).map_err(StoreError::Invalid)?;
+            if let Some(hard_state) = write.hard_state {
+                view.hard_state = *hard_state;
+                ops.push(OpRef::HardState(*hard_state));
+            }
+            if let Some(app) = write.app {
+                check_app(&app, view.last()).map_err(StoreError::Invalid)?;
+                ops.push(OpRef::App(app));
+            }
+        }
+        if ops.is_empty() {
+            return Ok(());
+        }
+        let frame = wal::record::encode_batch(&ops);
+        // The store is held to the map: LMDB's pages and the WAL's bytes.
+        let used = self.db.used().saturating_add(live.wal.bytes());
+        if has_entries && used.saturating_add(frame.len() as u64) > self.map_bytes {
+            return Err(StoreError::MapFull);
+        }
+        let durable = live.hard_state;
+        let Some(live) = self.live.as_mut() else {
+            return Err(StoreError::Invalid("store is not bootstrapped".into()));
+        };
+        if let Some(snapshot) = install {
+            // A term the snapshot speaks for is durable before the
+            // snapshot: after a crash between the two, the stored hard
+            // state is never behind the snapshot's term. The commit stays
+            // where the old log has it.
+            if let Some(hard_state) = writes[0].hard_state
+                && (hard_state.term, hard_state.vote) != (durable.term, durable.vote)
+            {
+                live.write(&[OpRef::HardState(HardState {
+                    commit: durable.commit,
+                    ..*hard_state
+                })])?;
+            }
+            self.db.put_snapshot(snapshot)?;
+            // From here the disk says the log restarts at the snapshot
+            // (`reconcile`), whatever becomes of the WAL write below.
+            live.snapshot = Position {
                 index: snapshot.meta.index,
                 term: snapshot.meta.term,
             };
-        }
-        let last = match (write.entries.first(), write.entries.last()) {
-            (Some(first), Some(last)) => {
-                self.check_attach(txn, snapshot_at, first)?;
-                self.delete_from(txn, first.index)?;
-                for entry in write.entries {
-                    put_entry(txn, self.log, entry, WriteFlags::APPEND)?;
-                }
-                Position {
-                    index: last.index,
-                    term: last.term,
-                }
+            live.terms.clear();
+            live.segments.clear();
+            live.pending_reset = true;
+            #[cfg(test)]
+            if std::mem::take(&mut self.fail_wal_after_snapshot) {
+                return Err(StoreError::NoSpace);
             }
-            _ => self.last_position(txn, snapshot_at)?,
-        };
-        let hard_state = match write.hard_state {
-            Some(hard_state) => *hard_state,
-            None => self.read_hard_state(txn)?,
-        };
-        check_hard_state(&hard_state, last).map_err(StoreError::Invalid)?;
-        if let Some(hard_state) = write.hard_state {
-            self.put_hard_state(txn, hard_state)?;
         }
-        if let Some(app) = &write.app {
-            check_app(app, last).map_err(StoreError::Invalid)?;
-            self.put_app(txn, app)?;
+        let seq = live.wal.append(&frame, &live.header())?;
+        for op in &ops {
+            live.apply(op, seq);
+        }
+        if install.is_some() {
+            live.remove_old()?;
         }
         Ok(())
     }
 
-    /// Stores `snapshot` and drops the log up to its index, in one
-    /// transaction. The snapshot must be of an entry in the log.
+    /// Stores `snapshot` and drops the log up to its index: the three
+    /// steps of [`Store::check_compaction`], [`SnapshotStore::put`] and
+    /// [`Store::compacted`] in a row.
     ///
     /// # Errors
     /// `Invalid` if the index is not in the log (already compacted or not
     /// there yet) or the term does not match the entry there; `MapFull`.
     pub fn compact(&mut self, snapshot: &Snapshot) -> Result<(), StoreError> {
-        let mut txn = self.env.begin_rw_txn()?;
-        let snapshot_at = self.snapshot_position(&txn)?;
-        let index = snapshot.meta.index;
-        if index <= snapshot_at.index {
+        self.check_compaction(&snapshot.meta)?;
+        self.snapshot_store().put(snapshot)?;
+        self.compacted(&snapshot.meta)
+    }
+
+    /// The handle that stores snapshots without this store's lock.
+    pub fn snapshot_store(&self) -> SnapshotStore {
+        SnapshotStore(Arc::clone(&self.db))
+    }
+
+    /// Whether a snapshot at `meta` may be stored as a compaction: its
+    /// entry is in the log, with its term.
+    ///
+    /// # Errors
+    /// `Invalid` naming why not.
+    pub fn check_compaction(&self, meta: &SnapshotMeta) -> Result<(), StoreError> {
+        let live = self.live()?;
+        let index = meta.index;
+        if index <= live.snapshot.index {
             return Err(StoreError::Invalid(format!(
                 "compaction to {index}: already compacted to {}",
-                snapshot_at.index
+                live.snapshot.index
             )));
         }
-        let term = self
-            .entry_term(&txn, index)?
+        let term = live
+            .term_at(index)
             .ok_or_else(|| StoreError::Invalid(format!("compaction to {index}: not in the log")))?;
-        if term != snapshot.meta.term {
+        if term != meta.term {
             return Err(StoreError::Invalid(format!(
                 "compaction to {index}: snapshot term {} but the entry has term {term}",
-                snapshot.meta.term
+                meta.term
             )));
         }
-        self.put_snapshot(&mut txn, snapshot)?;
-        self.delete_through(&mut txn, index)?;
-        txn.commit().map_err(|e| self.commit_error(e))?;
         Ok(())
     }
 
-    /// Space used and left in the map.
+    /// A compaction's snapshot is stored: the log up to it goes, and the
+    /// WAL segments wholly below it are deleted. The caller stores no
+    /// other snapshot between the check and this (a leader's snapshot
+    /// must not be overwritten by an older compaction).
+    ///
+    /// # Errors
+    /// `Invalid` if the log changed under the compaction; `Io` if a
+    /// segment cannot be deleted.
+    pub fn compacted(&mut self, meta: &SnapshotMeta) -> Result<(), StoreError> {
+        self.check_compaction(meta)?;
+        let Some(live) = self.live.as_mut() else {
+            return Err(StoreError::Invalid("store is not bootstrapped".into()));
+        };
+        let drop = (meta.index - live.snapshot.index) as usize;
+        live.terms.drain(..drop);
+        live.segments.drain(..drop);
+        live.snapshot = Position {
+            index: meta.index,
+            term: meta.term,
+        };
+        live.remove_old()
+    }
+
+    /// Space used and left, LMDB and WAL together.
     ///
     /// # Errors
     /// `Lmdb` if the environment cannot be queried.
     pub fn usage(&self) -> Result<Usage, StoreError> {
-        let info = self.env.info()?;
-        let page_size = self.env.stat()?.page_size() as u64;
-        let free_pages = self.env.freelist()? as u64;
-        let txn = self.env.begin_ro_txn()?;
-        let log_entries = txn.stat(self.log)?.entries() as u64;
-        let map_size_bytes = info.map_size() as u64;
-        let pages_touched = info.last_pgno() as u64 + 1;
-        let used_bytes = pages_touched.saturating_sub(free_pages) * page_size;
+        let lmdb_used = self.db.measure()?;
+        let (wal_bytes, log_entries) = self
+            .live
+            .as_ref()
+            .map_or((0, 0), |l| (l.wal.bytes(), l.terms.len() as u64));
+        let map_size_bytes = self.map_bytes;
+        let used_bytes = lmdb_used.saturating_add(wal_bytes);
         Ok(Usage {
             map_size_bytes,
             used_bytes,
             available_bytes: map_size_bytes.saturating_sub(used_bytes),
+            wal_bytes,
             log_entries,
             fs_free_bytes: files::free_bytes(&self.dir),
         })
+    }
+
+    /// Keeps `bytes` of disk allocated past the end of `data.mdb`
+    /// (`fallocate` with `KEEP_SIZE`) and past the WAL's last frame
+    /// (written zeros, see [`wal`]), so
+    /// that once the file system is full the writes that free space
+    /// (closing a session, releasing, unlocking) still find blocks for
+    /// what they write. Best effort: a file system without `fallocate`,
+    /// or one already full, just has no reserve.
+    pub fn keep_disk_reserve(&mut self, bytes: u64) {
+        // A quarter for the WAL, where the freeing writes go (they are
+        // small); the rest for LMDB, where the compaction that frees WAL
+        // segments stores its snapshot.
+        let wal_bytes = bytes / 4;
+        let bytes = bytes - wal_bytes;
+        let path = self.dir.join("data.mdb");
+        if let Ok(file) = fs::OpenOptions::new().write(true).open(&path)
+            && let Ok(meta) = file.metadata()
+        {
+            let _ = rustix::fs::fallocate(
+                &file,
+                rustix::fs::FallocateFlags::KEEP_SIZE,
+                meta.len(),
+                bytes,
+            );
+        }
+        if let Some(live) = self.live.as_mut() {
+            live.wal.keep_reserve(wal_bytes);
+        }
+    }
+}
+
+/// What the WAL's log is, seen from the snapshot stored in LMDB.
+struct Reconciled {
+    /// The entries after the snapshot, and their segments.
+    entries: Vec<Entry>,
+    segments: Vec<u64>,
+    /// The WAL does not hold the snapshot's entry: the log after the
+    /// snapshot is dropped and the WAL must be reset to it.
+    reset: bool,
+}
+
+/// Squares the WAL with the snapshot at `at` (see the module's crash
+/// rules).
+fn reconcile(replayed: &Replayed, at: Position) -> Result<Reconciled, StoreError> {
+    if let Some((index, _)) = replayed.reset
+        && index > at.index
+    {
+        return Err(StoreError::Corrupt(format!(
+            "the WAL was reset to a snapshot at {index}, but LMDB holds the snapshot at {}",
+            at.index
+        )));
+    }
+    if replayed.base_index > at.index {
+        return Err(StoreError::Corrupt(format!(
+            "the WAL starts after index {} but the snapshot is at {}: entries {}..={} are missing",
+            replayed.base_index,
+            at.index,
+            at.index + 1,
+            replayed.base_index
+        )));
+    }
+    if replayed.term_at(at.index) != Some(at.term) {
+        return Ok(Reconciled {
+            entries: Vec::new(),
+            segments: Vec::new(),
+            reset: true,
+        });
+    }
+    let skip = (at.index - replayed.base_index) as usize;
+    Ok(Reconciled {
+        entries: replayed.entries[skip.min(replayed.entries.len())..].to_vec(),
+        segments: replayed.segments[skip.min(replayed.segments.len())..].to_vec(),
+        reset: false,
+    })
+}
+
+impl Db {
+    fn version<T: Transaction>(&self, txn: &T) -> Result<Option<u64>, StoreError> {
+        let Some(body) = get_record(txn, self.meta, KEY_VERSION, "format version")? else {
+            return Ok(None);
+        };
+        let [version] = decode_u64s::<1>(body)
+            .ok_or_else(|| StoreError::Corrupt("format version: malformed".into()))?;
+        Ok(Some(version))
+    }
+
+    fn is_empty<T: Transaction>(&self, txn: &T) -> Result<bool, StoreError> {
+        for db in [self.meta, self.log, self.state] {
+            if txn.stat(db)?.entries() != 0 {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// LMDB's used bytes now (pages touched minus the free list); also
+    /// kept for [`Db::used`].
+    fn measure(&self) -> Result<u64, StoreError> {
+        let info = self.env.info()?;
+        let page_size = self.env.stat()?.page_size() as u64;
+        let free_pages = self.env.freelist()? as u64;
+        let pages_touched = info.last_pgno() as u64 + 1;
+        let used = pages_touched.saturating_sub(free_pages) * page_size;
+        self.used.store(used, Ordering::Relaxed);
+        Ok(used)
+    }
+
+    fn used(&self) -> u64 {
+        self.used.load(Ordering::Relaxed)
     }
 
     /// What a failed commit means. LMDB reports a short write as `EIO`
@@ -517,33 +1163,35 @@ impl Store {
         }
     }
 
-    /// Keeps `bytes` of disk allocated past the end of `data.mdb`
-    /// (`fallocate` with `KEEP_SIZE`), so that once the file system is
-    /// full the writes that free space (closing a session, releasing,
-    /// unlocking) still find blocks for the pages they touch. Best
-    /// effort: a file system without `fallocate`, or one already full,
-    /// just has no reserve.
-    pub fn keep_disk_reserve(&self, bytes: u64) {
-        let path = self.dir.join("data.mdb");
-        if let Ok(file) = fs::OpenOptions::new().write(true).open(&path)
-            && let Ok(meta) = file.metadata()
-        {
-            let _ = rustix::fs::fallocate(
-                &file,
-                rustix::fs::FallocateFlags::KEEP_SIZE,
-                meta.len(),
-                bytes,
-            );
-        }
+    fn put_snapshot(&self, snapshot: &Snapshot) -> Result<(), StoreError> {
+        let mut txn = self.env.begin_rw_txn()?;
+        self.put_snapshot_in(&mut txn, snapshot)?;
+        txn.commit().map_err(|e| self.commit_error(e))?;
+        self.measure()?;
+        Ok(())
     }
 
-    fn is_empty<T: Transaction>(&self, txn: &T) -> Result<bool, StoreError> {
-        for db in [self.meta, self.log, self.state] {
-            if txn.stat(db)?.entries() != 0 {
-                return Ok(false);
-            }
-        }
-        Ok(true)
+    fn put_snapshot_in(
+        &self,
+        txn: &mut lmdb::RwTransaction<'_>,
+        snapshot: &Snapshot,
+    ) -> Result<(), StoreError> {
+        let meta = encode_snapshot_meta(&snapshot.meta);
+        put_record(
+            txn,
+            self.meta,
+            KEY_SNAPSHOT_META,
+            &[&meta],
+            WriteFlags::empty(),
+        )?;
+        put_record(
+            txn,
+            self.meta,
+            KEY_SNAPSHOT_DATA,
+            &[&snapshot.data],
+            WriteFlags::empty(),
+        )?;
+        Ok(())
     }
 
     fn read_identity<T: Transaction>(&self, txn: &T) -> Result<Identity, StoreError> {
@@ -566,6 +1214,7 @@ impl Store {
         })
     }
 
+    /// Version 1 only (the upgrade reads it).
     fn read_hard_state<T: Transaction>(&self, txn: &T) -> Result<HardState, StoreError> {
         let body = required_record(txn, self.meta, KEY_HARD_STATE, "hard state")?;
         decode_hard_state(body).ok_or_else(|| StoreError::Corrupt("hard state: malformed".into()))
@@ -586,6 +1235,7 @@ impl Store {
         })
     }
 
+    /// Version 1 only (the upgrade reads it).
     fn read_app<T: Transaction>(&self, txn: &T) -> Result<AppRecord, StoreError> {
         let body = required_record(txn, self.state, KEY_APP, "application record")?;
         let [high, applied] = decode_u64s(body)
@@ -593,7 +1243,7 @@ impl Store {
         Ok(AppRecord { high, applied })
     }
 
-    /// The whole log, checked to start right after the snapshot, to be
+    /// A version 1 log, checked to start right after the snapshot, to be
     /// contiguous and to have terms that never decrease.
     fn read_log<T: Transaction>(
         &self,
@@ -628,161 +1278,18 @@ impl Store {
         }
         Ok(entries)
     }
-
-    /// Where the snapshot stands; also proves the store is bootstrapped.
-    fn snapshot_position<T: Transaction>(&self, txn: &T) -> Result<Position, StoreError> {
-        if get_record(txn, self.meta, KEY_VERSION, "format version")?.is_none() {
-            return Err(StoreError::Invalid("store is not bootstrapped".into()));
-        }
-        let meta = self.read_snapshot_meta(txn)?;
-        Ok(Position {
-            index: meta.index,
-            term: meta.term,
-        })
-    }
-
-    /// The term of the log entry at `index`, if stored.
-    fn entry_term<T: Transaction>(
-        &self,
-        txn: &T,
-        index: LogIndex,
-    ) -> Result<Option<Term>, StoreError> {
-        match txn.get(self.log, &log_key(index)) {
-            Ok(value) => entry_term(index, value).map(Some),
-            Err(lmdb::Error::NotFound) => Ok(None),
-            Err(error) => Err(error.into()),
-        }
-    }
-
-    fn last_position<T: Transaction>(
-        &self,
-        txn: &T,
-        snapshot_at: Position,
-    ) -> Result<Position, StoreError> {
-        let cursor = txn.open_ro_cursor(self.log)?;
-        match cursor.get(None, None, MDB_LAST) {
-            Ok((Some(key), value)) => {
-                let index = parse_log_key(key)?;
-                Ok(Position {
-                    index,
-                    term: entry_term(index, value)?,
-                })
-            }
-            Ok((None, _)) => Err(StoreError::Corrupt("log: last entry without a key".into())),
-            Err(lmdb::Error::NotFound) => Ok(snapshot_at),
-            Err(error) => Err(error.into()),
-        }
-    }
-
-    /// Checks that `first` continues what stays of the log: right after
-    /// the snapshot or an existing entry, with a term not below it.
-    fn check_attach<T: Transaction>(
-        &self,
-        txn: &T,
-        snapshot_at: Position,
-        first: &Entry,
-    ) -> Result<(), StoreError> {
-        if first.index <= snapshot_at.index {
-            return Err(StoreError::Invalid(format!(
-                "entry {} is at or below the snapshot index {}",
-                first.index, snapshot_at.index
-            )));
-        }
-        let previous = first.index - 1;
-        let previous_term = if previous == snapshot_at.index {
-            snapshot_at.term
-        } else {
-            self.entry_term(txn, previous)?.ok_or_else(|| {
-                StoreError::Invalid(format!(
-                    "entry {} would leave a gap: {previous} is not stored",
-                    first.index
-                ))
-            })?
-        };
-        if first.term < previous_term {
-            return Err(StoreError::Invalid(format!(
-                "entry {} has term {}, below the term {previous_term} of entry {previous}",
-                first.index, first.term
-            )));
-        }
-        Ok(())
-    }
-
-    /// Deletes every log entry with index >= `index`.
-    fn delete_from(&self, txn: &mut RwTransaction<'_>, index: LogIndex) -> Result<(), StoreError> {
-        let mut cursor = txn.open_rw_cursor(self.log)?;
-        // After a `del` the cursor already sits on the next entry, and
-        // LMDB's MDB_NEXT returns that entry rather than skipping it.
-        for item in cursor.iter_from(log_key(index)) {
-            item?;
-            cursor.del(WriteFlags::empty())?;
-        }
-        Ok(())
-    }
-
-    /// Deletes every log entry with index <= `index`.
-    fn delete_through(
-        &self,
-        txn: &mut RwTransaction<'_>,
-        index: LogIndex,
-    ) -> Result<(), StoreError> {
-        let mut cursor = txn.open_rw_cursor(self.log)?;
-        for item in cursor.iter_start() {
-            let (key, _) = item?;
-            if parse_log_key(key)? > index {
-                break;
-            }
-            cursor.del(WriteFlags::empty())?;
-        }
-        Ok(())
-    }
-
-    fn put_hard_state(
-        &self,
-        txn: &mut RwTransaction<'_>,
-        hard_state: &HardState,
-    ) -> Result<(), StoreError> {
-        let body = encode_hard_state(hard_state);
-        put_record(
-            txn,
-            self.meta,
-            KEY_HARD_STATE,
-            &[&body],
-            WriteFlags::empty(),
-        )?;
-        Ok(())
-    }
-
-    fn put_snapshot(
-        &self,
-        txn: &mut RwTransaction<'_>,
-        snapshot: &Snapshot,
-    ) -> Result<(), StoreError> {
-        let meta = encode_snapshot_meta(&snapshot.meta);
-        put_record(
-            txn,
-            self.meta,
-            KEY_SNAPSHOT_META,
-            &[&meta],
-            WriteFlags::empty(),
-        )?;
-        put_record(
-            txn,
-            self.meta,
-            KEY_SNAPSHOT_DATA,
-            &[&snapshot.data],
-            WriteFlags::empty(),
-        )?;
-        Ok(())
-    }
-
-    fn put_app(&self, txn: &mut RwTransaction<'_>, app: &AppRecord) -> Result<(), StoreError> {
-        let body: [u8; 16] = encode_u64s([app.high, app.applied]);
-        put_record(txn, self.state, KEY_APP, &[&body], WriteFlags::empty())?;
-        Ok(())
-    }
 }
 
+fn remove_if_there(path: &Path) -> Result<(), StoreError> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(error) => Err(StoreError::Io(format!(
+            "removing {}: {error}",
+            path.display()
+        ))),
+    }
+}
 /// Entries of one batch: indexes from 1 up, consecutive, terms never
 /// decreasing.
 fn check_batch(entries: &[Entry]) -> Result<(), String> {
@@ -920,706 +1427,4 @@ fn databases_in(env: &Environment, dir: &Path) -> Result<Vec<&'static str>, Stor
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::raft::{EntryKind, Member, Membership};
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    /// A fresh directory under the system temp dir, removed on drop.
-    struct TestDir(PathBuf);
-
-    impl TestDir {
-        fn new(name: &str) -> TestDir {
-            static COUNTER: AtomicUsize = AtomicUsize::new(0);
-            let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-            let path = std::env::temp_dir()
-                .join(format!("ticketd-store-{}-{name}-{n}", std::process::id()));
-            let _ = fs::remove_dir_all(&path);
-            TestDir(path)
-        }
-    }
-
-    impl Drop for TestDir {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
-
-    fn identity() -> Identity {
-        Identity {
-            cluster_id: 0xC1,
-            node_id: 1,
-            incarnation: 0x1d,
-        }
-    }
-
-    fn initial_snapshot() -> Snapshot {
-        let mut membership = Membership::default();
-        membership.members.insert(
-            1,
-            Member {
-                voter: true,
-                peer_addr: "127.0.0.1:9001".into(),
-                http_addr: "127.0.0.1:8001".into(),
-                incarnation: 0x1d,
-            },
-        );
-        Snapshot {
-            meta: SnapshotMeta {
-                index: 0,
-                term: 0,
-                membership,
-            },
-            data: Vec::new(),
-        }
-    }
-
-    fn entries(first: u64, last: u64, term: u64) -> Vec<Entry> {
-        (first..=last)
-            .map(|index| Entry {
-                term,
-                index,
-                kind: EntryKind::Normal,
-                data: format!("entry {index} of term {term}").into_bytes(),
-            })
-            .collect()
-    }
-
-    fn hard_state(term: u64, commit: u64) -> HardState {
-        HardState {
-            term,
-            vote: 1,
-            commit,
-        }
-    }
-
-    fn bootstrapped(dir: &TestDir) -> Store {
-        let mut store = Store::open(&dir.0, 16).unwrap();
-        store.bootstrap(identity(), &initial_snapshot()).unwrap();
-        store
-    }
-
-    fn append(store: &mut Store, batch: &[Entry], hard_state: HardState) -> Result<(), StoreError> {
-        store.persist(&Write {
-            entries: batch,
-            hard_state: Some(&hard_state),
-            ..Write::default()
-        })
-    }
-
-    fn indexes_and_terms(loaded: &Loaded) -> Vec<(u64, u64)> {
-        loaded.entries.iter().map(|e| (e.index, e.term)).collect()
-    }
-
-    fn raw_put(store: &Store, db: Database, key: &[u8], value: &[u8]) {
-        let mut txn = store.env.begin_rw_txn().unwrap();
-        txn.put(db, &key, &value, WriteFlags::empty()).unwrap();
-        txn.commit().unwrap();
-    }
-
-    fn raw_get(store: &Store, db: Database, key: &[u8]) -> Vec<u8> {
-        let txn = store.env.begin_ro_txn().unwrap();
-        txn.get(db, &key).unwrap().to_vec()
-    }
-
-    #[test]
-    fn a_fresh_directory_is_created_and_loads_as_none() {
-        let dir = TestDir::new("fresh");
-        let nested = dir.0.join("a/b");
-        let store = Store::open(&nested, 1).unwrap();
-        assert_eq!(store.load().unwrap(), None);
-        assert!(nested.join("data.mdb").exists());
-    }
-
-    #[test]
-    fn bootstrap_persist_load_round_trip() {
-        let dir = TestDir::new("round-trip");
-        let mut store = bootstrapped(&dir);
-        let loaded = store.load().unwrap().unwrap();
-        assert_eq!(loaded.identity, identity());
-        assert_eq!(loaded.snapshot, initial_snapshot());
-        assert_eq!(loaded.hard_state, HardState::default());
-        assert_eq!(loaded.app, AppRecord::default());
-        assert!(loaded.entries.is_empty());
-
-        let mut batch = entries(1, 5, 1);
-        batch[1].kind = EntryKind::Config;
-        batch[2].kind = EntryKind::Noop;
-        batch[2].data.clear();
-        let app = AppRecord {
-            high: 10_000,
-            applied: 3,
-        };
-        store
-            .persist(&Write {
-                snapshot: None,
-                entries: &batch,
-                hard_state: Some(&hard_state(1, 4)),
-                app: Some(app),
-            })
-            .unwrap();
-        let loaded = store.load().unwrap().unwrap();
-        assert_eq!(loaded.entries, batch);
-        assert_eq!(loaded.hard_state, hard_state(1, 4));
-        assert_eq!(loaded.app, app);
-
-        // A batch with only a hard state keeps the log.
-        store
-            .persist(&Write {
-                hard_state: Some(&hard_state(2, 5)),
-                ..Write::default()
-            })
-            .unwrap();
-        let loaded = store.load().unwrap().unwrap();
-        assert_eq!(loaded.entries, batch);
-        assert_eq!(loaded.hard_state, hard_state(2, 5));
-    }
-
-    #[test]
-    fn bootstrap_refuses_a_bootstrapped_store_and_bad_input() {
-        let dir = TestDir::new("bootstrap-twice");
-        let mut store = bootstrapped(&dir);
-        let again = store.bootstrap(identity(), &initial_snapshot());
-        assert!(matches!(again, Err(StoreError::Invalid(_))), "{again:?}");
-
-        let other = TestDir::new("bootstrap-bad");
-        let mut store = Store::open(&other.0, 1).unwrap();
-        let zero = Identity {
-            cluster_id: 1,
-            node_id: 0,
-            incarnation: 1,
-        };
-        assert!(matches!(
-            store.bootstrap(zero, &initial_snapshot()),
-            Err(StoreError::Invalid(_))
-        ));
-        let mut late = initial_snapshot();
-        late.meta.index = 5;
-        assert!(matches!(
-            store.bootstrap(identity(), &late),
-            Err(StoreError::Invalid(_))
-        ));
-        assert_eq!(store.load().unwrap(), None);
-    }
-
-    #[test]
-    fn truncation_overwrites_a_suffix() {
-        let dir = TestDir::new("truncate");
-        let mut store = bootstrapped(&dir);
-        append(&mut store, &entries(1, 5, 1), hard_state(1, 2)).unwrap();
-        append(&mut store, &entries(3, 4, 2), hard_state(2, 2)).unwrap();
-        let loaded = store.load().unwrap().unwrap();
-        assert_eq!(
-            indexes_and_terms(&loaded),
-            vec![(1, 1), (2, 1), (3, 2), (4, 2)]
-        );
-        assert_eq!(loaded.entries[2].data, b"entry 3 of term 2");
-        // Appending right after the end works too.
-        append(&mut store, &entries(5, 6, 2), hard_state(2, 6)).unwrap();
-        let loaded = store.load().unwrap().unwrap();
-        assert_eq!(loaded.entries.len(), 6);
-        assert_eq!(loaded.entries.last().unwrap().index, 6);
-    }
-
-    #[test]
-    fn a_snapshot_replaces_the_old_one_and_clears_the_log() {
-        let dir = TestDir::new("snapshot");
-        let mut store = bootstrapped(&dir);
-        append(&mut store, &entries(1, 5, 1), hard_state(1, 5)).unwrap();
-        let mut snapshot = initial_snapshot();
-        snapshot.meta.index = 20;
-        snapshot.meta.term = 3;
-        snapshot.data = vec![7; 100_000];
-        let after = entries(21, 22, 3);
-        store
-            .persist(&Write {
-                snapshot: Some(&snapshot),
-                entries: &after,
-                hard_state: Some(&hard_state(3, 20)),
-                app: Some(AppRecord {
-                    high: 99,
-                    applied: 20,
-                }),
-            })
-            .unwrap();
-        let loaded = store.load().unwrap().unwrap();
-        assert_eq!(loaded.snapshot, snapshot);
-        assert_eq!(loaded.entries, after);
-        assert_eq!(loaded.app.applied, 20);
-
-        // An older snapshot is refused and changes nothing.
-        let mut older = snapshot.clone();
-        older.meta.index = 10;
-        let refused = store.persist(&Write {
-            snapshot: Some(&older),
-            ..Write::default()
-        });
-        assert!(
-            matches!(refused, Err(StoreError::Invalid(_))),
-            "{refused:?}"
-        );
-        assert_eq!(store.load().unwrap().unwrap(), loaded);
-    }
-
-    #[test]
-    fn compact_drops_the_prefix() {
-        let dir = TestDir::new("compact");
-        let mut store = bootstrapped(&dir);
-        let mut batch = entries(1, 4, 1);
-        batch.extend(entries(5, 10, 2));
-        append(&mut store, &batch, hard_state(2, 8)).unwrap();
-        let mut snapshot = initial_snapshot();
-        snapshot.meta.index = 6;
-        snapshot.meta.term = 2;
-        snapshot.data = b"state at 6".to_vec();
-        store.compact(&snapshot).unwrap();
-        let loaded = store.load().unwrap().unwrap();
-        assert_eq!(loaded.snapshot, snapshot);
-        assert_eq!(loaded.entries, batch[6..].to_vec());
-        assert_eq!(store.usage().unwrap().log_entries, 4);
-
-        for (index, term) in [(6, 2), (3, 1), (11, 2), (8, 1)] {
-            snapshot.meta.index = index;
-            snapshot.meta.term = term;
-            let refused = store.compact(&snapshot);
-            assert!(
-                matches!(refused, Err(StoreError::Invalid(_))),
-                "{index}: {refused:?}"
-            );
-        }
-        // Compacting everything leaves an empty log that continues after it.
-        snapshot.meta.index = 10;
-        snapshot.meta.term = 2;
-        store.compact(&snapshot).unwrap();
-        assert!(store.load().unwrap().unwrap().entries.is_empty());
-        append(&mut store, &entries(11, 11, 2), hard_state(2, 10)).unwrap();
-        assert_eq!(store.load().unwrap().unwrap().entries.len(), 1);
-    }
-
-    #[test]
-    fn persist_refuses_inconsistent_batches_and_writes_nothing() {
-        let dir = TestDir::new("invalid");
-        let fresh = TestDir::new("invalid-fresh");
-        let mut empty = Store::open(&fresh.0, 1).unwrap();
-        assert!(matches!(
-            append(&mut empty, &entries(1, 1, 1), hard_state(1, 0)),
-            Err(StoreError::Invalid(_))
-        ));
-
-        let mut store = bootstrapped(&dir);
-        append(&mut store, &entries(1, 3, 2), hard_state(2, 1)).unwrap();
-        let before = store.load().unwrap().unwrap();
-        let mut gapped = entries(4, 6, 2);
-        gapped.remove(1);
-        let mut falling = entries(4, 5, 2);
-        falling[1].term = 1;
-        let cases: Vec<(Vec<Entry>, HardState)> = vec![
-            (gapped, hard_state(2, 1)),
-            (falling, hard_state(2, 1)),
-            (entries(0, 1, 2), hard_state(2, 1)),
-            (entries(5, 6, 2), hard_state(2, 1)),
-            (entries(4, 4, 1), hard_state(2, 1)),
-            (entries(4, 4, 3), hard_state(2, 1)),
-            (entries(4, 4, 2), hard_state(2, 5)),
-            (Vec::new(), hard_state(2, 4)),
-            (Vec::new(), hard_state(1, 1)),
-        ];
-        for (batch, hard_state) in cases {
-            let refused = append(&mut store, &batch, hard_state);
-            assert!(
-                matches!(refused, Err(StoreError::Invalid(_))),
-                "{batch:?} {refused:?}"
-            );
-        }
-        let refused = store.persist(&Write {
-            app: Some(AppRecord {
-                high: 1,
-                applied: 4,
-            }),
-            ..Write::default()
-        });
-        assert!(
-            matches!(refused, Err(StoreError::Invalid(_))),
-            "{refused:?}"
-        );
-        assert_eq!(store.load().unwrap().unwrap(), before);
-    }
-
-    #[test]
-    fn a_corrupted_log_value_is_detected_at_load() {
-        let dir = TestDir::new("corrupt-log");
-        let mut store = bootstrapped(&dir);
-        append(&mut store, &entries(1, 5, 1), hard_state(1, 5)).unwrap();
-        let mut value = raw_get(&store, store.log, &log_key(3));
-        value[10] ^= 0x20;
-        raw_put(&store, store.log, &log_key(3), &value);
-        match store.load() {
-            Err(StoreError::Corrupt(what)) => assert!(what.contains("log entry 3"), "{what}"),
-            other => panic!("expected corruption, got {other:?}"),
-        }
-    }
-
-    #[test]
-    fn a_hole_or_a_stray_entry_in_the_log_is_detected() {
-        let dir = TestDir::new("corrupt-hole");
-        let mut store = bootstrapped(&dir);
-        append(&mut store, &entries(1, 5, 1), hard_state(1, 1)).unwrap();
-        let moved = raw_get(&store, store.log, &log_key(3));
-        let mut txn = store.env.begin_rw_txn().unwrap();
-        txn.del(store.log, &log_key(3), None).unwrap();
-        txn.commit().unwrap();
-        let error = store.load().unwrap_err();
-        assert!(
-            matches!(&error, StoreError::Corrupt(w) if w.contains("log entry 4")),
-            "{error}"
-        );
-        // A valid value under the wrong key fails its checksum.
-        raw_put(
-            &store,
-            store.log,
-            &log_key(3),
-            &raw_get(&store, store.log, &log_key(2)),
-        );
-        assert!(matches!(store.load(), Err(StoreError::Corrupt(_))));
-        raw_put(&store, store.log, &log_key(3), &moved);
-        assert!(store.load().is_ok());
-        raw_put(&store, store.log, b"short", b"x");
-        assert!(matches!(store.load(), Err(StoreError::Corrupt(_))));
-    }
-
-    #[test]
-    fn an_identity_without_incarnation_still_loads_and_can_gain_one() {
-        let dir = TestDir::new("old-identity");
-        let mut store = bootstrapped(&dir);
-        // The record as builds before incarnations wrote it: two u64s.
-        let old: [u8; 16] = encode_u64s([0xC1, 1]);
-        let mut txn = store.env.begin_rw_txn().unwrap();
-        put_record(
-            &mut txn,
-            store.meta,
-            KEY_IDENTITY,
-            &[&old],
-            WriteFlags::empty(),
-        )
-        .unwrap();
-        txn.commit().unwrap();
-        let loaded = store.load().unwrap().unwrap();
-        assert_eq!(loaded.identity.incarnation, 0);
-        assert_eq!(loaded.identity.node_id, 1);
-        store.set_identity(identity()).unwrap();
-        assert_eq!(store.load().unwrap().unwrap().identity, identity());
-        let mut other = identity();
-        other.node_id = 2;
-        assert!(store.set_identity(other).is_err());
-    }
-
-    #[test]
-    fn a_removed_mark_survives_a_reopen() {
-        let dir = TestDir::new("removed");
-        let mut store = bootstrapped(&dir);
-        assert!(!store.load().unwrap().unwrap().removed);
-        store.mark_removed().unwrap();
-        drop(store);
-        let store = Store::open(&dir.0, 1).unwrap();
-        assert!(store.load().unwrap().unwrap().removed);
-    }
-
-    #[test]
-    fn meta_records_are_checked() {
-        let dir = TestDir::new("corrupt-meta");
-        let store = bootstrapped(&dir);
-        let mut value = raw_get(&store, store.meta, KEY_HARD_STATE);
-        value[0] ^= 1;
-        raw_put(&store, store.meta, KEY_HARD_STATE, &value);
-        let error = store.load().unwrap_err();
-        assert!(
-            matches!(&error, StoreError::Corrupt(w) if w.contains("hard state")),
-            "{error}"
-        );
-
-        let mut txn = store.env.begin_rw_txn().unwrap();
-        txn.del(store.meta, &KEY_IDENTITY, None).unwrap();
-        txn.commit().unwrap();
-        assert!(matches!(store.load(), Err(StoreError::Corrupt(_))));
-
-        // Data without a version record is not a fresh store.
-        let mut txn = store.env.begin_rw_txn().unwrap();
-        txn.del(store.meta, &KEY_VERSION, None).unwrap();
-        txn.commit().unwrap();
-        let error = store.load().unwrap_err();
-        assert!(
-            matches!(&error, StoreError::Corrupt(w) if w.contains("version")),
-            "{error}"
-        );
-    }
-
-    #[test]
-    fn an_unknown_version_is_detected() {
-        let dir = TestDir::new("version");
-        let store = bootstrapped(&dir);
-        let mut txn = store.env.begin_rw_txn().unwrap();
-        put_record(
-            &mut txn,
-            store.meta,
-            KEY_VERSION,
-            &[&99u64.to_be_bytes()],
-            WriteFlags::empty(),
-        )
-        .unwrap();
-        txn.commit().unwrap();
-        assert_eq!(store.load(), Err(StoreError::UnknownVersion(99)));
-        raw_put(&store, store.meta, KEY_VERSION, b"garbage");
-        assert!(matches!(store.load(), Err(StoreError::Corrupt(_))));
-    }
-
-    #[test]
-    fn reopening_after_drop_keeps_everything() {
-        let dir = TestDir::new("reopen");
-        let mut store = bootstrapped(&dir);
-        append(&mut store, &entries(1, 50, 1), hard_state(1, 40)).unwrap();
-        let mut snapshot = initial_snapshot();
-        snapshot.meta.index = 30;
-        snapshot.meta.term = 1;
-        snapshot.data = b"thirty".to_vec();
-        store.compact(&snapshot).unwrap();
-        store
-            .persist(&Write {
-                app: Some(AppRecord {
-                    high: 5,
-                    applied: 40,
-                }),
-                ..Write::default()
-            })
-            .unwrap();
-        let before = store.load().unwrap().unwrap();
-        drop(store);
-        let store = Store::open(&dir.0, 16).unwrap();
-        assert_eq!(store.load().unwrap().unwrap(), before);
-        assert_eq!(before.entries.first().unwrap().index, 31);
-    }
-
-    #[test]
-    fn a_wipe_empties_a_stopped_store_and_is_refused_while_it_is_open() {
-        let dir = TestDir::new("wipe");
-        assert_eq!(Store::wipe(&dir.0, 1).unwrap(), Wiped::Empty);
-        let mut store = Store::open(&dir.0, 1).unwrap();
-        let identity = Identity {
-            cluster_id: 9,
-            node_id: 2,
-            incarnation: 5,
-        };
-        store.bootstrap(identity, &Snapshot::default()).unwrap();
-        assert!(matches!(Store::wipe(&dir.0, 1), Err(StoreError::Locked(_))));
-        drop(store);
-        assert_eq!(Store::wipe(&dir.0, 1).unwrap(), Wiped::Identity(identity));
-        let store = Store::open(&dir.0, 1).unwrap();
-        assert!(store.load().unwrap().is_none());
-        drop(store);
-        assert_eq!(Store::drop_dir(&dir.0, 1).unwrap(), Wiped::Empty);
-        assert!(!dir.0.exists());
-        fs::create_dir_all(&dir.0).unwrap();
-        fs::write(dir.0.join("data.mdb"), b"not lmdb").unwrap();
-        assert!(matches!(
-            Store::wipe(&dir.0, 1),
-            Err(StoreError::Corrupt(_))
-        ));
-        assert!(dir.0.join("data.mdb").exists());
-    }
-
-    #[test]
-    fn a_second_open_of_the_same_directory_is_refused() {
-        let dir = TestDir::new("locked");
-        let _store = Store::open(&dir.0, 1).unwrap();
-        let second = Store::open(&dir.0, 1);
-        assert!(
-            matches!(second, Err(StoreError::Locked(_))),
-            "{:?}",
-            second.err()
-        );
-    }
-
-    #[test]
-    fn bad_map_sizes_and_a_file_as_directory_are_refused() {
-        let dir = TestDir::new("bad-open");
-        assert!(matches!(
-            Store::open(&dir.0, 0),
-            Err(StoreError::Invalid(_))
-        ));
-        assert!(matches!(
-            Store::open(&dir.0, MAP_SIZE_MB_MAX + 1),
-            Err(StoreError::Invalid(_))
-        ));
-        fs::create_dir_all(&dir.0).unwrap();
-        let file = dir.0.join("plain-file");
-        fs::write(&file, b"not a directory").unwrap();
-        assert!(matches!(Store::open(&file, 1), Err(StoreError::Io(_))));
-    }
-
-    #[test]
-    fn garbage_in_data_mdb_is_an_error_and_left_untouched() {
-        for (name, garbage) in [("short", vec![0xAB; 100]), ("long", vec![0x5A; 64 * 1024])] {
-            let dir = TestDir::new(name);
-            fs::create_dir_all(&dir.0).unwrap();
-            let path = dir.0.join("data.mdb");
-            fs::write(&path, &garbage).unwrap();
-            let opened = Store::open(&dir.0, 1);
-            assert!(
-                matches!(opened, Err(StoreError::Corrupt(_) | StoreError::Lmdb(_))),
-                "{name}: {:?}",
-                opened.err()
-            );
-            assert_eq!(fs::read(&path).unwrap(), garbage);
-        }
-    }
-
-    #[test]
-    fn a_foreign_lmdb_environment_is_refused_and_left_untouched() {
-        let dir = TestDir::new("foreign");
-        fs::create_dir_all(&dir.0).unwrap();
-        {
-            let env = Environment::new().set_max_dbs(2).open(&dir.0).unwrap();
-            let db = env
-                .create_db(Some("users"), DatabaseFlags::empty())
-                .unwrap();
-            let mut txn = env.begin_rw_txn().unwrap();
-            txn.put(db, b"alice", b"1", WriteFlags::empty()).unwrap();
-            txn.commit().unwrap();
-        }
-        let before = fs::read(dir.0.join("data.mdb")).unwrap();
-        let opened = Store::open(&dir.0, 1);
-        assert!(
-            matches!(&opened, Err(StoreError::Corrupt(w)) if w.contains("users")),
-            "{:?}",
-            opened.err()
-        );
-        assert_eq!(fs::read(dir.0.join("data.mdb")).unwrap(), before);
-    }
-
-    #[test]
-    fn a_store_that_lost_a_database_is_refused() {
-        let dir = TestDir::new("lost-db");
-        fs::create_dir_all(&dir.0).unwrap();
-        {
-            let env = Environment::new().set_max_dbs(2).open(&dir.0).unwrap();
-            let meta = env.create_db(Some("meta"), DatabaseFlags::empty()).unwrap();
-            let mut txn = env.begin_rw_txn().unwrap();
-            txn.put(meta, b"version", b"whatever", WriteFlags::empty())
-                .unwrap();
-            txn.commit().unwrap();
-        }
-        let opened = Store::open(&dir.0, 1);
-        assert!(
-            matches!(&opened, Err(StoreError::Corrupt(w)) if w.contains("missing")),
-            "{:?}",
-            opened.err()
-        );
-
-        // An empty `meta` alone is a first open that stopped half-way.
-        let half = TestDir::new("half-created");
-        fs::create_dir_all(&half.0).unwrap();
-        {
-            let env = Environment::new().set_max_dbs(2).open(&half.0).unwrap();
-            env.create_db(Some("meta"), DatabaseFlags::empty()).unwrap();
-        }
-        let store = Store::open(&half.0, 1).unwrap();
-        assert_eq!(store.load().unwrap(), None);
-    }
-
-    #[test]
-    fn a_full_map_rolls_back_and_the_store_stays_usable() {
-        let dir = TestDir::new("map-full");
-        let mut store = Store::open(&dir.0, 1).unwrap();
-        store.bootstrap(identity(), &initial_snapshot()).unwrap();
-        let mut next = 1;
-        let mut acknowledged = 0;
-        let full = loop {
-            let mut batch = entries(next, next + 99, 1);
-            for entry in &mut batch {
-                entry.data = vec![0x42; 200];
-            }
-            match append(&mut store, &batch, hard_state(1, next - 1)) {
-                Ok(()) => {
-                    acknowledged = next + 99;
-                    next += 100;
-                }
-                Err(error) => break error,
-            }
-            assert!(next < 100_000, "a 1 MB map never filled up");
-        };
-        assert_eq!(full, StoreError::MapFull);
-        assert!(acknowledged > 0);
-        let loaded = store.load().unwrap().unwrap();
-        assert_eq!(loaded.entries.len() as u64, acknowledged);
-        assert_eq!(loaded.entries.last().unwrap().index, acknowledged);
-        assert!(loaded.entries.iter().all(|e| e.data == vec![0x42; 200]));
-        let usage = store.usage().unwrap();
-        assert!(usage.used_bytes > usage.map_size_bytes / 2, "{usage:?}");
-
-        // Compaction frees room, and writing goes on where it stopped.
-        let mut snapshot = initial_snapshot();
-        snapshot.meta.index = acknowledged - 10;
-        snapshot.meta.term = 1;
-        store.compact(&snapshot).unwrap();
-        append(
-            &mut store,
-            &entries(acknowledged + 1, acknowledged + 100, 1),
-            hard_state(1, acknowledged),
-        )
-        .unwrap();
-        append(
-            &mut store,
-            &entries(acknowledged + 101, acknowledged + 200, 1),
-            hard_state(1, acknowledged),
-        )
-        .unwrap();
-        let loaded = store.load().unwrap().unwrap();
-        assert_eq!(loaded.entries.len(), 210);
-        assert_eq!(loaded.entries.last().unwrap().index, acknowledged + 200);
-    }
-
-    #[test]
-    fn usage_reports_the_map() {
-        let dir = TestDir::new("usage");
-        let mut store = bootstrapped(&dir);
-        let empty = store.usage().unwrap();
-        assert_eq!(empty.map_size_bytes, 16 << 20);
-        assert_eq!(
-            empty.used_bytes + empty.available_bytes,
-            empty.map_size_bytes
-        );
-        let mut batch = entries(1, 1000, 1);
-        for entry in &mut batch {
-            entry.data = vec![1; 500];
-        }
-        append(&mut store, &batch, hard_state(1, 0)).unwrap();
-        let used = store.usage().unwrap();
-        assert_eq!(used.log_entries, 1000);
-        assert!(
-            used.used_bytes >= empty.used_bytes + 500 * 1000,
-            "{empty:?} {used:?}"
-        );
-    }
-
-    /// Exercises the hot path at a realistic size; prints, asserts no time.
-    #[test]
-    fn many_small_entries_per_persist() {
-        let dir = TestDir::new("bulk");
-        let mut store = bootstrapped(&dir);
-        let started = std::time::Instant::now();
-        let batches = 20;
-        let per_batch = 2_000;
-        for batch_number in 0..batches {
-            let first = batch_number * per_batch + 1;
-            let batch = entries(first, first + per_batch - 1, 1);
-            append(&mut store, &batch, hard_state(1, first - 1)).unwrap();
-        }
-        let written = started.elapsed();
-        let loaded = store.load().unwrap().unwrap();
-        assert_eq!(loaded.entries.len() as u64, batches * per_batch);
-        eprintln!(
-            "store bulk: {} entries in {batches} persists: {written:?}; load {:?}",
-            batches * per_batch,
-            started.elapsed() - written
-        );
-    }
-}
+mod tests;

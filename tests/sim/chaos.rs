@@ -121,6 +121,7 @@ pub struct Outcome {
     pub committed: u64,
     pub leaders: u64,
     pub snapshots_installed: u64,
+    pub torn_installs: u64,
     pub liveness_ticks: u64,
     pub catch_up_ticks: u64,
     pub ids_served: u64,
@@ -150,6 +151,9 @@ pub fn run_seed_with(seed: u64, ids: IdsMode) -> Result<Outcome, String> {
             cluster.write_failures_per_mille = 1 + rng.below(20);
         }
     }
+    if rng.chance(300) {
+        cluster.torn_installs_per_mille = 100 + rng.below(800);
+    }
     cluster.log(|| format!("plan {plan:?}\nnet {net:?}\nconfig {config:?}"));
     let result = run(&mut cluster, &plan, &mut rng, &config);
     if result.is_err() {
@@ -178,6 +182,7 @@ fn run(
         committed: cluster.check.committed_len(),
         leaders: stats.leaders,
         snapshots_installed: stats.snapshots_installed,
+        torn_installs: stats.torn_installs,
         liveness_ticks,
         catch_up_ticks,
         ids_served: stats.ids_served,
@@ -409,8 +414,10 @@ fn heal(cluster: &mut Cluster) -> Result<(), String> {
     cluster.net.params.duplicate_per_mille = 0;
     cluster.net.params.long_delay_per_mille = 0;
     cluster.write_failures_per_mille = 0;
+    cluster.torn_installs_per_mille = 0;
     for node in cluster.nodes.values_mut() {
         node.crash_in_ready = false;
+        node.tear_next_install = false;
         node.fail_next_write = false;
         node.storage_full = false;
     }

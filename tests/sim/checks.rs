@@ -69,6 +69,8 @@ impl Hasher for FxHasher {
 pub struct Stats {
     pub leaders: u64,
     pub snapshots_installed: u64,
+    /// Snapshot installs a crash tore half-way (`Disk::tear_install`).
+    pub torn_installs: u64,
     pub lease_checks_with_holder: u64,
     pub ids_served: u64,
 }
@@ -125,6 +127,10 @@ impl Checker {
 
     pub fn on_applied(&mut self, node: NodeId, term: Term, applied: Applied) -> Result<(), String> {
         self.record(node, term, applied)
+    }
+
+    pub fn on_torn_install(&mut self) {
+        self.stats.torn_installs += 1;
     }
 
     pub fn on_snapshot(

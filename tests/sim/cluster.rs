@@ -103,6 +103,9 @@ pub struct Cluster {
     /// Per mille of steps in which a node's next queued write fails (the
     /// map is full).
     pub write_failures_per_mille: u64,
+    /// Per mille of steps in which a node's next snapshot install is torn
+    /// by a crash (`Disk::tear_install`).
+    pub torn_installs_per_mille: u64,
     pub resume_order: ResumeOrder,
     /// Whether leaders serve IDs after every step (`ids::serve`).
     pub ids_mode: IdsMode,
@@ -156,6 +159,7 @@ impl Cluster {
             early: false,
             async_writes: false,
             write_failures_per_mille: 0,
+            torn_installs_per_mille: 0,
             resume_order: ResumeOrder::TicksFirst,
             ids_mode: IdsMode::Off,
             trace: std::env::var_os("SIM_TRACE").is_some(),
@@ -274,6 +278,11 @@ impl Cluster {
                 } else if !node.storage_full && self.rng.chance(5) {
                     node.storage_full = true;
                 }
+            }
+        }
+        if self.torn_installs_per_mille > 0 {
+            for node in self.nodes.values_mut() {
+                node.tear_next_install = self.rng.chance(self.torn_installs_per_mille);
             }
         }
         for id in ids {

@@ -1,8 +1,14 @@
 //! The simulated disk of one node: what survives a crash. It follows the
 //! Ready contract exactly (snapshot, then entries truncating the log, then
 //! hard state, as one atomic write) and models an unsynced write (a bare
-//! commit-index change) that a crash may lose. Owns only persisted bytes;
-//! checks only the contract's own rules and reports breaks as errors.
+//! commit-index change) that a crash may lose. A torn or unsynced WAL
+//! batch is a write that never happened (the store drops it whole at
+//! open); what the store can leave half-done is a snapshot from the
+//! leader, which is three steps on disk (term and vote to the WAL, the
+//! snapshot to LMDB, the reset of the log to the WAL): [`Disk::tear_install`]
+//! leaves what a crash after the second leaves, as the store recovers
+//! it. Owns only persisted bytes; checks only the contract's own rules
+//! and reports breaks as errors.
 
 use ticketd::raft::{
     Entry, EntryKind, HardState, LogIndex, Membership, Persisted, Ready, Snapshot, SnapshotMeta,
@@ -121,6 +127,58 @@ impl Disk {
             self.hard_state = hard_state;
         }
         Ok(written)
+    }
+
+    /// A crash in the middle of a Ready's snapshot install, as the store
+    /// writes it: a changed term and vote reached the WAL (the commit
+    /// where the old log had it), the snapshot reached LMDB, the reset of
+    /// the log did not. At open the store keeps the old log after the
+    /// snapshot only if it holds the snapshot's own entry (Raft's rule),
+    /// and drops it otherwise. The Ready's entries and commit are lost.
+    pub fn tear_install(&mut self, ready: &Ready) -> Result<(), String> {
+        let Some(snapshot) = &ready.snapshot else {
+            return Err("tear_install of a Ready without a snapshot".into());
+        };
+        if let Some(hard_state) = self.unsynced.take() {
+            self.hard_state = hard_state;
+        }
+        if let Some(hard_state) = ready.hard_state
+            && (hard_state.term, hard_state.vote) != (self.hard_state.term, self.hard_state.vote)
+        {
+            self.hard_state = HardState {
+                commit: self.hard_state.commit,
+                ..hard_state
+            };
+        }
+        let meta = &snapshot.meta;
+        let kept: Vec<Entry> = if self.term_at(meta.index) == Some(meta.term) {
+            self.entries
+                .iter()
+                .filter(|e| e.index > meta.index)
+                .cloned()
+                .collect()
+        } else {
+            Vec::new()
+        };
+        self.snapshot = snapshot.clone();
+        self.entries = kept;
+        let hard_state = self.hard_state;
+        if hard_state.commit > self.last_index() || hard_state.term < self.last_term() {
+            // The store would refuse to open this directory.
+            return Err(format!(
+                "a torn snapshot install at {} leaves {hard_state:?} over a log ending at {} (term {})",
+                meta.index,
+                self.last_index(),
+                self.last_term()
+            ));
+        }
+        Ok(())
+    }
+
+    fn last_term(&self) -> Term {
+        self.entries
+            .last()
+            .map_or(self.snapshot.meta.term, |e| e.term)
     }
 
     fn persist_unsynced(&mut self, ready: &Ready) -> Result<Vec<(Entry, Term)>, String> {

@@ -88,18 +88,20 @@ fn run_shard(shard: u64) {
         sum.committed += outcome.committed;
         sum.leaders += outcome.leaders;
         sum.snapshots_installed += outcome.snapshots_installed;
+        sum.torn_installs += outcome.torn_installs;
         worst.liveness_ticks = worst.liveness_ticks.max(outcome.liveness_ticks);
         worst.catch_up_ticks = worst.catch_up_ticks.max(outcome.catch_up_ticks);
     }
     println!(
         "shard {shard}: {} seeds in {:.2?}: {} ticks, {} entries committed, {} leaders, {} \
-         snapshots installed; worst liveness {} ticks, worst catch-up {} ticks",
+         snapshots installed ({} torn by a crash); worst liveness {} ticks, worst catch-up {} ticks",
         seeds.len(),
         began.elapsed(),
         sum.ticks,
         sum.committed,
         sum.leaders,
         sum.snapshots_installed,
+        sum.torn_installs,
         worst.liveness_ticks,
         worst.catch_up_ticks
     );

@@ -33,6 +33,9 @@ pub struct SimNode {
     pub early: bool,
     /// Dies in its next Ready, after the early work and before the write.
     pub crash_in_ready: bool,
+    /// Dies in the middle of writing its next Ready's snapshot, if it has
+    /// one (`Disk::tear_install`).
+    pub tear_next_install: bool,
     /// Writes a durable leader's batches asynchronously
     /// (`Raft::advance_async`): they complete later, in order, when the
     /// cluster says so, and a crash loses those not complete.
@@ -41,8 +44,8 @@ pub struct SimNode {
     /// messages that wait for it.
     pub pending: VecDeque<(Ready, Vec<Message>)>,
     /// The next queued write fails (the map is full): it and every write
-    /// queued after it are dropped and the core rewinds, as the driver's
-    /// writer does.
+    /// queued after it are dropped (a compaction is not) and the core
+    /// rewinds, as the driver's writer does.
     pub fail_next_write: bool,
     /// A compaction queued on the writer, as the driver queues it: the
     /// disk stores it, and then the core takes it (`Raft::compact_to`),
@@ -88,6 +91,7 @@ impl SimNode {
             stopped: false,
             early: false,
             crash_in_ready: false,
+            tear_next_install: false,
             async_writes: false,
             pending: VecDeque::new(),
             fail_next_write: false,
@@ -211,6 +215,15 @@ impl SimNode {
             // The driver writes nothing for a commit-only batch; this disk
             // models it as a write a crash may lose, which must not get
             // ahead of the queued writes.
+            if ready.must_sync
+                && ready.snapshot.is_some()
+                && std::mem::take(&mut self.tear_next_install)
+            {
+                self.disk.tear_install(&ready).map_err(|e| self.fail(&e))?;
+                check.on_torn_install();
+                self.crash(false);
+                return Ok(configs);
+            }
             if ready.must_sync || !self.has_queued() {
                 let written = self.disk.persist(&ready).map_err(|e| self.fail(&e))?;
                 check.on_written(self.id, &written)?;
@@ -264,9 +277,11 @@ impl SimNode {
         }
         if std::mem::take(&mut self.fail_next_write) {
             // The driver's writer drops every job of the failed one's
-            // epoch queued after it, a compaction behind it too.
+            // epoch queued after it, but not a compaction: its snapshot
+            // (of entries on disk before) is stored already, off the
+            // writer, and completes next.
             self.pending.clear();
-            self.compaction = None;
+            self.compaction_behind = 0;
             self.storage_full = true;
             self.failures += 1;
             if let Some(raft) = self.raft.as_mut() {

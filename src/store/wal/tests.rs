@@ -1,0 +1,348 @@
+//! Crash tests of the WAL on its own: what a power cut can leave in the
+//! files (a torn or garbage tail, half-done deletions) opens to the
+//! synced prefix; damage to synced data is refused.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::fs;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use super::*;
+use crate::raft::{Entry, EntryKind, HardState};
+use crate::store::AppRecord;
+
+struct TestDir(PathBuf);
+
+impl TestDir {
+    fn new(name: &str) -> TestDir {
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let path =
+            std::env::temp_dir().join(format!("ticketd-wal-{}-{name}-{n}", std::process::id()));
+        let _ = fs::remove_dir_all(&path);
+        TestDir(path)
+    }
+}
+
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+fn start() -> Header {
+    Header {
+        seq: 1,
+        base_index: 0,
+        base_term: 0,
+        hard_state: HardState::default(),
+        app: AppRecord::default(),
+    }
+}
+
+fn entries(first: u64, last: u64, term: u64) -> Vec<Entry> {
+    (first..=last)
+        .map(|index| Entry {
+            term,
+            index,
+            kind: EntryKind::Normal,
+            data: vec![index as u8; 100],
+        })
+        .collect()
+}
+
+/// Appends entries `first..=last` as one batch, with a commit at `last`.
+fn append(wal: &mut Wal, first: u64, last: u64, term: u64) -> u64 {
+    let batch = entries(first, last, term);
+    let hs = HardState {
+        term,
+        vote: 1,
+        commit: last,
+    };
+    let frame = record::encode_batch(&[OpRef::Entries(&batch), OpRef::HardState(hs)]);
+    let state = Header {
+        base_index: first - 1,
+        base_term: term,
+        hard_state: hs,
+        ..start()
+    };
+    wal.append(&frame, &state).unwrap()
+}
+
+fn last_index(replayed: &Replayed) -> u64 {
+    replayed.last().0
+}
+
+fn segment_paths(dir: &std::path::Path) -> Vec<PathBuf> {
+    recover::list(dir)
+        .unwrap()
+        .into_iter()
+        .map(|(_, p)| p)
+        .collect()
+}
+
+#[test]
+fn appends_survive_a_reopen_and_go_on_where_they_stopped() {
+    let dir = TestDir::new("reopen");
+    let mut wal = Wal::create(&dir.0, start(), SEGMENT_MIN).unwrap();
+    append(&mut wal, 1, 10, 1);
+    append(&mut wal, 11, 20, 1);
+    drop(wal);
+    let (mut wal, replayed) = Wal::open(&dir.0, SEGMENT_MIN).unwrap().unwrap();
+    assert_eq!(last_index(&replayed), 20);
+    assert_eq!(replayed.entries, entries(1, 20, 1));
+    assert_eq!(replayed.hard_state.commit, 20);
+    append(&mut wal, 21, 30, 2);
+    drop(wal);
+    let (_, replayed) = Wal::open(&dir.0, SEGMENT_MIN).unwrap().unwrap();
+    assert_eq!(last_index(&replayed), 30);
+    assert_eq!(replayed.hard_state.term, 2);
+}
+
+#[test]
+fn a_torn_last_frame_at_every_byte_opens_to_the_synced_prefix() {
+    let dir = TestDir::new("torn");
+    let mut wal = Wal::create(&dir.0, start(), SEGMENT_MIN).unwrap();
+    append(&mut wal, 1, 5, 1);
+    let before = wal.active.end;
+    append(&mut wal, 6, 8, 1);
+    let after = wal.active.end;
+    drop(wal);
+    let path = segment_paths(&dir.0).pop().unwrap();
+    let intact = fs::read(&path).unwrap();
+    for cut in before..after {
+        // The last frame reached the disk up to `cut`; the rest of the
+        // segment is the preallocated zeros.
+        let mut torn = intact.clone();
+        for byte in &mut torn[cut as usize..after as usize] {
+            *byte = 0;
+        }
+        fs::write(&path, &torn).unwrap();
+        let (mut wal, replayed) = Wal::open(&dir.0, SEGMENT_MIN).unwrap().unwrap();
+        assert_eq!(last_index(&replayed), 5, "cut at {cut}");
+        assert_eq!(replayed.hard_state.commit, 5);
+        // The tail is zero again, and appending goes on cleanly.
+        append(&mut wal, 6, 6, 1);
+        drop(wal);
+        let (_, replayed) = Wal::open(&dir.0, SEGMENT_MIN).unwrap().unwrap();
+        assert_eq!(last_index(&replayed), 6, "cut at {cut}");
+    }
+    // Torn the other way: the frame's last bytes landed, its first not.
+    let mut torn = intact.clone();
+    for byte in &mut torn[before as usize..before as usize + 20] {
+        *byte = 0;
+    }
+    fs::write(&path, &torn).unwrap();
+    let (_, replayed) = Wal::open(&dir.0, SEGMENT_MIN).unwrap().unwrap();
+    assert_eq!(last_index(&replayed), 5);
+}
+
+#[test]
+fn garbage_after_the_last_frame_is_zeroed_and_never_read_again() {
+    let dir = TestDir::new("garbage");
+    let mut wal = Wal::create(&dir.0, start(), SEGMENT_MIN).unwrap();
+    append(&mut wal, 1, 5, 1);
+    let end = wal.active.end as usize;
+    drop(wal);
+    let path = segment_paths(&dir.0).pop().unwrap();
+    let mut bytes = fs::read(&path).unwrap();
+    // Unsynced pages of a later write: a plausible frame header and noise.
+    for (i, byte) in bytes[end..end + 3000].iter_mut().enumerate() {
+        *byte = (i * 7 + 3) as u8;
+    }
+    fs::write(&path, &bytes).unwrap();
+    let (mut wal, replayed) = Wal::open(&dir.0, SEGMENT_MIN).unwrap().unwrap();
+    assert_eq!(last_index(&replayed), 5);
+    assert!(fs::read(&path).unwrap()[end..].iter().all(|&b| b == 0));
+    append(&mut wal, 6, 7, 1);
+    drop(wal);
+    let (_, replayed) = Wal::open(&dir.0, SEGMENT_MIN).unwrap().unwrap();
+    assert_eq!(last_index(&replayed), 7);
+}
+
+#[test]
+fn segments_roll_over_and_a_damaged_older_one_is_refused() {
+    let dir = TestDir::new("roll");
+    let mut wal = Wal::create(&dir.0, start(), SEGMENT_MIN).unwrap();
+    let mut next = 1;
+    while wal.segment_count() < 4 {
+        append(&mut wal, next, next + 49, 1);
+        next += 50;
+    }
+    drop(wal);
+    let (_, replayed) = Wal::open(&dir.0, SEGMENT_MIN).unwrap().unwrap();
+    assert_eq!(last_index(&replayed), next - 1);
+    assert_eq!(replayed.entries, entries(1, next - 1, 1));
+    // A flipped bit in the second segment's synced frames.
+    let paths = segment_paths(&dir.0);
+    let mut bytes = fs::read(&paths[1]).unwrap();
+    bytes[200] ^= 0x10;
+    fs::write(&paths[1], &bytes).unwrap();
+    match Wal::open(&dir.0, SEGMENT_MIN) {
+        Err(StoreError::Corrupt(what)) => {
+            assert!(what.contains("damaged frame"), "{what}");
+            assert!(what.contains(&segment::file_name(2)), "{what}");
+        }
+        other => panic!("expected corruption, got {:?}", other.map(|o| o.is_some())),
+    }
+    // Zeros in the middle of an older segment (a lost seal) are refused too.
+    bytes[200] ^= 0x10;
+    let end = bytes.len() / 2;
+    for byte in &mut bytes[end..] {
+        *byte = 0;
+    }
+    fs::write(&paths[1], &bytes).unwrap();
+    assert!(matches!(
+        Wal::open(&dir.0, SEGMENT_MIN),
+        Err(StoreError::Corrupt(_))
+    ));
+}
+
+#[test]
+fn an_interrupted_deletion_leaves_a_usable_log() {
+    let dir = TestDir::new("deletion");
+    let mut wal = Wal::create(&dir.0, start(), SEGMENT_MIN).unwrap();
+    let mut next = 1;
+    while wal.segment_count() < 5 {
+        append(&mut wal, next, next + 49, 1);
+        next += 50;
+    }
+    drop(wal);
+    let paths = segment_paths(&dir.0);
+    // Deleted oldest first, stopped after one: 2..=5 remain.
+    fs::remove_file(&paths[0]).unwrap();
+    let (_, replayed) = Wal::open(&dir.0, SEGMENT_MIN).unwrap().unwrap();
+    assert_eq!(last_index(&replayed), next - 1);
+    assert!(replayed.base_index > 0);
+    assert_eq!(replayed.entries.last(), entries(1, next - 1, 1).last());
+    // The unlinks reached the disk out of order: 2 and 4 remain of 1..=4.
+    fs::remove_file(&paths[2]).unwrap();
+    let (mut wal, replayed) = Wal::open(&dir.0, SEGMENT_MIN).unwrap().unwrap();
+    assert_eq!(last_index(&replayed), next - 1);
+    assert!(!paths[1].exists(), "the segment before the gap is deleted");
+    assert_eq!(wal.segment_count(), 2);
+    let first = replayed.base_index + 1;
+    assert_eq!(replayed.entries, entries(first, next - 1, 1));
+    // Deleting below the active segment leaves it alone.
+    assert_eq!(wal.remove_below(u64::MAX).unwrap(), 1);
+    assert_eq!(wal.segment_count(), 1);
+}
+
+#[test]
+fn a_segment_without_its_header_is_dropped_only_when_newest() {
+    let dir = TestDir::new("headerless");
+    let mut wal = Wal::create(&dir.0, start(), SEGMENT_MIN).unwrap();
+    let mut next = 1;
+    while wal.segment_count() < 2 {
+        append(&mut wal, next, next + 49, 1);
+        next += 50;
+    }
+    drop(wal);
+    let paths = segment_paths(&dir.0);
+    // The crash hit while segment 3 was being created: zeros only.
+    let third = dir.0.join(segment::file_name(3));
+    fs::write(&third, vec![0u8; 4096]).unwrap();
+    let (mut wal, replayed) = Wal::open(&dir.0, SEGMENT_MIN).unwrap().unwrap();
+    assert_eq!(last_index(&replayed), next - 1);
+    assert!(!third.exists());
+    append(&mut wal, next, next, 1);
+    drop(wal);
+    // The first segment losing its header is damage, not a crash.
+    let mut bytes = fs::read(&paths[0]).unwrap();
+    bytes[3] ^= 1;
+    fs::write(&paths[0], &bytes).unwrap();
+    assert!(matches!(
+        Wal::open(&dir.0, SEGMENT_MIN),
+        Err(StoreError::Corrupt(_))
+    ));
+}
+
+#[test]
+fn truncations_and_resets_replay() {
+    let dir = TestDir::new("truncate");
+    let mut wal = Wal::create(&dir.0, start(), SEGMENT_MIN).unwrap();
+    append(&mut wal, 1, 10, 1);
+    let conflicting = entries(6, 8, 2);
+    let frame = record::encode_batch(&[
+        OpRef::Truncate {
+            from: 6,
+            prev_term: 1,
+        },
+        OpRef::Entries(&conflicting),
+    ]);
+    wal.append(&frame, &start()).unwrap();
+    drop(wal);
+    let (mut wal, replayed) = Wal::open(&dir.0, SEGMENT_MIN).unwrap().unwrap();
+    assert_eq!(last_index(&replayed), 8);
+    assert_eq!(replayed.entries[5..], conflicting[..]);
+    let frame = record::encode_batch(&[OpRef::Reset { index: 40, term: 3 }]);
+    wal.append(&frame, &start()).unwrap();
+    drop(wal);
+    let (_, replayed) = Wal::open(&dir.0, SEGMENT_MIN).unwrap().unwrap();
+    assert!(replayed.entries.is_empty());
+    assert_eq!(replayed.last(), (40, 3));
+    assert_eq!(replayed.reset, Some((40, 3)));
+    // A truncation naming the wrong term before it is refused.
+    let dir = TestDir::new("bad-truncate");
+    let mut wal = Wal::create(&dir.0, start(), SEGMENT_MIN).unwrap();
+    append(&mut wal, 1, 10, 1);
+    let frame = record::encode_batch(&[OpRef::Truncate {
+        from: 6,
+        prev_term: 9,
+    }]);
+    wal.append(&frame, &start()).unwrap();
+    drop(wal);
+    assert!(matches!(
+        Wal::open(&dir.0, SEGMENT_MIN),
+        Err(StoreError::Corrupt(_))
+    ));
+}
+
+#[test]
+fn a_damaged_frame_before_others_in_the_newest_segment_is_refused() {
+    let dir = TestDir::new("mid-crc");
+    let mut wal = Wal::create(&dir.0, start(), SEGMENT_MIN).unwrap();
+    append(&mut wal, 1, 3, 1);
+    let second = wal.active.end as usize;
+    append(&mut wal, 4, 6, 1);
+    append(&mut wal, 7, 9, 1);
+    drop(wal);
+    let path = segment_paths(&dir.0).pop().unwrap();
+    let mut bytes = fs::read(&path).unwrap();
+    bytes[second + 40] ^= 0x04;
+    fs::write(&path, &bytes).unwrap();
+    match Wal::open(&dir.0, SEGMENT_MIN) {
+        Err(StoreError::Corrupt(what)) => assert!(what.contains("more written after"), "{what}"),
+        other => panic!("expected corruption, got {:?}", other.map(|o| o.is_some())),
+    }
+    // The same damage to the last frame is a torn tail: the prefix opens.
+    bytes[second + 40] ^= 0x04;
+    let end = bytes.iter().rposition(|&b| b != 0).unwrap();
+    bytes[end - 3] ^= 0x04;
+    fs::write(&path, &bytes).unwrap();
+    let (_, replayed) = Wal::open(&dir.0, SEGMENT_MIN).unwrap().unwrap();
+    assert_eq!(last_index(&replayed), 6);
+}
+
+#[test]
+fn space_is_allocated_ahead_while_appends_go_on() {
+    let dir = TestDir::new("extend");
+    let capacity = 8 << 20;
+    let mut wal = Wal::create(&dir.0, start(), capacity).unwrap();
+    let mut next = 1;
+    // About 3.5 MiB in ~4 KiB batches: three chunks past the first.
+    while wal.bytes() < (7 << 19) {
+        append(&mut wal, next, next + 39, 1);
+        next += 40;
+    }
+    assert_eq!(wal.segment_count(), 1);
+    assert!(wal.active.allocated > wal.active.end);
+    drop(wal);
+    let path = segment_paths(&dir.0).pop().unwrap();
+    let len = fs::metadata(&path).unwrap().len();
+    assert!(len >= 7 << 19 && len <= capacity, "{len}");
+    assert_eq!(len % CHUNK, 0, "whole chunks: {len}");
+    let (_, replayed) = Wal::open(&dir.0, capacity).unwrap().unwrap();
+    assert_eq!(replayed.entries, entries(1, next - 1, 1));
+}
