@@ -445,11 +445,8 @@ impl Driver {
     /// host does not stop): it counts from when the tick it started at
     /// ran here, which is never later than when the followers heard.
     pub fn lease_until(&self) -> Option<BootInstant> {
-        let began = self
-            .tick_times
-            .lease_began(&self.raft, BootInstant::now())?;
-        let lease = self.config.tick * self.raft.lease_ticks() as u32;
-        Some(began + lease)
+        self.tick_times
+            .lease_until(&self.raft, BootInstant::now(), self.config.tick)
     }
 
     fn periodic(&mut self) {
