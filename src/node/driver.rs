@@ -1006,6 +1006,7 @@ impl Driver {
             std::sync::atomic::Ordering::Relaxed,
         );
         let (storage_map_bytes, storage_used_bytes) = self.storage_bytes;
+        let waiters = u64::try_from(self.waiters.len()).unwrap_or(u64::MAX);
         self.shared.update(|status| {
             if leader != 0 && leader != status.leader {
                 Counters::add(&counters.leader_changes, 1);
@@ -1030,6 +1031,7 @@ impl Driver {
                 status.sessions = sessions;
                 status.locks = locks;
             }
+            status.waiters = waiters;
             status.storage_full = storage_full;
             status.removed = removed;
         });

@@ -35,6 +35,8 @@ pub struct Status {
     /// Sessions and locks in the applied state.
     pub sessions: u64,
     pub locks: u64,
+    /// Leader only: lock and claim requests parked with `?wait=`.
+    pub waiters: u64,
     /// The LMDB map is (nearly) full: writes answer 507.
     pub storage_full: bool,
     /// The LMDB map's size and the bytes of it in use, at the last look.
@@ -63,6 +65,7 @@ impl Status {
             lease_until: None,
             sessions: 0,
             locks: 0,
+            waiters: 0,
             storage_full: false,
             storage_map_bytes: 0,
             storage_used_bytes: 0,
