@@ -4,6 +4,7 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod churn;
 pub mod ops;
 
 use std::collections::BTreeMap;
