@@ -356,7 +356,20 @@ fn http_service_survives_running_out_of_file_descriptors() {
     // until they leave or time out; more of them than descriptors made
     // upstream tiny_http 0.12 stop accepting for good.
     let held = hold_connections(&node.http, 200, b"POST / HTTP/1.1\r\n");
-    thread::sleep(Duration::from_millis(500));
+    // The descriptors did run out: the process holds (nearly) all 128.
+    let fds = || {
+        std::fs::read_dir(format!("/proc/{}/fd", node.child.id()))
+            .map(|dir| dir.count())
+            .unwrap_or(0)
+    };
+    let exhausted = wait_for(Duration::from_secs(10), || (fds() >= 124).then_some(()));
+    assert!(
+        exhausted.is_some(),
+        "{} connections held, but the node has only {} descriptors open\n{}",
+        held.len(),
+        fds(),
+        node.log()
+    );
     drop(held);
     let serving = wait_for(Duration::from_secs(10), || {
         common::ops::serves_ids(&node.http).then_some(())
