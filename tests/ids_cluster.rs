@@ -216,8 +216,9 @@ fn survivor_refuses_then_serves_again(name: &str, survivor_is_leader: bool) {
         cluster.nodes[other].kill();
     }
 
-    let killed_at = Instant::now();
-    let refused = wait_for(FAILOVER_MAX, || {
+    // Refused once its lease or its view of the leader lapses: a
+    // generous bound, as the order (served, then refused) is the point.
+    let refused = wait_for(LEADER_WAIT, || {
         post(&addr, "/?count=2").filter(|r| r.status == 503)
     });
     let Some(refused) = refused else {
@@ -227,7 +228,6 @@ fn survivor_refuses_then_serves_again(name: &str, survivor_is_leader: bool) {
             cluster.logs()
         );
     };
-    assert!(killed_at.elapsed() < FAILOVER_MAX);
     assert_eq!(refused.header("retry-after"), Some("1"), "{refused:?}");
     assert_eq!(refused.body.trim_end(), "Leader unavailable", "{refused:?}");
     assert_eq!(refused.reason, "Leader unavailable", "{refused:?}");
@@ -302,12 +302,14 @@ fn concurrent_clients_across_a_failover_never_get_a_duplicate() {
     let stop = Arc::new(AtomicBool::new(false));
     let killed_at: Arc<Mutex<Option<Instant>>> = Arc::new(Mutex::new(None));
     let successes_after_kill = Arc::new(Mutex::new(vec![0usize; CLIENTS]));
+    let successes = Arc::new(Mutex::new(vec![0usize; CLIENTS]));
     let clients: Vec<_> = (0..CLIENTS)
         .map(|client| {
             let addrs = addrs.clone();
             let stop = Arc::clone(&stop);
             let killed_at = Arc::clone(&killed_at);
             let after = Arc::clone(&successes_after_kill);
+            let all = Arc::clone(&successes);
             thread::spawn(move || {
                 let mut mine: Vec<u64> = Vec::new();
                 let mut turn = client;
@@ -320,6 +322,7 @@ fn concurrent_clients_across_a_failover_never_get_a_duplicate() {
                             if killed_at.lock().unwrap().is_some_and(|k| started > k) {
                                 after.lock().unwrap()[client] += 1;
                             }
+                            all.lock().unwrap()[client] += 1;
                             mine.extend(ids);
                         }
                         Err(_) => thread::sleep(Duration::from_millis(10)),
@@ -330,7 +333,17 @@ fn concurrent_clients_across_a_failover_never_get_a_duplicate() {
         })
         .collect();
 
-    thread::sleep(Duration::from_millis(1500));
+    // Every client is served before the kill, so each crosses it.
+    let everyone_started = wait_for(LEADER_WAIT, || {
+        let all = successes.lock().unwrap();
+        all.iter().all(|n| *n >= 5).then_some(())
+    });
+    assert!(
+        everyone_started.is_some(),
+        "not every client was served before the kill: {:?}\n{}",
+        successes.lock().unwrap(),
+        cluster.logs()
+    );
     *killed_at.lock().unwrap() = Some(Instant::now());
     cluster.nodes[leader].kill();
     let everyone_served = wait_for(FAILOVER_MAX * 2, || {
