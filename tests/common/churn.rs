@@ -26,10 +26,10 @@ pub fn acknowledged_ids(response: &Response, count: u64) -> Option<Vec<u64>> {
     if response.status != 200 || !response.body.ends_with('\n') {
         return None;
     }
-    if let Some(length) = response.header("content-length") {
-        if length.parse::<usize>().ok()? != response.body.len() {
-            return None;
-        }
+    if let Some(length) = response.header("content-length")
+        && length.parse::<usize>().ok()? != response.body.len()
+    {
+        return None;
     }
     let ids: Vec<u64> = response
         .body
