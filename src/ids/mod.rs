@@ -364,6 +364,18 @@ mod tests {
     }
 
     #[test]
+    fn a_request_one_longer_than_the_only_range_is_short_though_not_low() {
+        // 6,000 left (not low) in one range starting at 1: a request for
+        // 6,001 fits nowhere, so a refill is due at once.
+        let (pool, _) = pool_with(1, 6_000);
+        assert_eq!(
+            pool.take(6_001, Duration::ZERO, &|| {}),
+            Err(TakeError::TimedOut)
+        );
+        assert!(pool.refill_needed().is_some(), "short by one");
+    }
+
+    #[test]
     fn ranges_grow_when_used_up_fast_and_shrink_when_they_last() {
         let pool = IdPool::new();
         let generation = pool.reset();
