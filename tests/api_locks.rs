@@ -40,6 +40,28 @@ fn receive(receiver: &mpsc::Receiver<(Response, Duration)>) -> (Response, Durati
         .expect("the waiting request answered")
 }
 
+/// Waits until the leader reports exactly `n` parked lock and claim
+/// requests (`Waiters` in its status): the signal that a `?wait=`
+/// request has reached the leader and sleeps there, so that what
+/// follows exercises the wake-up and not a request arriving late.
+fn wait_parked(cluster: &Cluster, n: u64) {
+    let parked = wait_for(Duration::from_secs(20), || {
+        cluster
+            .nodes
+            .iter()
+            .filter(|node| node.is_running())
+            .filter_map(|node| node.status())
+            .filter_map(|status| api_support::Json::parse(&status).ok())
+            .find(|status| status.get("Role").str() == "leader")
+            .filter(|status| status.get("Waiters").u64() == n)
+    });
+    assert!(
+        parked.is_some(),
+        "the leader never reported {n} parked waiter(s); logs:\n{}",
+        cluster.logs()
+    );
+}
+
 /// Asserts that a background request has not been answered yet.
 fn still_waiting(receiver: &mpsc::Receiver<(Response, Duration)>, what: &str) {
     match receiver.try_recv() {
@@ -58,14 +80,16 @@ fn waits_for_locks_and_claims_through_a_follower() {
     let b = api.open_session("b", TTL_LONG_MS);
     let c = api.open_session("c", TTL_LONG_MS);
 
-    // B waits for A's lock; A unlocks after ~300 ms; B gets it at once.
+    // B waits for A's lock; once it is parked on the leader A unlocks,
+    // and B gets it at once.
     let first = lock_grant(&api.lock(&a, "w"));
     assert!(first.granted);
+    wait_parked(&cluster, 0);
     let waiting = {
         let (api, b) = (api.clone(), b.clone());
         in_background(move || api.lock_wait(&b, "w", 20_000))
     };
-    std::thread::sleep(Duration::from_millis(300));
+    wait_parked(&cluster, 1);
     still_waiting(&waiting, "a lock held by another waits");
     assert_eq!(api.unlock(&a, "w").status, 200);
     let (response, took) = receive(&waiting);
@@ -86,11 +110,12 @@ fn waits_for_locks_and_claims_through_a_follower() {
     assert!(took < Duration::from_secs(10), "gave up after {took:?}");
 
     // A holder that closes its session hands the lock to the waiter.
+    wait_parked(&cluster, 0);
     let waiting = {
         let (api, c) = (api.clone(), c.clone());
         in_background(move || api.lock_wait(&c, "w", 20_000))
     };
-    std::thread::sleep(Duration::from_millis(300));
+    wait_parked(&cluster, 1);
     still_waiting(&waiting, "a lock held by another waits");
     assert_ok(&api.close(&b), "close the holder");
     let third = lock_grant(&receive(&waiting).0);
@@ -101,11 +126,12 @@ fn waits_for_locks_and_claims_through_a_follower() {
     assert_ok(&api.issue(&a, "wc", "only", b"x"), "issue");
     let held = claim_grant(&api.claim(&a, "wc")).0;
     assert!(held.granted);
+    wait_parked(&cluster, 0);
     let waiting = {
         let (api, c) = (api.clone(), c.clone());
         in_background(move || api.claim_wait(&c, "wc", 20_000))
     };
-    std::thread::sleep(Duration::from_millis(300));
+    wait_parked(&cluster, 1);
     still_waiting(&waiting, "a claim on a taken ticket waits");
     assert_ok(&api.release(&a, "wc", "only"), "release");
     let (response, took) = receive(&waiting);
@@ -121,11 +147,12 @@ fn waits_for_locks_and_claims_through_a_follower() {
 
     // A claim on a resource that does not exist yet waits for its first
     // ticket to be issued.
+    wait_parked(&cluster, 0);
     let waiting = {
         let (api, a) = (api.clone(), a.clone());
         in_background(move || api.claim_wait(&a, "not-yet", 20_000))
     };
-    std::thread::sleep(Duration::from_millis(300));
+    wait_parked(&cluster, 1);
     still_waiting(&waiting, "a claim on a missing resource waits");
     assert_ok(&api.issue(&c, "not-yet", "fresh", b"new"), "issue");
     let (claimed, ticket) = claim_grant(&receive(&waiting).0);
@@ -324,11 +351,25 @@ fn a_session_expires_even_when_its_deadline_passes_during_a_leadership_transfer(
     let first = lock_grant(&api.lock(&doomed, "transfer-lock"));
     assert!(first.granted);
     let transfer = format!("/api/v1/cluster/transfer?to={down_id}");
+    // Every answer says the leader took the transfer (a transfer already
+    // under way to the same member is "Ok" too), or is a retryable 503:
+    // anything else and the deadline never passed during a transfer.
     let until = Instant::now() + Duration::from_millis(3_500);
+    let mut accepted = 0;
     while Instant::now() < until {
-        let _ = common::request("POST", &api.addr, &transfer, b"");
+        let answer = common::request("POST", &api.addr, &transfer, b"")
+            .expect("the leader answers the transfer");
+        match answer.status {
+            200 => {
+                assert_eq!(answer.body.trim(), "\"Ok\"", "{answer:?}");
+                accepted += 1;
+            }
+            503 => {}
+            _ => panic!("the transfer to {down_id} was refused: {answer:?}"),
+        }
         std::thread::sleep(Duration::from_millis(100));
     }
+    assert!(accepted > 0, "no transfer was ever accepted");
 
     let started = Instant::now();
     let next = lock_grant(&through_any(

@@ -9,7 +9,7 @@ mod common;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::sync::{Arc, Barrier};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::Cluster;
 
@@ -35,22 +35,21 @@ fn simultaneous_keep_alive_clients_are_all_served() {
                 barrier.wait();
                 let mut stream = TcpStream::connect(&addr).unwrap();
                 stream
-                    .set_read_timeout(Some(Duration::from_secs(10)))
+                    .set_read_timeout(Some(Duration::from_secs(60)))
                     .unwrap();
                 let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let started = Instant::now();
                 for _ in 0..20 {
                     assert_eq!(post_keep_alive(&mut stream, &mut reader), 200);
                 }
-                // Hold the connection while the others are served.
+                // Hold the connection while the others are served: a
+                // client left waiting for another to leave never gets
+                // here, and its read times out (an order, not a speed).
                 barrier.wait();
-                started.elapsed()
             })
         })
         .collect();
     for thread in threads {
-        let took = thread.join().expect("a client was never served");
-        assert!(took < Duration::from_secs(8), "a client waited {took:?}");
+        thread.join().expect("a client was never served");
     }
 }
 

@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Cluster, ids_of, post};
+use common::{Cluster, churn, ids_of, post};
 
 #[test]
 fn ids_increase_across_kill_and_restart() {
@@ -61,4 +61,44 @@ fn bad_counts_paths_and_methods_are_refused() {
     assert_eq!(common::get(&addr, "/readyz").unwrap().status, 200);
     let metrics = common::get(&addr, "/metrics").unwrap();
     assert!(metrics.body.contains("ticketd_term"));
+}
+
+/// `kill -9` at varied moments while a client takes IDs in counts that
+/// drain a reserved range every few requests (ranges are 10,000 IDs at
+/// least), so kills land during writes, right after answers and across
+/// refills; every acknowledged ID is checked at the end.
+#[test]
+fn kill_9_during_writes_and_refills_never_repeats_an_id() {
+    const ROUNDS: usize = 20;
+    static COUNTS: &[u64] = &[1, 9, 2_500, 12_000, 40];
+    let mut cluster = Cluster::start("one-node-churn", 1);
+    let addr = cluster.nodes[0].http();
+    let client = churn::Client::start(vec![addr], COUNTS);
+    let mut seed = u64::from(std::process::id()) * 2_654_435_761;
+    let first_seed = seed;
+    for round in 0..ROUNDS {
+        // Wait for fresh acknowledgements, then kill at a varied moment.
+        let before = client.acknowledged();
+        let served = common::wait_for(Duration::from_secs(20), || {
+            (client.acknowledged() >= before + 3).then_some(())
+        });
+        assert!(
+            served.is_some(),
+            "round {round}: no IDs served after the restart\n{}",
+            cluster.logs()
+        );
+        std::thread::sleep(churn::pause_ms(&mut seed, 0..400));
+        cluster.nodes[0].kill();
+        cluster.nodes[0].start();
+    }
+    let before = client.acknowledged();
+    let served = common::wait_for(Duration::from_secs(20), || {
+        (client.acknowledged() >= before + 3).then_some(())
+    });
+    let batches = client.stop();
+    assert!(served.is_some(), "no IDs after the last restart");
+    let distinct = churn::check_batches(&batches)
+        .unwrap_or_else(|e| panic!("{e} (seed {first_seed})\n{}", cluster.logs()));
+    // Many ranges were drained: the kills crossed refills.
+    assert!(distinct > 10 * 10_000, "only {distinct} IDs");
 }

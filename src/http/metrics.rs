@@ -114,6 +114,12 @@ fn render(context: &Context) -> String {
         status.sessions,
     );
     gauge(&mut out, "ticketd_locks", "Held locks.", status.locks);
+    gauge(
+        &mut out,
+        "ticketd_lock_waiters",
+        "Leader only: lock and claim requests parked with ?wait=.",
+        status.waiters,
+    );
     counter(
         &mut out,
         "ticketd_ids_served_total",

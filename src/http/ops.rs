@@ -87,9 +87,10 @@ pub fn status(method: &Method, context: &Context) -> Answer {
     };
     let _ = write!(
         out,
-        "\"Fsyncs\":{fsyncs},\"EntriesPerFsync\":{per_fsync:.2},\"Sessions\":{},\"Locks\":{},\"StorageFull\":{},\"Members\":{}}}",
+        "\"Fsyncs\":{fsyncs},\"EntriesPerFsync\":{per_fsync:.2},\"Sessions\":{},\"Locks\":{},\"Waiters\":{},\"StorageFull\":{},\"Members\":{}}}",
         status.sessions,
         status.locks,
+        status.waiters,
         status.storage_full,
         members_json(&status)
     );

@@ -309,4 +309,168 @@ mod tests {
         assert_eq!(got, Ok((100, 149)));
         handle.join().unwrap();
     }
+
+    /// A pool serving under a lease whose refill of `generation` came back
+    /// as `(first, last)`.
+    fn pool_with(first: u64, last: u64) -> (IdPool, u64) {
+        let pool = IdPool::new();
+        let generation = pool.reset();
+        serving(&pool);
+        pool.refill_needed().expect("an empty pool needs a refill");
+        pool.add_range(generation, first, last);
+        (pool, generation)
+    }
+
+    #[test]
+    fn a_refill_is_asked_for_below_half_a_range_and_not_before() {
+        // Range size RANGE_MIN: low means fewer than RANGE_MIN / 2 + 1.
+        let (pool, _) = pool_with(1, RANGE_MIN);
+        let half = RANGE_MIN / 2;
+        assert_eq!(
+            pool.take(half - 1, Duration::ZERO, &|| {}),
+            Ok((1, half - 1))
+        );
+        // RANGE_MIN / 2 + 1 left: enough.
+        assert_eq!(pool.refill_needed(), None);
+        assert_eq!(pool.take(1, Duration::ZERO, &|| {}), Ok((half, half)));
+        // RANGE_MIN / 2 left: low.
+        let refill = pool.refill_needed().expect("low");
+        assert!(refill.count >= RANGE_MIN, "{refill:?}");
+        assert_eq!(pool.refill_needed(), None, "one refill in flight");
+    }
+
+    #[test]
+    fn a_request_larger_than_any_range_asks_for_a_range_its_size() {
+        let (pool, generation) = pool_with(1, 100);
+        // Plenty for small requests is still short for one of 30,000.
+        pool.lock().ranges.push_back((1_000, 1_000 + RANGE_MIN));
+        assert_eq!(
+            pool.take(30_000, Duration::ZERO, &|| {}),
+            Err(TakeError::TimedOut)
+        );
+        let refill = pool.refill_needed().expect("short for the demand");
+        assert_eq!(refill.count, 30_000);
+        // A range too small for the demand leaves it standing ...
+        pool.add_range(generation, 50_000, 50_009);
+        assert_eq!(pool.lock().demand, 30_000);
+        assert!(pool.refill_needed().is_some(), "still short");
+        // ... one that covers it clears it.
+        pool.add_range(generation, 100_000, 129_999);
+        assert_eq!(pool.lock().demand, 0);
+        assert_eq!(
+            pool.take(30_000, Duration::ZERO, &|| {}),
+            Ok((100_000, 129_999))
+        );
+    }
+
+    #[test]
+    fn a_request_one_longer_than_the_only_range_is_short_though_not_low() {
+        // 6,000 left (not low) in one range starting at 1: a request for
+        // 6,001 fits nowhere, so a refill is due at once.
+        let (pool, _) = pool_with(1, 6_000);
+        assert_eq!(
+            pool.take(6_001, Duration::ZERO, &|| {}),
+            Err(TakeError::TimedOut)
+        );
+        assert!(pool.refill_needed().is_some(), "short by one");
+    }
+
+    #[test]
+    fn ranges_grow_when_used_up_fast_and_shrink_when_they_last() {
+        let pool = IdPool::new();
+        let generation = pool.reset();
+        serving(&pool);
+        let size = |pool: &IdPool, ago: Duration| {
+            pool.lock().last_refill = Some(Instant::now() - ago);
+            let refill = pool.refill_needed().expect("an empty pool is low");
+            pool.refill_failed(generation);
+            refill.count
+        };
+        assert_eq!(size(&pool, Duration::from_millis(500)), RANGE_MIN);
+        assert_eq!(size(&pool, Duration::from_millis(10)), 2 * RANGE_MIN);
+        assert_eq!(size(&pool, Duration::from_millis(10)), 4 * RANGE_MIN);
+        assert_eq!(size(&pool, Duration::from_millis(500)), 4 * RANGE_MIN);
+        assert_eq!(size(&pool, Duration::from_secs(3)), 2 * RANGE_MIN);
+        assert_eq!(size(&pool, Duration::from_secs(3)), RANGE_MIN);
+        assert_eq!(size(&pool, Duration::from_secs(3)), RANGE_MIN, "floor");
+        pool.lock().range_size = RANGE_MAX;
+        assert_eq!(size(&pool, Duration::from_millis(10)), RANGE_MAX, "cap");
+    }
+
+    #[test]
+    fn a_failed_refill_allows_another_only_in_its_generation() {
+        let pool = IdPool::new();
+        let old = pool.reset();
+        serving(&pool);
+        assert!(pool.refill_needed().is_some());
+        let new = pool.reset();
+        serving(&pool);
+        assert!(pool.refill_needed().is_some(), "a reset forgets the refill");
+        pool.refill_failed(old);
+        assert!(pool.refill_needed().is_none(), "the new one is in flight");
+        pool.refill_failed(new);
+        assert!(pool.refill_needed().is_some());
+        // A range of an old generation does not end the refill in flight.
+        pool.add_range(old, 1, 10);
+        assert!(pool.refill_needed().is_none());
+        assert!(pool.lock().ranges.is_empty());
+    }
+
+    #[test]
+    fn a_reset_forgets_demand_and_served_ids_are_counted() {
+        let (pool, _) = pool_with(1, 10);
+        assert_eq!(pool.served_total(), 0);
+        assert_eq!(pool.take(3, Duration::ZERO, &|| {}), Ok((1, 3)));
+        assert_eq!(pool.take(7, Duration::ZERO, &|| {}), Ok((4, 10)));
+        assert_eq!(pool.served_total(), 10);
+        let woken = std::cell::Cell::new(0);
+        assert_eq!(
+            pool.take(50, Duration::ZERO, &|| woken.set(woken.get() + 1)),
+            Err(TakeError::TimedOut)
+        );
+        assert_eq!(woken.get(), 1, "a request left waiting wakes the node");
+        assert_eq!(pool.served_total(), 10, "nothing served");
+        assert_eq!(pool.lock().demand, 50);
+        pool.reset();
+        assert_eq!(pool.lock().demand, 0);
+        assert!(!pool.lock().refill_in_flight);
+        assert_eq!(pool.served_total(), 10, "a reset keeps the count");
+    }
+
+    #[test]
+    fn a_wait_runs_out_after_its_timeout_not_before() {
+        let (pool, _) = pool_with(1, 1);
+        assert_eq!(pool.take(1, Duration::ZERO, &|| {}), Ok((1, 1)));
+        let started = Instant::now();
+        let timeout = Duration::from_millis(120);
+        assert_eq!(pool.take(1, timeout, &|| {}), Err(TakeError::TimedOut));
+        assert!(started.elapsed() >= timeout, "{:?}", started.elapsed());
+        // A lease that ran out refuses at once, ranges or not.
+        pool.lock().ranges.push_back((5, 9));
+        pool.set_lease(Some(BootInstant::now()));
+        assert_eq!(
+            pool.take(1, Duration::from_secs(5), &|| {}),
+            Err(TakeError::NotServing)
+        );
+    }
+
+    #[test]
+    fn taking_skips_a_short_range_only_for_a_later_one_that_fits() {
+        let mut ranges: VecDeque<(u64, u64)> = [(1, 3), (10, 19), (30, 30)].into();
+        // Fits the first: taken from it, the rest kept.
+        assert_eq!(take_from(&mut ranges, 2), Some((1, 2)));
+        assert_eq!(ranges, VecDeque::from([(3, 3), (10, 19), (30, 30)]));
+        // Too long for what is left of the first: skips it (a gap).
+        assert_eq!(take_from(&mut ranges, 4), Some((10, 13)));
+        assert_eq!(ranges, VecDeque::from([(14, 19), (30, 30)]));
+        // An exact fit uses the range up.
+        assert_eq!(take_from(&mut ranges, 6), Some((14, 19)));
+        assert_eq!(ranges, VecDeque::from([(30, 30)]));
+        // Longer than any: nothing taken, nothing skipped.
+        assert_eq!(take_from(&mut ranges, 2), None);
+        assert_eq!(ranges, VecDeque::from([(30, 30)]));
+        assert_eq!(take_from(&mut ranges, 1), Some((30, 30)));
+        assert!(ranges.is_empty());
+        assert_eq!(take_from(&mut ranges, 1), None);
+    }
 }

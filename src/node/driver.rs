@@ -452,11 +452,8 @@ impl Driver {
     /// host does not stop): it counts from when the tick it started at
     /// ran here, which is never later than when the followers heard.
     pub fn lease_until(&self) -> Option<BootInstant> {
-        let began = self
-            .tick_times
-            .lease_began(&self.raft, BootInstant::now())?;
-        let lease = self.config.tick * self.raft.lease_ticks() as u32;
-        Some(began + lease)
+        self.tick_times
+            .lease_until(&self.raft, BootInstant::now(), self.config.tick)
     }
 
     fn periodic(&mut self) {
@@ -847,6 +844,7 @@ impl Driver {
         );
         let (storage_map_bytes, storage_used_bytes, storage_wal_bytes) = self.storage_bytes;
         let ids_reserved_max = self.state.high();
+        let waiters = u64::try_from(self.waiters.len()).unwrap_or(u64::MAX);
         self.shared.update(|status| {
             status.ids_reserved_max = ids_reserved_max;
             if leader != 0 && leader != status.leader {
@@ -873,6 +871,7 @@ impl Driver {
                 status.sessions = sessions;
                 status.locks = locks;
             }
+            status.waiters = waiters;
             status.storage_full = storage_full;
             status.removed = removed;
         });

@@ -40,6 +40,8 @@ pub struct Status {
     /// Sessions and locks in the applied state.
     pub sessions: u64,
     pub locks: u64,
+    /// Leader only: lock and claim requests parked with `?wait=`.
+    pub waiters: u64,
     /// The store is (nearly) full: writes answer 507.
     pub storage_full: bool,
     /// The map's size (`--db_size`), the bytes of it in use (LMDB and
@@ -71,6 +73,7 @@ impl Status {
             ids_reserved_max: 0,
             sessions: 0,
             locks: 0,
+            waiters: 0,
             storage_full: false,
             storage_map_bytes: 0,
             storage_used_bytes: 0,

@@ -58,6 +58,11 @@ impl Waiters {
         self.queues.is_empty()
     }
 
+    /// How many requests are parked, over every resource.
+    pub fn len(&self) -> usize {
+        self.queues.values().map(VecDeque::len).sum()
+    }
+
     /// An applied command may have freed something on `resource`.
     pub fn mark(&mut self, resource: &str) {
         if self.queues.contains_key(resource) {

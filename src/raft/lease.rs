@@ -7,6 +7,8 @@
 //! simulator its own time.
 
 use std::collections::VecDeque;
+use std::ops::Add;
+use std::time::Duration;
 
 use super::core::Raft;
 
@@ -49,6 +51,25 @@ impl<T: Copy> TickTimes<T> {
     /// lease, or its tick is older than what is remembered.
     pub fn lease_began(&self, raft: &Raft, now: T) -> Option<T> {
         self.when_ran(raft.lease_start()?, raft.now_tick(), now)
+    }
+
+    /// When `raft`'s lease ends by this clock, its ticks being `tick`
+    /// apart: [`Raft::lease_ticks`] ticks after it began
+    /// ([`TickTimes::lease_began`]). Never later than the core's own
+    /// lease: `None` once the core counts it over (ticks that ran late and
+    /// were caught up at once end it sooner than this clock would), and
+    /// `None` rather than a panic or a wrapped length when the lease does
+    /// not fit a `Duration`.
+    pub fn lease_until(&self, raft: &Raft, now: T, tick: Duration) -> Option<T>
+    where
+        T: Add<Duration, Output = T>,
+    {
+        if !raft.lease_valid() {
+            return None;
+        }
+        let began = self.lease_began(raft, now)?;
+        let ticks = u32::try_from(raft.lease_ticks()).ok()?;
+        Some(began + tick.checked_mul(ticks)?)
     }
 
     /// When tick `start` ran, the present tick being `now_tick` at `now`.

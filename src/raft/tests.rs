@@ -2,6 +2,7 @@
 //! randomized simulator lives in `tests/sim`).
 
 use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
 
 use super::*;
 
@@ -1160,4 +1161,263 @@ fn a_joiner_does_not_compact_where_it_does_not_know_the_membership() {
     }
     assert_eq!(node.applied_index(), 3);
     assert_eq!(node.snapshot_meta(2), Err(CompactError::MembershipUnknown));
+}
+
+#[test]
+fn a_snapshot_older_than_the_commit_index_is_refused() {
+    // Strictly below the commit index, whether its last entry matches our
+    // log (term 2) or not (term 1): nothing is installed, nothing moves
+    // back, and the answer reports the commit index, not the snapshot's.
+    for index in [1, 2] {
+        for term in [1, 2] {
+            let mut node = follower_of_1();
+            let snapshot = Snapshot {
+                meta: SnapshotMeta {
+                    index,
+                    term,
+                    membership: membership(5),
+                },
+                data: b"stale".to_vec(),
+            };
+            node.step(message(
+                1,
+                2,
+                2,
+                MessageBody::Snapshot {
+                    snapshot,
+                    lease_tick: 0,
+                },
+            ));
+            let answers = flush(&mut node);
+            let case = format!("snapshot at {index} of term {term}");
+            assert!(node.snapshot().data.is_empty(), "{case}");
+            assert_eq!(node.snapshot().meta.index, 0, "{case}");
+            assert_eq!(node.membership(), &membership(3), "{case}");
+            assert_eq!((node.last_index(), node.commit_index()), (3, 3), "{case}");
+            assert!(
+                matches!(
+                    answers.as_slice(),
+                    [Message {
+                        to: 1,
+                        body: MessageBody::AppendResponse {
+                            success: true,
+                            index: 3,
+                            ..
+                        },
+                        ..
+                    }]
+                ),
+                "{case}: {answers:?}"
+            );
+        }
+    }
+}
+
+/// Ticks `leader` (only an append sent after the transfer began counts
+/// as heard) and delivers everything between it and the others until it
+/// sends a TimeoutNow, which is dropped; panics if it never does.
+fn deliver_until_timeout_now(cluster: &mut Cluster, leader: NodeId) -> NodeId {
+    for _ in 0..100 {
+        let node = cluster.nodes.get_mut(&leader).unwrap();
+        node.tick();
+        let out = flush(node);
+        if let Some(m) = out
+            .iter()
+            .find(|m| matches!(m.body, MessageBody::TimeoutNow))
+        {
+            return m.to;
+        }
+        for m in out {
+            let node = cluster.nodes.get_mut(&m.to).unwrap();
+            node.step(m);
+            for answer in flush(node) {
+                if answer.to == leader {
+                    cluster.nodes.get_mut(&leader).unwrap().step(answer);
+                }
+            }
+        }
+    }
+    panic!("the leader never sent TimeoutNow");
+}
+
+#[test]
+fn a_leader_honours_a_forced_vote_only_from_its_target_after_timeout_now() {
+    let mut cluster = Cluster::new(3);
+    cluster.run(50);
+    let leader = cluster.leader().unwrap();
+    let mut others = (1..=3).filter(|id| *id != leader);
+    let (target, bystander) = (others.next().unwrap(), others.next().unwrap());
+    let node = cluster.nodes.get_mut(&leader).unwrap();
+    let (term, last) = (node.term(), node.last_index());
+    node.transfer_leader(target).unwrap();
+    // Announced, but no TimeoutNow yet: even the target's forced vote is
+    // just a vote, which a leader refuses.
+    node.step(message(
+        target,
+        leader,
+        term + 1,
+        vote(false, true, last, term),
+    ));
+    assert_eq!((node.role(), node.term()), (Role::Leader, term));
+    assert_eq!(deliver_until_timeout_now(&mut cluster, leader), target);
+    let node = cluster.nodes.get_mut(&leader).unwrap();
+    // TimeoutNow went out to the target: a bystander's force is nothing,
+    // nor is the target's for a term other than the next.
+    node.step(message(
+        bystander,
+        leader,
+        term + 1,
+        vote(false, true, last, term),
+    ));
+    node.step(message(
+        target,
+        leader,
+        term + 2,
+        vote(false, true, last, term),
+    ));
+    assert_eq!((node.role(), node.term()), (Role::Leader, term));
+    // The target's, for the next term, is granted.
+    node.step(message(
+        target,
+        leader,
+        term + 1,
+        vote(false, true, last, term),
+    ));
+    assert_eq!((node.role(), node.term()), (Role::Follower, term + 1));
+    let granted = flush(node).into_iter().any(|m| {
+        m.to == target
+            && matches!(
+                m.body,
+                MessageBody::VoteResponse {
+                    pre: false,
+                    granted: true
+                }
+            )
+    });
+    assert!(granted);
+}
+
+#[test]
+fn timeout_now_from_a_follower_or_an_earlier_term_is_ignored() {
+    // A follower of leader 1's term (node 3) cannot start our election,
+    // nor can anybody from an earlier term, its leader included.
+    let mut node = follower_of_1();
+    for (from, term) in [(3, 2), (3, 1), (1, 1)] {
+        node.step(message(from, 2, term, MessageBody::TimeoutNow));
+        assert_eq!((node.role(), node.term()), (Role::Follower, 2));
+        assert!(
+            flush(&mut node)
+                .iter()
+                .all(|m| !matches!(m.body, MessageBody::Vote { .. })),
+            "TimeoutNow from {from} in term {term}"
+        );
+    }
+}
+
+/// Ticks every node of `cluster`, recording the leader's ticks in `times`
+/// at `at(tick)`, and delivers everything when `connected`.
+fn tick_recording(
+    cluster: &mut Cluster,
+    leader: NodeId,
+    times: &mut TickTimes<Duration>,
+    at: Duration,
+    connected: bool,
+) {
+    for node in cluster.nodes.values_mut() {
+        node.tick();
+    }
+    let node = &cluster.nodes[&leader];
+    times.ran(node.now_tick(), at);
+    if connected {
+        cluster.drain();
+    } else {
+        for node in cluster.nodes.values_mut() {
+            flush(node);
+        }
+    }
+}
+
+const TICK: Duration = Duration::from_millis(10);
+
+#[test]
+fn the_real_time_lease_counts_from_when_its_tick_ran_and_never_outlives_the_cores() {
+    // Two runs: ticks on time (tick n at n × 10 ms), and ticks that ran
+    // late and were caught up at once after the followers went quiet: a
+    // stall, the instant of every tick after it is the same.
+    for stalled in [false, true] {
+        let mut cluster = Cluster::new(3);
+        cluster.run(50);
+        let leader = cluster.leader().unwrap();
+        let mut times = TickTimes::default();
+        let at = |tick: u64| TICK * u32::try_from(tick).unwrap();
+        for _ in 0..5 {
+            let tick = cluster.nodes[&leader].now_tick() + 1;
+            tick_recording(&mut cluster, leader, &mut times, at(tick), true);
+        }
+        let node = &cluster.nodes[&leader];
+        let start = node.lease_start().unwrap();
+        let now = at(node.now_tick());
+        let lease = TICK * u32::try_from(node.lease_ticks()).unwrap();
+        assert_eq!(
+            times.lease_until(node, now, TICK),
+            Some(at(start) + lease),
+            "stalled: {stalled}"
+        );
+        // Cut off: the lease runs out in the core's ticks, and the real
+        // time deadline must be gone by then however ticks were timed.
+        let frozen = now;
+        let mut ended = false;
+        for _ in 0..2 * config(1).election_ticks_min {
+            let tick = cluster.nodes[&leader].now_tick() + 1;
+            let when = if stalled { frozen } else { at(tick) };
+            tick_recording(&mut cluster, leader, &mut times, when, false);
+            let node = &cluster.nodes[&leader];
+            let until = times.lease_until(node, when, TICK);
+            if node.lease_valid() {
+                assert!(!ended, "stalled: {stalled}: a lease came back");
+                assert_eq!(until, Some(at(start) + lease), "stalled: {stalled}");
+            } else {
+                ended = true;
+                // Over in ticks: over by the clock too (on time, it ends
+                // at the very instant that tick ran).
+                assert!(
+                    until.is_none_or(|t| t <= when),
+                    "stalled: {stalled}: {until:?} outlives the core's lease at {when:?}"
+                );
+            }
+        }
+        assert!(ended, "stalled: {stalled}: the lease never ended");
+    }
+}
+
+#[test]
+fn the_real_time_lease_of_edge_cases() {
+    // A follower has none.
+    let node = follower_of_1();
+    let mut times = TickTimes::default();
+    times.ran(node.now_tick(), Duration::ZERO);
+    assert_eq!(times.lease_until(&node, Duration::ZERO, TICK), None);
+    // A one-voter leader acknowledges itself now: the lease counts from
+    // the present instant, whatever was recorded.
+    let mut cluster = Cluster::new(1);
+    cluster.run(30);
+    let node = &cluster.nodes[&1];
+    assert_eq!(node.lease_start(), Some(node.now_tick()));
+    let lease = TICK * u32::try_from(node.lease_ticks()).unwrap();
+    let now = Duration::from_secs(7);
+    let times = TickTimes::default();
+    assert_eq!(times.lease_until(node, now, TICK), Some(now + lease));
+    // A lease too long for a Duration is no lease, not a panic nor a
+    // wrapped (short or long) length.
+    assert_eq!(times.lease_until(node, now, Duration::MAX), None);
+    // A leader whose lease starts at a tick not remembered has none.
+    let mut cluster = Cluster::new(3);
+    cluster.run(50);
+    let leader = cluster.leader().unwrap();
+    let node = &cluster.nodes[&leader];
+    assert!(node.lease_start().unwrap() < node.now_tick());
+    assert_eq!(times.lease_until(node, now, TICK), None);
+    let mut later = TickTimes::default();
+    later.ran(node.now_tick(), now);
+    assert_eq!(later.lease_until(node, now, TICK), None);
 }

@@ -4,6 +4,7 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod churn;
 pub mod ops;
 
 use std::collections::BTreeMap;
@@ -14,22 +15,115 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-/// A port that was free a moment ago on 127.0.0.1.
+/// A loopback port for a test server, kept for this process's lifetime.
+///
+/// Ports come from below the kernel's ephemeral range (read from
+/// `/proc/sys/net/ipv4/ip_local_port_range`), so no client connection's
+/// local port and no other program's port 0 can take one while a node is
+/// down between restarts. Test binaries running at once share the range
+/// through lock files (`<tmp>/ticketd-test-ports/<port>`, created with
+/// `create_new` and holding the owner's PID); a lock whose owner is no
+/// longer alive is taken over.
 pub fn free_port() -> u16 {
-    // Ports are handed out by the kernel; two calls may race with other
-    // tests, so every port is also unique within this process.
-    static USED: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
-    loop {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("bind an ephemeral port");
-        let mut used = USED.lock().unwrap();
-        if !used.contains(&port) {
-            used.push(port);
+    static NEXT: std::sync::Mutex<Option<u32>> = std::sync::Mutex::new(None);
+    let (low, high) = test_port_range();
+    let span = u32::from(high - low);
+    let dir = std::env::temp_dir().join("ticketd-test-ports");
+    std::fs::create_dir_all(&dir).expect("create the port lock dir");
+    let me = std::process::id();
+    let mut next = NEXT.lock().unwrap();
+    // Each process starts at its own place in the range, then walks it.
+    let offset = next.get_or_insert_with(|| me.wrapping_mul(2_654_435_761) % span);
+    for _ in 0..span {
+        let port = low + (*offset % span) as u16;
+        *offset = (*offset + 1) % span;
+        if claim_port(&dir, port, me) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
             return port;
         }
     }
+    panic!("no free test port in {low}..{high}");
+}
+
+/// Ports for test servers: below the ephemeral range, or above it when
+/// there is no room below.
+fn test_port_range() -> (u16, u16) {
+    let ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|text| {
+            let mut parts = text.split_whitespace().map(|p| p.parse::<u16>().ok());
+            Some((parts.next()??, parts.next()??))
+        })
+        .unwrap_or((32_768, 60_999));
+    if ephemeral.0 >= 12_000 {
+        (10_000, ephemeral.0)
+    } else {
+        (ephemeral.1.saturating_add(1).max(1_024), u16::MAX)
+    }
+}
+
+/// Takes the lock file of `port` for process `me`: true if it is now ours
+/// (new, or taken over from a process that is gone).
+fn claim_port(dir: &Path, port: u16, me: u32) -> bool {
+    let path = dir.join(port.to_string());
+    match std::fs::File::create_new(&path) {
+        Ok(mut file) => file.write_all(me.to_string().as_bytes()).is_ok(),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            if !is_stale(&path, me) {
+                return false;
+            }
+            // Takeovers are serialized, and a lock file is replaced by a
+            // rename, never removed: two processes cannot both take it.
+            with_takeover_lock(dir, || {
+                if !is_stale(&path, me) {
+                    return false;
+                }
+                let temp = dir.join(format!(".{port}.{me}"));
+                std::fs::write(&temp, me.to_string()).is_ok()
+                    && std::fs::rename(&temp, &path).is_ok()
+            })
+        }
+        Err(_) => false,
+    }
+}
+
+/// Whether the lock at `path` belongs to a process that is gone (not to
+/// `me`, and not one just being written by its creator).
+fn is_stale(path: &Path, me: u32) -> bool {
+    let owner = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|text| text.trim().parse::<u32>().ok());
+    match owner {
+        Some(pid) => pid != me && !Path::new(&format!("/proc/{pid}")).exists(),
+        None => std::fs::metadata(path)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > Duration::from_secs(2)),
+    }
+}
+
+/// Runs `f` holding `<dir>/.takeover` (a lock file; one left by a process
+/// that died holding it is broken after 5 s).
+fn with_takeover_lock(dir: &Path, f: impl FnOnce() -> bool) -> bool {
+    let lock = dir.join(".takeover");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if std::fs::File::create_new(&lock).is_ok() {
+            let taken = f();
+            let _ = std::fs::remove_file(&lock);
+            return taken;
+        }
+        let old = std::fs::metadata(&lock)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > Duration::from_secs(5));
+        if old {
+            let _ = std::fs::remove_file(&lock);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    false
 }
 
 /// A directory removed when dropped.

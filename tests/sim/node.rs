@@ -127,9 +127,13 @@ impl SimNode {
 
     /// Until when this node may serve under its lease, in simulated time,
     /// as the driver computes it (`Driver::lease_until`): from when the
-    /// tick its lease counts from ran here. `None` without a lease.
+    /// tick its lease counts from ran here. `None` without a lease, and
+    /// once the core counts it over (`TickTimes::lease_until`).
     pub fn lease_until(&self, now: u64) -> Option<u64> {
         let raft = self.raft()?;
+        if !raft.lease_valid() {
+            return None;
+        }
         let began = self.tick_times.lease_began(raft, now)?;
         Some(began + raft.lease_ticks())
     }
