@@ -187,6 +187,11 @@ struct Live {
     segments: VecDeque<u64>,
     hard_state: HardState,
     app: AppRecord,
+    /// The last log position as a replay of the WAL sees it: moved only
+    /// by ops written to the WAL. It differs from `last()` while a
+    /// leader's snapshot is stored in LMDB but its reset is not yet in
+    /// the WAL (the reset is inside the batch being written, or pending).
+    wal_last: Position,
     /// A snapshot from the leader is stored but the WAL does not say so
     /// yet (its write failed): the next batch starts with the reset.
     pending_reset: bool,
@@ -227,13 +232,15 @@ impl Live {
         self.terms.get(usize::try_from(offset).ok()?).copied()
     }
 
-    /// The state a new segment's header records: as of now.
+    /// The state a new segment's header records: the WAL's as a replay
+    /// sees it before the batch being written (not the snapshot stored
+    /// ahead of its reset: the segment before still ends at the old log,
+    /// and the next must continue from there).
     fn header(&self) -> Header {
-        let last = self.last();
         Header {
             seq: 0,
-            base_index: last.index,
-            base_term: last.term,
+            base_index: self.wal_last.index,
+            base_term: self.wal_last.term,
             hard_state: self.hard_state,
             app: self.app,
         }
@@ -252,15 +259,25 @@ impl Live {
     /// What a written op changes (checked before it was written).
     fn apply(&mut self, op: &OpRef<'_>, seq: u64) {
         match *op {
-            OpRef::Truncate { from, .. } => {
+            OpRef::Truncate { from, prev_term } => {
                 let keep = from.saturating_sub(self.snapshot.index + 1) as usize;
                 self.terms.truncate(keep);
                 self.segments.truncate(keep);
+                self.wal_last = Position {
+                    index: from.saturating_sub(1),
+                    term: prev_term,
+                };
             }
             OpRef::Entries(entries) => {
                 for entry in entries {
                     self.terms.push_back(entry.term);
                     self.segments.push_back(seq);
+                }
+                if let Some(entry) = entries.last() {
+                    self.wal_last = Position {
+                        index: entry.index,
+                        term: entry.term,
+                    };
                 }
             }
             OpRef::HardState(hard_state) => self.hard_state = hard_state,
@@ -269,6 +286,7 @@ impl Live {
                 self.snapshot = Position { index, term };
                 self.terms.clear();
                 self.segments.clear();
+                self.wal_last = self.snapshot;
                 self.pending_reset = false;
             }
         }
@@ -510,6 +528,12 @@ impl Store {
             segments: reconciled.segments.into(),
             hard_state: replayed.hard_state,
             app: replayed.app,
+            // The WAL's own end, even where the snapshot is past it (the
+            // reset below is written after it).
+            wal_last: {
+                let (index, term) = replayed.last();
+                Position { index, term }
+            },
             pending_reset: false,
         };
         if reconciled.reset {
@@ -805,6 +829,10 @@ impl Store {
             segments: VecDeque::new(),
             hard_state: HardState::default(),
             app: AppRecord::default(),
+            wal_last: Position {
+                index: 0,
+                term: snapshot.meta.term,
+            },
             pending_reset: false,
         });
         Ok(())
@@ -844,7 +872,8 @@ impl Store {
         let live = self.live()?;
         let mut view = View::new(live);
         let mut ops: Vec<OpRef<'_>> = Vec::new();
-        if live.pending_reset {
+        let pending_reset = live.pending_reset;
+        if pending_reset {
             ops.push(OpRef::Reset {
                 index: live.snapshot.index,
                 term: live.snapshot.term,
@@ -945,7 +974,8 @@ impl Store {
         for op in &ops {
             live.apply(op, seq);
         }
-        if install.is_some() {
+        if install.is_some() || pending_reset {
+            // The log starts over: the segments before hold nothing.
             live.remove_old()?;
         }
         Ok(())

@@ -298,4 +298,6 @@ fn new_segment(
 }
 
 #[cfg(test)]
+mod crash_tests;
+#[cfg(test)]
 mod tests;

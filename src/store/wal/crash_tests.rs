@@ -1,0 +1,349 @@
+//! Crash and damage tests of the WAL inside a whole store (review of the
+//! `wal` branch): a segment roll during a snapshot install, torn frames
+//! across sector and page boundaries, bit flips in synced frames and in
+//! the newest segment's header, frames too large to read back, and the
+//! checks the WAL makes of what it reads at open.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::fs;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::raft::{Entry, EntryKind, HardState, Member, Membership, Snapshot, SnapshotMeta};
+use crate::store::wal::{self, OpRef};
+use crate::store::{Identity, Store, StoreError, WAL_DIR, Write};
+
+/// A fresh directory under the system temp dir, removed on drop.
+struct TestDir(PathBuf);
+
+impl TestDir {
+    fn new(name: &str) -> TestDir {
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!(
+            "ticketd-walcrash-{}-{name}-{n}",
+            std::process::id()
+        ));
+        let _ = fs::remove_dir_all(&path);
+        TestDir(path)
+    }
+}
+
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+fn identity() -> Identity {
+    Identity {
+        cluster_id: 0xC1,
+        node_id: 1,
+        incarnation: 0x1d,
+    }
+}
+
+fn initial_snapshot() -> Snapshot {
+    let mut membership = Membership::default();
+    membership.members.insert(
+        1,
+        Member {
+            voter: true,
+            peer_addr: "127.0.0.1:9001".into(),
+            http_addr: "127.0.0.1:8001".into(),
+            incarnation: 0x1d,
+        },
+    );
+    Snapshot {
+        meta: SnapshotMeta {
+            index: 0,
+            term: 0,
+            membership,
+        },
+        data: Vec::new(),
+    }
+}
+
+fn snapshot_at(index: u64, term: u64) -> Snapshot {
+    let mut snapshot = initial_snapshot();
+    snapshot.meta.index = index;
+    snapshot.meta.term = term;
+    snapshot.data = format!("state at {index}").into_bytes();
+    snapshot
+}
+
+fn entries(first: u64, last: u64, term: u64) -> Vec<Entry> {
+    (first..=last)
+        .map(|index| Entry {
+            term,
+            index,
+            kind: EntryKind::Normal,
+            data: format!("entry {index} of term {term}").into_bytes(),
+        })
+        .collect()
+}
+
+fn hard_state(term: u64, commit: u64) -> HardState {
+    HardState {
+        term,
+        vote: 1,
+        commit,
+    }
+}
+
+fn bootstrapped(dir: &TestDir) -> Store {
+    let mut store = Store::open(&dir.0, 16).unwrap();
+    store.bootstrap(identity(), &initial_snapshot()).unwrap();
+    store
+}
+
+fn append(store: &mut Store, batch: &[Entry], hard_state: HardState) -> Result<(), StoreError> {
+    store.persist(&Write {
+        entries: batch,
+        hard_state: Some(&hard_state),
+        ..Write::default()
+    })
+}
+
+fn segments(dir: &TestDir) -> Vec<PathBuf> {
+    wal::list_segments(&dir.0.join(WAL_DIR))
+        .unwrap()
+        .into_iter()
+        .map(|(_, path)| path)
+        .collect()
+}
+
+/// 1000 entries of term 1 over several 64 KiB segments (a 1 MiB map).
+fn many_segments(dir: &TestDir) -> Store {
+    let mut store = Store::open(&dir.0, 1).unwrap();
+    store.bootstrap(identity(), &initial_snapshot()).unwrap();
+    for first in (1..=1000).step_by(50) {
+        let mut batch = entries(first, first + 49, 1);
+        for entry in &mut batch {
+            entry.data = vec![entry.index as u8; 200];
+        }
+        append(&mut store, &batch, hard_state(1, first - 1)).unwrap();
+    }
+    assert!(segments(dir).len() >= 4, "{:?}", segments(dir));
+    store
+}
+
+/// Where the next frame of the newest segment goes, as a scan sees it.
+fn scan_end(dir: &TestDir) -> usize {
+    let scan = wal::scan(&dir.0.join(WAL_DIR)).unwrap().unwrap();
+    scan.segments.last().unwrap().end as usize
+}
+
+/// A leader's snapshot whose batch does not fit the active segment: the
+/// roll writes the new segment's header from the in-memory view (base =
+/// the snapshot), while the older segment still ends at the old log.
+/// A crash before the unlink of the older segment reaches the disk.
+#[test]
+fn review_roll_during_snapshot_install_then_crash_before_unlink() {
+    let dir = TestDir::new("review-roll-install");
+    let mut store = many_segments(&dir);
+    let before = segments(&dir);
+    // A second name for the active segment: it sees the seal the roll
+    // writes, and survives the unlink (an unlink that never reached disk).
+    let active = before.last().unwrap().clone();
+    let keep = dir.0.join("keep-active");
+    fs::hard_link(&active, &keep).unwrap();
+    let snapshot = snapshot_at(5000, 2);
+    let mut after = entries(5001, 5001, 2);
+    after[0].data = vec![7u8; 70 << 10]; // bigger than a 64 KiB segment: rolls
+    store
+        .persist(&Write {
+            snapshot: Some(&snapshot),
+            entries: &after,
+            hard_state: Some(&HardState {
+                term: 2,
+                vote: 2,
+                commit: 5000,
+            }),
+            app: None,
+        })
+        .unwrap();
+    let now = segments(&dir);
+    drop(store);
+    // Power cut: the unlink of the newest old segment did not reach disk.
+    assert!(!now.contains(&active));
+    fs::rename(&keep, &active).unwrap();
+    let store = Store::open(&dir.0, 1).unwrap();
+    let loaded = store
+        .load()
+        .expect("an ordinary crash must leave a store that opens")
+        .unwrap();
+    assert_eq!(loaded.snapshot.meta.index, 5000);
+    assert_eq!(loaded.entries, after);
+}
+
+/// Frame F (never synced) starts 3 bytes before a page boundary; the page
+/// after the boundary reached the disk, the one before did not (its
+/// three bytes of F's length are still zeros). F was never acknowledged:
+/// the store must open to the frames before it.
+#[test]
+#[ignore = "review finding 2: fixed in a later commit"]
+fn review_torn_frame_whose_header_straddles_a_page() {
+    let dir = TestDir::new("review-straddle");
+    let mut store = bootstrapped(&dir);
+    append(&mut store, &entries(1, 5, 1), hard_state(1, 3)).unwrap();
+    let path = segments(&dir).pop().unwrap();
+    let end = scan_end(&dir);
+    // Filler batch so that the next frame starts at 4096 - 3.
+    let target = 4096 - 3;
+    let hs = hard_state(1, 5);
+    let mut filler = entries(6, 6, 1);
+    filler[0].data.clear();
+    let base = wal::record::encode_batch(&[OpRef::Entries(&filler), OpRef::HardState(hs)]).len();
+    filler[0].data = vec![0x5a; target - end - base];
+    append(&mut store, &filler, hs).unwrap();
+    assert_eq!(scan_end(&dir), target);
+    let acknowledged = store.load().unwrap().unwrap();
+    let mut f = entries(7, 7, 1);
+    f[0].data = vec![0xa5; 1000];
+    append(&mut store, &f, hard_state(1, 6)).unwrap();
+    drop(store);
+    let mut torn = fs::read(&path).unwrap();
+    for b in &mut torn[target..4096] {
+        *b = 0; // the page before the boundary was not written back
+    }
+    fs::write(&path, &torn).unwrap();
+    let store = Store::open(&dir.0, 16).unwrap();
+    assert_eq!(store.load().unwrap().unwrap(), acknowledged);
+}
+
+/// A bit flip in the length of a synced frame in the newest segment,
+/// with more synced frames after it: should be refused as corruption,
+/// not silently cut.
+#[test]
+#[ignore = "review finding 3: fixed in a later commit"]
+fn review_flip_in_length_of_a_synced_frame() {
+    let dir = TestDir::new("review-flip");
+    let mut store = bootstrapped(&dir);
+    append(&mut store, &entries(1, 5, 1), hard_state(1, 3)).unwrap();
+    let at = scan_end(&dir);
+    append(&mut store, &entries(6, 9, 1), hard_state(1, 8)).unwrap();
+    append(&mut store, &entries(10, 20, 1), hard_state(1, 19)).unwrap();
+    drop(store);
+    let path = segments(&dir).pop().unwrap();
+    let mut bytes = fs::read(&path).unwrap();
+    bytes[at] ^= 0x80; // length's top bit
+    fs::write(&path, &bytes).unwrap();
+    let store = Store::open(&dir.0, 16).unwrap();
+    let loaded = store.load();
+    assert!(
+        matches!(loaded, Err(StoreError::Corrupt(_))),
+        "synced entries 6..=20 were dropped silently: {:?}",
+        loaded.map(|l| l.map(|l| l.entries.len()))
+    );
+    // And the open repaired nothing: the damaged file is as it was.
+    assert_eq!(fs::read(&path).unwrap(), bytes);
+}
+
+/// One flipped bit in the header of the newest segment, which holds
+/// acknowledged batches: taken for a segment "being created" and deleted.
+#[test]
+#[ignore = "review finding 4: fixed in a later commit"]
+fn review_flip_in_header_of_newest_segment_with_batches() {
+    let dir = TestDir::new("review-header-flip");
+    let store = many_segments(&dir);
+    drop(store);
+    let newest = segments(&dir).pop().unwrap();
+    let mut bytes = fs::read(&newest).unwrap();
+    bytes[20] ^= 0x01; // inside the header body
+    fs::write(&newest, &bytes).unwrap();
+    let store = Store::open(&dir.0, 1).unwrap();
+    let loaded = store.load();
+    assert!(
+        matches!(loaded, Err(StoreError::Corrupt(_))),
+        "acknowledged entries silently dropped: {:?}",
+        loaded.map(|l| l.map(|l| l.entries.len()))
+    );
+    assert!(newest.exists(), "the damaged segment was deleted");
+}
+
+/// The install's WAL write fails (`NoSpace`) after its snapshot is in
+/// LMDB; the next batch carries the pending reset and rolls: its header
+/// still continues the old log, which the segment before ends with.
+#[test]
+fn a_pending_reset_that_rolls_then_a_crash_before_the_unlink_opens() {
+    let dir = TestDir::new("pending-reset-roll");
+    let mut store = many_segments(&dir);
+    let active = segments(&dir).pop().unwrap();
+    let keep = dir.0.join("keep-active");
+    fs::hard_link(&active, &keep).unwrap();
+    let snapshot = snapshot_at(5000, 2);
+    let leader = HardState {
+        term: 2,
+        vote: 2,
+        commit: 5000,
+    };
+    store.fail_wal_after_snapshot = true;
+    let failed = store.persist(&Write {
+        snapshot: Some(&snapshot),
+        hard_state: Some(&leader),
+        ..Write::default()
+    });
+    assert!(matches!(failed, Err(StoreError::NoSpace)), "{failed:?}");
+    let mut after = entries(5001, 5001, 2);
+    after[0].data = vec![7u8; 70 << 10];
+    append(&mut store, &after, leader).unwrap();
+    assert!(!segments(&dir).contains(&active));
+    drop(store);
+    fs::rename(&keep, &active).unwrap();
+    let store = Store::open(&dir.0, 1).unwrap();
+    let loaded = store.load().unwrap().unwrap();
+    assert_eq!(loaded.snapshot, snapshot);
+    assert_eq!(loaded.entries, after);
+    assert_eq!(loaded.hard_state, leader);
+}
+
+/// At open the WAL lacks the stored snapshot's entry and must be reset,
+/// but its newest segment is sealed (a crash during a roll, before the
+/// next segment's name was durable): the reset rolls, and a crash before
+/// the unlink of the sealed segment leaves both.
+#[test]
+fn a_reset_at_open_that_rolls_then_a_crash_before_the_unlink_opens() {
+    let dir = TestDir::new("open-reset-roll");
+    let mut store = many_segments(&dir);
+    // The leader of term 2 is heard of first (its term is durable before
+    // its snapshot is stored).
+    store
+        .persist(&Write {
+            hard_state: Some(&hard_state(2, 1000)),
+            ..Write::default()
+        })
+        .unwrap();
+    let sealed = segments(&dir).pop().unwrap();
+    let mut big = entries(1001, 1001, 1);
+    big[0].data = vec![9u8; 70 << 10];
+    append(&mut store, &big, hard_state(2, 1000)).unwrap();
+    let rolled = segments(&dir).pop().unwrap();
+    assert_ne!(rolled, sealed);
+    // A leader's snapshot stored, then the power cut: the new segment's
+    // name never reached the disk.
+    let snapshot = snapshot_at(5000, 2);
+    store.snapshot_store().put(&snapshot).unwrap();
+    drop(store);
+    fs::remove_file(&rolled).unwrap();
+    let keep = dir.0.join("keep-sealed");
+    fs::hard_link(&sealed, &keep).unwrap();
+    let store = Store::open(&dir.0, 1).unwrap();
+    let loaded = store.load().unwrap().unwrap();
+    assert_eq!(loaded.snapshot, snapshot);
+    assert!(loaded.entries.is_empty());
+    assert!(
+        !sealed.exists(),
+        "the reset rolled and dropped the sealed one"
+    );
+    drop(store);
+    // The unlink of the sealed segment did not reach the disk.
+    fs::rename(&keep, &sealed).unwrap();
+    let mut store = Store::open(&dir.0, 1).unwrap();
+    let loaded = store.load().unwrap().unwrap();
+    assert_eq!(loaded.snapshot, snapshot);
+    assert!(loaded.entries.is_empty());
+    append(&mut store, &entries(5001, 5002, 2), hard_state(2, 5001)).unwrap();
+    assert_eq!(store.load().unwrap().unwrap().entries.len(), 2);
+}
