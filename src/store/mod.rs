@@ -248,8 +248,8 @@ impl Live {
 
     /// Appends `ops` as one synced batch and applies them here.
     fn write(&mut self, ops: &[OpRef<'_>]) -> Result<(), StoreError> {
-        let frame = wal::record::encode_batch(ops);
-        let seq = self.wal.append(&frame, &self.header())?;
+        let mut frame = wal::record::encode_batch(ops);
+        let seq = self.wal.append(&mut frame, &self.header())?;
         for op in ops {
             self.apply(op, seq);
         }
@@ -590,8 +590,8 @@ impl Store {
         };
         let mut wal = Wal::create(&self.wal_dir(), header, self.segment_capacity())?;
         if !entries.is_empty() {
-            let frame = wal::record::encode_batch(&[OpRef::Entries(&entries)]);
-            wal.append(&frame, &header)?;
+            let mut frame = wal::record::encode_batch(&[OpRef::Entries(&entries)]);
+            wal.append(&mut frame, &header)?;
         }
         drop(wal);
         let mut txn = self.db.env.begin_rw_txn()?;
@@ -932,7 +932,7 @@ impl Store {
         if ops.is_empty() {
             return Ok(());
         }
-        let frame = wal::record::encode_batch(&ops);
+        let mut frame = wal::record::encode_batch(&ops);
         // The store is held to the map: LMDB's pages and the WAL's bytes.
         let used = self.db.used().saturating_add(live.wal.bytes());
         if has_entries && used.saturating_add(frame.len() as u64) > self.map_bytes {
@@ -970,7 +970,7 @@ impl Store {
                 return Err(StoreError::NoSpace);
             }
         }
-        let seq = live.wal.append(&frame, &live.header())?;
+        let seq = live.wal.append(&mut frame, &live.header())?;
         for op in &ops {
             live.apply(op, seq);
         }

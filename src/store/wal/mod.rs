@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use log::warn;
 
-pub use record::{Header, OpRef};
+pub use record::{FRAME_MAX, Frame, Header, OpRef};
 pub use recover::{Replayed, Scan, list as list_segments, scan};
 use segment::Segment;
 
@@ -122,7 +122,7 @@ impl Wal {
                 dir.display()
             )));
         };
-        let mut active = Segment::open(&last.path, last.seq, last.end, capacity)
+        let mut active = Segment::open(&last.path, last.seq, last.salt, last.end, capacity)
             .map_err(|e| io_error("opening", &last.path, &e))?;
         active.sealed = last.sealed;
         if let Some((from, until, why)) = &last.torn {
@@ -158,10 +158,17 @@ impl Wal {
     /// not fit the active one). Returns the segment it went to.
     ///
     /// # Errors
-    /// `NoSpace` (nothing of the batch is durable), `Io` (the log may or
-    /// may not hold it: the node must stop).
-    pub fn append(&mut self, frame: &[u8], state: &Header) -> Result<u64, StoreError> {
-        let seal_len = record::FRAME_HEADER_LEN as u64;
+    /// `Invalid` for a frame over [`FRAME_MAX`] (nothing written: it could
+    /// never be read back), `NoSpace` (nothing of the batch is durable),
+    /// `Io` (the log may or may not hold it: the node must stop).
+    pub fn append(&mut self, frame: &mut Frame, state: &Header) -> Result<u64, StoreError> {
+        if frame.body_len() > FRAME_MAX {
+            return Err(StoreError::Invalid(format!(
+                "a WAL frame of {} bytes, over the {FRAME_MAX} a frame may hold",
+                frame.body_len()
+            )));
+        }
+        let seal_len = record::SEAL_LEN as u64;
         let len = frame.len() as u64;
         let has_frames = self.active.end > header_len();
         if !self.active.fits(len + seal_len) && (has_frames || self.active.sealed) {
@@ -172,7 +179,8 @@ impl Wal {
             .reserve(len + seal_len, self.chunk())
             .map_err(|e| io_error("allocating", &path, &e))?;
         let start = self.active.end;
-        if let Err(e) = self.active.write(frame) {
+        let bytes = frame.place(self.active.place());
+        if let Err(e) = self.active.write(bytes) {
             // Nothing was acknowledged: the next frame goes where this one
             // started, and what it left is zeroed (best effort), so that
             // no remnant of it outlives a shorter frame written there.
@@ -190,12 +198,13 @@ impl Wal {
     fn roll(&mut self, state: &Header, need: u64) -> Result<(), StoreError> {
         let path = self.active.path.clone();
         if !self.active.sealed {
-            let seal = record::encode_seal();
+            let mut seal = record::encode_seal();
             self.active
                 .reserve(seal.len() as u64, self.chunk())
                 .map_err(|e| io_error("allocating", &path, &e))?;
+            let bytes = seal.place(self.active.place());
             self.active
-                .write(&seal)
+                .write(bytes)
                 .and_then(|()| self.active.sync())
                 .map_err(|e| StoreError::Io(format!("sealing {}: {e}", path.display())))?;
             self.active.sealed = true;
@@ -267,14 +276,7 @@ impl Wal {
 
 /// Bytes of a segment header frame.
 fn header_len() -> u64 {
-    record::encode_header(&Header {
-        seq: 0,
-        base_index: 0,
-        base_term: 0,
-        hard_state: crate::raft::HardState::default(),
-        app: super::AppRecord::default(),
-    })
-    .len() as u64
+    record::HEADER_FRAME_LEN as u64
 }
 
 /// A new segment with its header written and synced (the caller syncs
@@ -286,9 +288,13 @@ fn new_segment(
     need: u64,
 ) -> Result<Segment, StoreError> {
     let path = dir.join(segment::file_name(header.seq));
-    let frame = record::encode_header(header);
+    let mut salt = [0u8; 8];
+    getrandom::getrandom(&mut salt)
+        .map_err(|e| StoreError::Io(format!("drawing a salt for {}: {e}", path.display())))?;
+    let salt = u64::from_be_bytes(salt);
+    let frame = record::encode_header(header, salt);
     let first = CHUNK.min(capacity).max(need + frame.len() as u64);
-    let mut active = Segment::create(dir, header.seq, first, capacity.max(first))
+    let mut active = Segment::create(dir, header.seq, salt, first, capacity.max(first))
         .map_err(|e| io_error("creating", &path, &e))?;
     active
         .write(&frame)
