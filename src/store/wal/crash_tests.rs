@@ -243,7 +243,6 @@ fn review_flip_in_length_of_a_synced_frame() {
 /// One flipped bit in the header of the newest segment, which holds
 /// acknowledged batches: taken for a segment "being created" and deleted.
 #[test]
-#[ignore = "review finding 4: fixed in a later commit"]
 fn review_flip_in_header_of_newest_segment_with_batches() {
     let dir = TestDir::new("review-header-flip");
     let store = many_segments(&dir);
@@ -586,4 +585,46 @@ fn damage_to_a_synced_frame_before_others_is_refused_not_cut() {
             "{what}: the open changed the file"
         );
     }
+}
+
+/// The newest segment's header write was torn by the crash that hit its
+/// creation: every byte after the header's own is zero, so it held
+/// nothing and goes. One non-zero byte after the header region, and the
+/// same file is refused.
+#[test]
+fn a_newest_segment_with_a_torn_header_goes_only_if_nothing_follows() {
+    let dir = TestDir::new("torn-header");
+    let mut wal = Wal::create(&dir.0, start(), wal::SEGMENT_MIN).unwrap();
+    let mut next = 1;
+    while wal.segment_count() < 2 {
+        wal_append(&mut wal, next, next + 9, 300);
+        next += 10;
+    }
+    let last = next - 1;
+    // The header of segment 2 is intact; make a segment 3 being created.
+    drop(wal);
+    let third = dir.0.join("0000000000000003.wal");
+    let header = record::encode_header(
+        &wal::Header {
+            seq: 3,
+            base_index: last,
+            ..start()
+        },
+        7,
+    );
+    let mut bytes = vec![0u8; 8192];
+    bytes[..40].copy_from_slice(&header[..40]); // torn inside its header
+    fs::write(&third, &bytes).unwrap();
+    let mut with_data = bytes.clone();
+    with_data[record::HEADER_FRAME_LEN + 100] = 1;
+    fs::write(&third, &with_data).unwrap();
+    match Wal::open(&dir.0, wal::SEGMENT_MIN) {
+        Err(StoreError::Corrupt(what)) => assert!(what.contains("damaged header"), "{what}"),
+        other => panic!("expected corruption, got {:?}", other.map(|o| o.is_some())),
+    }
+    assert!(third.exists());
+    fs::write(&third, &bytes).unwrap();
+    let (_, replayed) = Wal::open(&dir.0, wal::SEGMENT_MIN).unwrap().unwrap();
+    assert_eq!(replayed.last().0, last);
+    assert!(!third.exists());
 }

@@ -8,8 +8,10 @@
 //!   interrupted deletion left (deletions go oldest first, but a crash may
 //!   persist the unlinks in any order), and wholly below the snapshot;
 //! - every segment starts with a valid header naming its own sequence
-//!   number. Only the newest may lack one: it was being created (its
-//!   header is synced before any batch goes in) and holds nothing;
+//!   number. Only the newest may lack one, if every byte after the
+//!   header's own is zero: it was being created (its header is synced
+//!   before any batch goes in) and holds nothing. A newest segment with
+//!   a bad header and anything written after it is damage to synced data;
 //! - in the newest segment, frames are written one at a time, each
 //!   synced before the next, so only the last can be torn, and it was
 //!   never acknowledged (a batch is one frame, acknowledged after its
@@ -196,18 +198,31 @@ pub fn scan(dir: &Path) -> Result<Option<Scan>, StoreError> {
     out.stale
         .extend(listed.drain(..start).map(|(_, path)| path));
     // A newest segment without a valid header was being created (its
-    // header is synced before any batch goes in): it holds nothing.
+    // header is synced before any batch goes in): it holds nothing but
+    // what the header write left in the header's own bytes. Anything
+    // written after them means the header was synced and is damaged.
     if listed.len() > 1
-        && let Some((_, path)) = listed.last()
+        && let Some((seq, path)) = listed.last()
     {
         let bytes = fs::read(path).map_err(|e| io_error(path, e))?;
-        let seq = listed.last().map_or(0, |(seq, _)| *seq);
         let valid = matches!(
-            record::decode_frame(&bytes, record::header_place(seq)),
+            record::decode_frame(&bytes, record::header_place(*seq)),
             Found::Frame { kind: record::HEADER, body, .. } if record::decode_header(body).is_ok()
         );
-        if !valid && let Some((_, path)) = listed.pop() {
-            out.stale.push(path);
+        if !valid {
+            let after = bytes.get(record::HEADER_FRAME_LEN..).unwrap_or(&[]);
+            if let Some(at) = after.iter().position(|&b| b != 0) {
+                return Err(corrupt(
+                    path,
+                    format!(
+                        "damaged header, with data written after it (byte {})",
+                        record::HEADER_FRAME_LEN + at
+                    ),
+                ));
+            }
+            if let Some((_, path)) = listed.pop() {
+                out.stale.push(path);
+            }
         }
     }
     let count = listed.len();
