@@ -61,6 +61,9 @@ const LOCK_FILE: &str = "ticketd.lock";
 const WAL_DIR: &str = "wal";
 /// The format that kept the log in LMDB, upgraded at open.
 const FORMAT_VERSION_LMDB_LOG: u64 = 1;
+/// The upgrade writes a version 1 log in WAL frames of about this at most
+/// (more only for one entry larger than that).
+const UPGRADE_FRAME: usize = 16 << 20;
 
 /// LMDB's files in a data directory: what [`Store::wipe`] removes (with
 /// the WAL).
@@ -589,9 +592,31 @@ impl Store {
             app,
         };
         let mut wal = Wal::create(&self.wal_dir(), header, self.segment_capacity())?;
-        if !entries.is_empty() {
-            let mut frame = wal::record::encode_batch(&[OpRef::Entries(&entries)]);
-            wal.append(&mut frame, &header)?;
+        // In frames of at most UPGRADE_FRAME bytes (one frame can hold at
+        // most wal::FRAME_MAX), each continuing from the one before.
+        let mut state = header;
+        let mut rest = &entries[..];
+        while !rest.is_empty() {
+            // The batch's op count, op tag and entry count come first.
+            let mut bytes = 16usize;
+            let mut count = 0;
+            for entry in rest {
+                // An entry's encoding: index, term, kind, data length, data.
+                let size = entry.data.len().saturating_add(21);
+                if count > 0 && bytes.saturating_add(size) > UPGRADE_FRAME {
+                    break;
+                }
+                bytes = bytes.saturating_add(size);
+                count += 1;
+            }
+            let (chunk, tail) = rest.split_at(count);
+            let mut frame = wal::record::encode_batch(&[OpRef::Entries(chunk)]);
+            wal.append(&mut frame, &state)?;
+            if let Some(last) = chunk.last() {
+                state.base_index = last.index;
+                state.base_term = last.term;
+            }
+            rest = tail;
         }
         drop(wal);
         let mut txn = self.db.env.begin_rw_txn()?;
@@ -933,6 +958,8 @@ impl Store {
             return Ok(());
         }
         let mut frame = wal::record::encode_batch(&ops);
+        // Before anything is written (a snapshot's store included).
+        live.wal.check_frame(&frame)?;
         // The store is held to the map: LMDB's pages and the WAL's bytes.
         let used = self.db.used().saturating_add(live.wal.bytes());
         if has_entries && used.saturating_add(frame.len() as u64) > self.map_bytes {

@@ -628,3 +628,136 @@ fn a_newest_segment_with_a_torn_header_goes_only_if_nothing_follows() {
     assert_eq!(replayed.last().0, last);
     assert!(!third.exists());
 }
+
+// ---- frames too large to read back ----
+
+fn write_version_1(dir: &TestDir, log: &[Entry], hard_state: HardState, map_mb: usize) {
+    use crate::store::codec::*;
+    use crate::store::{DATABASES, FORMAT_VERSION_LMDB_LOG, MAX_DBS};
+    use lmdb::{DatabaseFlags, Environment, Transaction, WriteFlags};
+    fs::create_dir_all(&dir.0).unwrap();
+    let env = Environment::new()
+        .set_max_dbs(MAX_DBS)
+        .set_map_size(map_mb << 20)
+        .open(&dir.0)
+        .unwrap();
+    let [meta, log_db, state] =
+        DATABASES.map(|name| env.create_db(Some(name), DatabaseFlags::empty()).unwrap());
+    let mut txn = env.begin_rw_txn().unwrap();
+    let flags = WriteFlags::empty();
+    let version: [u8; 8] = encode_u64s([FORMAT_VERSION_LMDB_LOG]);
+    put_record(&mut txn, meta, KEY_VERSION, &[&version], flags).unwrap();
+    let id = identity();
+    let body: [u8; 24] = encode_u64s([id.cluster_id, id.node_id, id.incarnation]);
+    put_record(&mut txn, meta, KEY_IDENTITY, &[&body], flags).unwrap();
+    let hs = encode_hard_state(&hard_state);
+    put_record(&mut txn, meta, KEY_HARD_STATE, &[&hs], flags).unwrap();
+    let snapshot = snapshot_at(10, 1);
+    let snapshot_meta = encode_snapshot_meta(&snapshot.meta);
+    put_record(&mut txn, meta, KEY_SNAPSHOT_META, &[&snapshot_meta], flags).unwrap();
+    put_record(&mut txn, meta, KEY_SNAPSHOT_DATA, &[&snapshot.data], flags).unwrap();
+    let app: [u8; 16] = encode_u64s([0, 10]);
+    put_record(&mut txn, state, KEY_APP, &[&app], flags).unwrap();
+    for entry in log {
+        put_entry(&mut txn, log_db, entry, WriteFlags::APPEND).unwrap();
+    }
+    txn.commit().unwrap();
+}
+
+/// The body lengths of every frame in the WAL of `dir`, oldest first.
+fn frame_sizes(dir: &TestDir) -> Vec<usize> {
+    let scan = wal::scan(&dir.0.join(WAL_DIR)).unwrap().unwrap();
+    let mut sizes = Vec::new();
+    for segment in &scan.segments {
+        let bytes = fs::read(&segment.path).unwrap();
+        let mut at = record::HEADER_FRAME_LEN;
+        while (at as u64) < segment.end {
+            let place = record::Place {
+                salt: segment.salt,
+                seq: segment.seq,
+                offset: at as u64,
+            };
+            let record::Found::Frame { body, len, .. } = record::decode_frame(&bytes[at..], place)
+            else {
+                panic!("no frame at {at}");
+            };
+            sizes.push(body.len());
+            at += len;
+        }
+    }
+    sizes
+}
+
+/// A version 1 log of 40 MiB is upgraded into frames of at most 16 MiB
+/// (one frame of it all was readable only below FRAME_MAX), which read
+/// back as the log.
+#[test]
+fn a_large_version_1_log_is_upgraded_in_frames_of_at_most_16_mib() {
+    let dir = TestDir::new("upgrade-large");
+    let mut log = entries(11, 50, 1);
+    for entry in &mut log {
+        entry.data = vec![entry.index as u8; 1 << 20];
+    }
+    write_version_1(&dir, &log, hard_state(1, 45), 128);
+    let store = Store::open(&dir.0, 128).unwrap();
+    let loaded = store.load().unwrap().unwrap();
+    assert_eq!(loaded.entries, log);
+    assert_eq!(loaded.hard_state, hard_state(1, 45));
+    let sizes = frame_sizes(&dir);
+    assert!(sizes.len() >= 3, "{sizes:?}");
+    assert!(sizes.iter().all(|&n| n <= 16 << 20), "{sizes:?}");
+    drop(store);
+    // And it reopens (each frame's segment header continues the last).
+    let store = Store::open(&dir.0, 128).unwrap();
+    assert_eq!(store.load().unwrap().unwrap().entries.len(), 40);
+}
+
+/// A batch whose frame is over the cap is refused before anything is
+/// written, a snapshot in it included; the store goes on.
+#[test]
+fn a_batch_over_the_frame_cap_is_refused_and_writes_nothing() {
+    let dir = TestDir::new("frame-cap");
+    let mut store = bootstrapped(&dir);
+    append(&mut store, &entries(1, 5, 1), hard_state(1, 3)).unwrap();
+    let before = store.load().unwrap().unwrap();
+    let files = || {
+        segments(&dir)
+            .iter()
+            .map(|p| fs::read(p).unwrap())
+            .collect::<Vec<_>>()
+    };
+    let wal_before = files();
+    store.live.as_mut().unwrap().wal.set_frame_max(4096);
+    let mut big = entries(6, 6, 1);
+    big[0].data = vec![1; 5000];
+    let refused = append(&mut store, &big, hard_state(1, 5));
+    assert!(
+        matches!(refused, Err(StoreError::Invalid(_))),
+        "{refused:?}"
+    );
+    let snapshot = snapshot_at(20, 2);
+    let mut after = entries(21, 21, 2);
+    after[0].data = vec![2; 5000];
+    let refused = store.persist(&Write {
+        snapshot: Some(&snapshot),
+        entries: &after,
+        hard_state: Some(&hard_state(2, 20)),
+        app: None,
+    });
+    assert!(
+        matches!(refused, Err(StoreError::Invalid(_))),
+        "{refused:?}"
+    );
+    assert_eq!(store.load().unwrap().unwrap(), before);
+    assert_eq!(files(), wal_before);
+    // The WAL refuses such a frame too, whoever calls it.
+    let live = store.live.as_mut().unwrap();
+    let mut frame = record::encode_batch(&[OpRef::Entries(&big)]);
+    let header = live.header();
+    assert!(matches!(
+        live.wal.append(&mut frame, &header),
+        Err(StoreError::Invalid(_))
+    ));
+    append(&mut store, &entries(6, 7, 1), hard_state(1, 6)).unwrap();
+    assert_eq!(store.load().unwrap().unwrap().entries.len(), 7);
+}

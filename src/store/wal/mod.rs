@@ -50,6 +50,8 @@ pub struct Wal {
     old: Vec<Old>,
     active: Segment,
     capacity: u64,
+    /// The largest frame body appended ([`FRAME_MAX`]; lower in tests).
+    frame_max: usize,
 }
 
 /// Maps an I/O error of the WAL: a full file system is `NoSpace` (the
@@ -88,6 +90,7 @@ impl Wal {
             old: Vec::new(),
             active,
             capacity,
+            frame_max: FRAME_MAX,
         })
     }
 
@@ -148,6 +151,7 @@ impl Wal {
             old,
             active,
             capacity,
+            frame_max: FRAME_MAX,
         };
         Ok(Some((wal, replayed)))
     }
@@ -162,12 +166,7 @@ impl Wal {
     /// never be read back), `NoSpace` (nothing of the batch is durable),
     /// `Io` (the log may or may not hold it: the node must stop).
     pub fn append(&mut self, frame: &mut Frame, state: &Header) -> Result<u64, StoreError> {
-        if frame.body_len() > FRAME_MAX {
-            return Err(StoreError::Invalid(format!(
-                "a WAL frame of {} bytes, over the {FRAME_MAX} a frame may hold",
-                frame.body_len()
-            )));
-        }
+        self.check_frame(frame)?;
         let seal_len = record::SEAL_LEN as u64;
         let len = frame.len() as u64;
         let has_frames = self.active.end > header_len();
@@ -220,6 +219,28 @@ impl Wal {
             bytes: done.end,
         });
         Ok(())
+    }
+
+    /// Refuses a frame that could never be read back.
+    ///
+    /// # Errors
+    /// `Invalid` for a body over [`FRAME_MAX`].
+    pub fn check_frame(&self, frame: &Frame) -> Result<(), StoreError> {
+        if frame.body_len() > self.frame_max {
+            return Err(StoreError::Invalid(format!(
+                "a WAL frame of {} bytes, over the {} a frame may hold",
+                frame.body_len(),
+                self.frame_max
+            )));
+        }
+        Ok(())
+    }
+
+    /// Tests: a lower cap than [`FRAME_MAX`], so that its refusal can be
+    /// seen without gigabytes of memory.
+    #[cfg(test)]
+    pub fn set_frame_max(&mut self, bytes: usize) {
+        self.frame_max = bytes.min(FRAME_MAX);
     }
 
     fn chunk(&self) -> u64 {
