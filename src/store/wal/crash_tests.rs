@@ -761,3 +761,26 @@ fn a_batch_over_the_frame_cap_is_refused_and_writes_nothing() {
     append(&mut store, &entries(6, 7, 1), hard_state(1, 6)).unwrap();
     assert_eq!(store.load().unwrap().unwrap().entries.len(), 7);
 }
+
+/// A segment whose fdatasync fails at open is not trusted: the store
+/// says why (Io, naming the file), repairs nothing, and opens once the
+/// disk syncs again.
+#[test]
+fn a_segment_that_cannot_be_synced_at_open_is_refused() {
+    let dir = TestDir::new("sync-at-open");
+    let mut store = bootstrapped(&dir);
+    append(&mut store, &entries(1, 5, 1), hard_state(1, 3)).unwrap();
+    let before = store.load().unwrap().unwrap();
+    drop(store);
+    super::recover::fail_next_sync();
+    let store = Store::open(&dir.0, 16).unwrap();
+    match store.load() {
+        Err(StoreError::Io(what)) => {
+            assert!(what.contains("syncing") && what.contains(".wal"), "{what}");
+        }
+        other => panic!("expected an I/O error, got {other:?}"),
+    }
+    drop(store);
+    let store = Store::open(&dir.0, 16).unwrap();
+    assert_eq!(store.load().unwrap().unwrap(), before);
+}

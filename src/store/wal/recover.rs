@@ -164,6 +164,50 @@ fn io_error(path: &Path, error: std::io::Error) -> StoreError {
     StoreError::Io(format!("reading {}: {error}", path.display()))
 }
 
+/// A segment's bytes as the disk holds them. An `fdatasync` first: a
+/// write of an earlier run whose writeback fails now is refused, not
+/// trusted from the page cache. Then the file's cached pages are dropped
+/// (`posix_fadvise` DONTNEED, best effort: it drops only clean pages, and
+/// a file system may ignore it), so that pages an earlier failed
+/// writeback left in the cache, marked clean but never written, are read
+/// again from the disk.
+///
+/// # Errors
+/// `Io` if the sync or the read fails.
+fn read_synced(path: &Path) -> Result<Vec<u8>, StoreError> {
+    let mut file = fs::File::open(path).map_err(|e| io_error(path, e))?;
+    #[cfg(test)]
+    let failed = FAIL_SYNC.with(|fail| fail.replace(false));
+    #[cfg(not(test))]
+    let failed = false;
+    let synced = if failed {
+        Err(std::io::Error::from_raw_os_error(5))
+    } else {
+        file.sync_data()
+    };
+    synced.map_err(|e| {
+        StoreError::Io(format!(
+            "syncing {} before reading it: {e} (data cached for it may never have reached the disk; check the disk)",
+            path.display()
+        ))
+    })?;
+    let _ = rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed);
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut file, &mut bytes).map_err(|e| io_error(path, e))?;
+    Ok(bytes)
+}
+
+#[cfg(test)]
+thread_local! {
+    static FAIL_SYNC: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Tests: the next segment sync of [`scan`] on this thread fails (EIO).
+#[cfg(test)]
+pub fn fail_next_sync() {
+    FAIL_SYNC.with(|fail| fail.set(true));
+}
+
 /// The segments in `dir`, by sequence number.
 pub fn list(dir: &Path) -> Result<Vec<(u64, PathBuf)>, StoreError> {
     let mut found = Vec::new();
@@ -204,7 +248,7 @@ pub fn scan(dir: &Path) -> Result<Option<Scan>, StoreError> {
     if listed.len() > 1
         && let Some((seq, path)) = listed.last()
     {
-        let bytes = fs::read(path).map_err(|e| io_error(path, e))?;
+        let bytes = read_synced(path)?;
         let valid = matches!(
             record::decode_frame(&bytes, record::header_place(*seq)),
             Found::Frame { kind: record::HEADER, body, .. } if record::decode_header(body).is_ok()
@@ -229,7 +273,7 @@ pub fn scan(dir: &Path) -> Result<Option<Scan>, StoreError> {
     let mut first = true;
     for (n, (seq, path)) in listed.into_iter().enumerate() {
         let newest = n + 1 == count;
-        let bytes = fs::read(&path).map_err(|e| io_error(&path, e))?;
+        let bytes = read_synced(&path)?;
         let header = match record::decode_frame(&bytes, record::header_place(seq)) {
             Found::Frame {
                 kind: record::HEADER,
