@@ -220,7 +220,8 @@ impl Live {
     fn last(&self) -> Position {
         match self.terms.back() {
             Some(&term) => Position {
-                index: self.snapshot.index + self.terms.len() as u64,
+                // Both from disk, checked contiguous: saturating is a guard.
+                index: self.snapshot.index.saturating_add(self.terms.len() as u64),
                 term,
             },
             None => self.snapshot,
@@ -231,7 +232,7 @@ impl Live {
         if index == self.snapshot.index {
             return Some(self.snapshot.term);
         }
-        let offset = index.checked_sub(self.snapshot.index + 1)?;
+        let offset = index.checked_sub(self.snapshot.index.checked_add(1)?)?;
         self.terms.get(usize::try_from(offset).ok()?).copied()
     }
 
@@ -263,7 +264,7 @@ impl Live {
     fn apply(&mut self, op: &OpRef<'_>, seq: u64) {
         match *op {
             OpRef::Truncate { from, prev_term } => {
-                let keep = from.saturating_sub(self.snapshot.index + 1) as usize;
+                let keep = from.saturating_sub(self.snapshot.index.saturating_add(1)) as usize;
                 self.terms.truncate(keep);
                 self.segments.truncate(keep);
                 self.wal_last = Position {
@@ -320,7 +321,7 @@ struct View<'a> {
 
 impl<'a> View<'a> {
     fn new(live: &'a Live) -> View<'a> {
-        let next = live.last().index + 1;
+        let next = live.last().index.saturating_add(1);
         View {
             live,
             snapshot: live.snapshot,
@@ -1153,7 +1154,7 @@ fn reconcile(replayed: &Replayed, at: Position) -> Result<Reconciled, StoreError
             "the WAL starts after index {} but the snapshot is at {}: entries {}..={} are missing",
             replayed.base_index,
             at.index,
-            at.index + 1,
+            at.index.saturating_add(1),
             replayed.base_index
         )));
     }

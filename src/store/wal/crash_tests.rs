@@ -784,3 +784,17 @@ fn a_segment_that_cannot_be_synced_at_open_is_refused() {
     let store = Store::open(&dir.0, 16).unwrap();
     assert_eq!(store.load().unwrap().unwrap(), before);
 }
+
+/// The WAL's directory is private (0700), as the data directory is,
+/// whatever the umask.
+#[test]
+fn the_wal_directory_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TestDir::new("wal-mode");
+    let _store = bootstrapped(&dir);
+    let mode = fs::metadata(dir.0.join(WAL_DIR))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o700, "{mode:o}");
+}

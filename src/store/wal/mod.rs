@@ -75,7 +75,9 @@ impl Wal {
     /// # Errors
     /// `Io` or `NoSpace`.
     pub fn create(dir: &Path, header: Header, capacity: u64) -> Result<Wal, StoreError> {
-        fs::create_dir_all(dir).map_err(|e| io_error("creating", dir, &e))?;
+        // 0700, as the data directory (files.rs); the syncs below make the
+        // names durable.
+        files::create_private_dirs(dir).map_err(|e| io_error("creating", dir, &e))?;
         for (_, path) in recover::list(dir)? {
             fs::remove_file(&path).map_err(|e| io_error("removing", &path, &e))?;
         }
@@ -184,7 +186,14 @@ impl Wal {
             // started, and what it left is zeroed (best effort), so that
             // no remnant of it outlives a shorter frame written there.
             self.active.end = start;
-            let _ = self.active.zero(start, start + len);
+            if let Err(zeroing) = self.active.zero(start, start + len) {
+                // A remnant of it may outlive a shorter frame written
+                // there: the node must stop (a restart zeroes the tail).
+                return Err(StoreError::Io(format!(
+                    "writing {}: {e}; zeroing what it left: {zeroing}",
+                    path.display()
+                )));
+            }
             return Err(io_error("writing", &path, &e));
         }
         self.active
@@ -314,13 +323,18 @@ fn new_segment(
         .map_err(|e| StoreError::Io(format!("drawing a salt for {}: {e}", path.display())))?;
     let salt = u64::from_be_bytes(salt);
     let frame = record::encode_header(header, salt);
-    let first = CHUNK.min(capacity).max(need + frame.len() as u64);
+    let first = CHUNK
+        .min(capacity)
+        .max(need.saturating_add(frame.len() as u64));
     let mut active = Segment::create(dir, header.seq, salt, first, capacity.max(first))
         .map_err(|e| io_error("creating", &path, &e))?;
-    active
-        .write(&frame)
-        .and_then(|()| active.sync())
-        .map_err(|e| io_error("writing", &path, &e))?;
+    if let Err(e) = active.write(&frame).and_then(|()| active.sync()) {
+        // No headerless file is left for the next roll to trip on (its
+        // create_new would fail): the next attempt starts afresh.
+        drop(active);
+        let _ = fs::remove_file(&path);
+        return Err(io_error("writing", &path, &e));
+    }
     Ok(active)
 }
 

@@ -66,7 +66,7 @@ impl Replayed {
         if index == self.base_index {
             return Some(self.base_term);
         }
-        let offset = index.checked_sub(self.base_index + 1)?;
+        let offset = index.checked_sub(self.base_index.checked_add(1)?)?;
         self.entries
             .get(usize::try_from(offset).ok()?)
             .map(|e| e.term)
@@ -76,7 +76,7 @@ impl Replayed {
         match op {
             Op::Truncate { from, prev_term } => {
                 let (last, _) = self.last();
-                if from == 0 || from > last + 1 {
+                if from == 0 || last.checked_add(1).is_some_and(|next| from > next) {
                     return Err(format!("truncation at {from} past the last index {last}"));
                 }
                 if from <= self.base_index {
