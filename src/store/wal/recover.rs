@@ -1,6 +1,8 @@
 //! Reading the WAL back: scan every segment in order, replay the batches
 //! into the log they describe, and say what a crash left at the tail.
-//! Read-only; [`super::Wal::open`] does the repairs it reports.
+//! It changes no byte (it only fdatasyncs each segment before reading
+//! it, see [`read_synced`]); [`super::Wal::open`] does the repairs it
+//! reports.
 //!
 //! Rules:
 //! - segments are taken from the longest run of consecutive sequence
