@@ -128,6 +128,14 @@ impl Driver {
                 warn!("no room to store a snapshot at {index}: {e}");
                 self.storage_full = true;
             }
+            // The store refused it (`Store::check_compaction`: a
+            // snapshot from the leader got there first, or the log no
+            // longer holds the entry): nothing of it was stored, or what
+            // was is a snapshot of entries on disk. The log stays as it
+            // is and the next round tries again; no reason to stop.
+            WriteOutcome::Failed(StoreError::Invalid(why)) => {
+                warn!("compaction at {index} refused by the store: {why}");
+            }
             WriteOutcome::Failed(e) => self.storage_failure("compaction", e),
             WriteOutcome::Dropped => {}
         }

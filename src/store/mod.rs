@@ -61,6 +61,9 @@ const LOCK_FILE: &str = "ticketd.lock";
 const WAL_DIR: &str = "wal";
 /// The format that kept the log in LMDB, upgraded at open.
 const FORMAT_VERSION_LMDB_LOG: u64 = 1;
+/// The upgrade writes a version 1 log in WAL frames of about this at most
+/// (more only for one entry larger than that).
+const UPGRADE_FRAME: usize = 16 << 20;
 
 /// LMDB's files in a data directory: what [`Store::wipe`] removes (with
 /// the WAL).
@@ -187,6 +190,11 @@ struct Live {
     segments: VecDeque<u64>,
     hard_state: HardState,
     app: AppRecord,
+    /// The last log position as a replay of the WAL sees it: moved only
+    /// by ops written to the WAL. It differs from `last()` while a
+    /// leader's snapshot is stored in LMDB but its reset is not yet in
+    /// the WAL (the reset is inside the batch being written, or pending).
+    wal_last: Position,
     /// A snapshot from the leader is stored but the WAL does not say so
     /// yet (its write failed): the next batch starts with the reset.
     pending_reset: bool,
@@ -212,7 +220,8 @@ impl Live {
     fn last(&self) -> Position {
         match self.terms.back() {
             Some(&term) => Position {
-                index: self.snapshot.index + self.terms.len() as u64,
+                // Both from disk, checked contiguous: saturating is a guard.
+                index: self.snapshot.index.saturating_add(self.terms.len() as u64),
                 term,
             },
             None => self.snapshot,
@@ -223,17 +232,19 @@ impl Live {
         if index == self.snapshot.index {
             return Some(self.snapshot.term);
         }
-        let offset = index.checked_sub(self.snapshot.index + 1)?;
+        let offset = index.checked_sub(self.snapshot.index.checked_add(1)?)?;
         self.terms.get(usize::try_from(offset).ok()?).copied()
     }
 
-    /// The state a new segment's header records: as of now.
+    /// The state a new segment's header records: the WAL's as a replay
+    /// sees it before the batch being written (not the snapshot stored
+    /// ahead of its reset: the segment before still ends at the old log,
+    /// and the next must continue from there).
     fn header(&self) -> Header {
-        let last = self.last();
         Header {
             seq: 0,
-            base_index: last.index,
-            base_term: last.term,
+            base_index: self.wal_last.index,
+            base_term: self.wal_last.term,
             hard_state: self.hard_state,
             app: self.app,
         }
@@ -241,8 +252,8 @@ impl Live {
 
     /// Appends `ops` as one synced batch and applies them here.
     fn write(&mut self, ops: &[OpRef<'_>]) -> Result<(), StoreError> {
-        let frame = wal::record::encode_batch(ops);
-        let seq = self.wal.append(&frame, &self.header())?;
+        let mut frame = wal::record::encode_batch(ops);
+        let seq = self.wal.append(&mut frame, &self.header())?;
         for op in ops {
             self.apply(op, seq);
         }
@@ -252,15 +263,25 @@ impl Live {
     /// What a written op changes (checked before it was written).
     fn apply(&mut self, op: &OpRef<'_>, seq: u64) {
         match *op {
-            OpRef::Truncate { from, .. } => {
-                let keep = from.saturating_sub(self.snapshot.index + 1) as usize;
+            OpRef::Truncate { from, prev_term } => {
+                let keep = from.saturating_sub(self.snapshot.index.saturating_add(1)) as usize;
                 self.terms.truncate(keep);
                 self.segments.truncate(keep);
+                self.wal_last = Position {
+                    index: from.saturating_sub(1),
+                    term: prev_term,
+                };
             }
             OpRef::Entries(entries) => {
                 for entry in entries {
                     self.terms.push_back(entry.term);
                     self.segments.push_back(seq);
+                }
+                if let Some(entry) = entries.last() {
+                    self.wal_last = Position {
+                        index: entry.index,
+                        term: entry.term,
+                    };
                 }
             }
             OpRef::HardState(hard_state) => self.hard_state = hard_state,
@@ -269,6 +290,7 @@ impl Live {
                 self.snapshot = Position { index, term };
                 self.terms.clear();
                 self.segments.clear();
+                self.wal_last = self.snapshot;
                 self.pending_reset = false;
             }
         }
@@ -299,7 +321,7 @@ struct View<'a> {
 
 impl<'a> View<'a> {
     fn new(live: &'a Live) -> View<'a> {
-        let next = live.last().index + 1;
+        let next = live.last().index.saturating_add(1);
         View {
             live,
             snapshot: live.snapshot,
@@ -510,6 +532,12 @@ impl Store {
             segments: reconciled.segments.into(),
             hard_state: replayed.hard_state,
             app: replayed.app,
+            // The WAL's own end, even where the snapshot is past it (the
+            // reset below is written after it).
+            wal_last: {
+                let (index, term) = replayed.last();
+                Position { index, term }
+            },
             pending_reset: false,
         };
         if reconciled.reset {
@@ -565,9 +593,31 @@ impl Store {
             app,
         };
         let mut wal = Wal::create(&self.wal_dir(), header, self.segment_capacity())?;
-        if !entries.is_empty() {
-            let frame = wal::record::encode_batch(&[OpRef::Entries(&entries)]);
-            wal.append(&frame, &header)?;
+        // In frames of at most UPGRADE_FRAME bytes (one frame can hold at
+        // most wal::FRAME_MAX), each continuing from the one before.
+        let mut state = header;
+        let mut rest = &entries[..];
+        while !rest.is_empty() {
+            // The batch's op count, op tag and entry count come first.
+            let mut bytes = 16usize;
+            let mut count = 0;
+            for entry in rest {
+                // An entry's encoding: index, term, kind, data length, data.
+                let size = entry.data.len().saturating_add(21);
+                if count > 0 && bytes.saturating_add(size) > UPGRADE_FRAME {
+                    break;
+                }
+                bytes = bytes.saturating_add(size);
+                count += 1;
+            }
+            let (chunk, tail) = rest.split_at(count);
+            let mut frame = wal::record::encode_batch(&[OpRef::Entries(chunk)]);
+            wal.append(&mut frame, &state)?;
+            if let Some(last) = chunk.last() {
+                state.base_index = last.index;
+                state.base_term = last.term;
+            }
+            rest = tail;
         }
         drop(wal);
         let mut txn = self.db.env.begin_rw_txn()?;
@@ -805,6 +855,10 @@ impl Store {
             segments: VecDeque::new(),
             hard_state: HardState::default(),
             app: AppRecord::default(),
+            wal_last: Position {
+                index: 0,
+                term: snapshot.meta.term,
+            },
             pending_reset: false,
         });
         Ok(())
@@ -844,7 +898,8 @@ impl Store {
         let live = self.live()?;
         let mut view = View::new(live);
         let mut ops: Vec<OpRef<'_>> = Vec::new();
-        if live.pending_reset {
+        let pending_reset = live.pending_reset;
+        if pending_reset {
             ops.push(OpRef::Reset {
                 index: live.snapshot.index,
                 term: live.snapshot.term,
@@ -903,7 +958,9 @@ impl Store {
         if ops.is_empty() {
             return Ok(());
         }
-        let frame = wal::record::encode_batch(&ops);
+        let mut frame = wal::record::encode_batch(&ops);
+        // Before anything is written (a snapshot's store included).
+        live.wal.check_frame(&frame)?;
         // The store is held to the map: LMDB's pages and the WAL's bytes.
         let used = self.db.used().saturating_add(live.wal.bytes());
         if has_entries && used.saturating_add(frame.len() as u64) > self.map_bytes {
@@ -941,11 +998,12 @@ impl Store {
                 return Err(StoreError::NoSpace);
             }
         }
-        let seq = live.wal.append(&frame, &live.header())?;
+        let seq = live.wal.append(&mut frame, &live.header())?;
         for op in &ops {
             live.apply(op, seq);
         }
-        if install.is_some() {
+        if install.is_some() || pending_reset {
+            // The log starts over: the segments before hold nothing.
             live.remove_old()?;
         }
         Ok(())
@@ -1096,7 +1154,7 @@ fn reconcile(replayed: &Replayed, at: Position) -> Result<Reconciled, StoreError
             "the WAL starts after index {} but the snapshot is at {}: entries {}..={} are missing",
             replayed.base_index,
             at.index,
-            at.index + 1,
+            at.index.saturating_add(1),
             replayed.base_index
         )));
     }

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use log::warn;
 
-pub use record::{Header, OpRef};
+pub use record::{FRAME_MAX, Frame, Header, OpRef};
 pub use recover::{Replayed, Scan, list as list_segments, scan};
 use segment::Segment;
 
@@ -50,6 +50,8 @@ pub struct Wal {
     old: Vec<Old>,
     active: Segment,
     capacity: u64,
+    /// The largest frame body appended ([`FRAME_MAX`]; lower in tests).
+    frame_max: usize,
 }
 
 /// Maps an I/O error of the WAL: a full file system is `NoSpace` (the
@@ -73,7 +75,9 @@ impl Wal {
     /// # Errors
     /// `Io` or `NoSpace`.
     pub fn create(dir: &Path, header: Header, capacity: u64) -> Result<Wal, StoreError> {
-        fs::create_dir_all(dir).map_err(|e| io_error("creating", dir, &e))?;
+        // 0700, as the data directory (files.rs); the syncs below make the
+        // names durable.
+        files::create_private_dirs(dir).map_err(|e| io_error("creating", dir, &e))?;
         for (_, path) in recover::list(dir)? {
             fs::remove_file(&path).map_err(|e| io_error("removing", &path, &e))?;
         }
@@ -88,6 +92,7 @@ impl Wal {
             old: Vec::new(),
             active,
             capacity,
+            frame_max: FRAME_MAX,
         })
     }
 
@@ -122,7 +127,7 @@ impl Wal {
                 dir.display()
             )));
         };
-        let mut active = Segment::open(&last.path, last.seq, last.end, capacity)
+        let mut active = Segment::open(&last.path, last.seq, last.salt, last.end, capacity)
             .map_err(|e| io_error("opening", &last.path, &e))?;
         active.sealed = last.sealed;
         if let Some((from, until, why)) = &last.torn {
@@ -148,6 +153,7 @@ impl Wal {
             old,
             active,
             capacity,
+            frame_max: FRAME_MAX,
         };
         Ok(Some((wal, replayed)))
     }
@@ -158,10 +164,12 @@ impl Wal {
     /// not fit the active one). Returns the segment it went to.
     ///
     /// # Errors
-    /// `NoSpace` (nothing of the batch is durable), `Io` (the log may or
-    /// may not hold it: the node must stop).
-    pub fn append(&mut self, frame: &[u8], state: &Header) -> Result<u64, StoreError> {
-        let seal_len = record::FRAME_HEADER_LEN as u64;
+    /// `Invalid` for a frame over [`FRAME_MAX`] (nothing written: it could
+    /// never be read back), `NoSpace` (nothing of the batch is durable),
+    /// `Io` (the log may or may not hold it: the node must stop).
+    pub fn append(&mut self, frame: &mut Frame, state: &Header) -> Result<u64, StoreError> {
+        self.check_frame(frame)?;
+        let seal_len = record::SEAL_LEN as u64;
         let len = frame.len() as u64;
         let has_frames = self.active.end > header_len();
         if !self.active.fits(len + seal_len) && (has_frames || self.active.sealed) {
@@ -172,12 +180,20 @@ impl Wal {
             .reserve(len + seal_len, self.chunk())
             .map_err(|e| io_error("allocating", &path, &e))?;
         let start = self.active.end;
-        if let Err(e) = self.active.write(frame) {
+        let bytes = frame.place(self.active.place());
+        if let Err(e) = self.active.write(bytes) {
             // Nothing was acknowledged: the next frame goes where this one
             // started, and what it left is zeroed (best effort), so that
             // no remnant of it outlives a shorter frame written there.
             self.active.end = start;
-            let _ = self.active.zero(start, start + len);
+            if let Err(zeroing) = self.active.zero(start, start + len) {
+                // A remnant of it may outlive a shorter frame written
+                // there: the node must stop (a restart zeroes the tail).
+                return Err(StoreError::Io(format!(
+                    "writing {}: {e}; zeroing what it left: {zeroing}",
+                    path.display()
+                )));
+            }
             return Err(io_error("writing", &path, &e));
         }
         self.active
@@ -196,12 +212,13 @@ impl Wal {
     fn roll(&mut self, state: &Header, need: u64) -> Result<(), StoreError> {
         let path = self.active.path.clone();
         if !self.active.sealed {
-            let seal = record::encode_seal();
+            let mut seal = record::encode_seal();
             self.active
                 .reserve(seal.len() as u64, self.chunk())
                 .map_err(|e| io_error("allocating", &path, &e))?;
+            let bytes = seal.place(self.active.place());
             self.active
-                .write(&seal)
+                .write(bytes)
                 .and_then(|()| self.active.sync())
                 .map_err(|e| StoreError::Io(format!("sealing {}: {e}", path.display())))?;
             self.active.sealed = true;
@@ -217,6 +234,28 @@ impl Wal {
             bytes: done.end,
         });
         Ok(())
+    }
+
+    /// Refuses a frame that could never be read back.
+    ///
+    /// # Errors
+    /// `Invalid` for a body over [`FRAME_MAX`].
+    pub fn check_frame(&self, frame: &Frame) -> Result<(), StoreError> {
+        if frame.body_len() > self.frame_max {
+            return Err(StoreError::Invalid(format!(
+                "a WAL frame of {} bytes, over the {} a frame may hold",
+                frame.body_len(),
+                self.frame_max
+            )));
+        }
+        Ok(())
+    }
+
+    /// Tests: a lower cap than [`FRAME_MAX`], so that its refusal can be
+    /// seen without gigabytes of memory.
+    #[cfg(test)]
+    pub fn set_frame_max(&mut self, bytes: usize) {
+        self.frame_max = bytes.min(FRAME_MAX);
     }
 
     fn chunk(&self) -> u64 {
@@ -274,14 +313,7 @@ impl Wal {
 
 /// Bytes of a segment header frame.
 fn header_len() -> u64 {
-    record::encode_header(&Header {
-        seq: 0,
-        base_index: 0,
-        base_term: 0,
-        hard_state: crate::raft::HardState::default(),
-        app: super::AppRecord::default(),
-    })
-    .len() as u64
+    record::HEADER_FRAME_LEN as u64
 }
 
 /// A new segment with its header written and synced (the caller syncs
@@ -293,16 +325,27 @@ fn new_segment(
     need: u64,
 ) -> Result<Segment, StoreError> {
     let path = dir.join(segment::file_name(header.seq));
-    let frame = record::encode_header(header);
-    let first = CHUNK.min(capacity).max(need + frame.len() as u64);
-    let mut active = Segment::create(dir, header.seq, first, capacity.max(first))
+    let mut salt = [0u8; 8];
+    getrandom::getrandom(&mut salt)
+        .map_err(|e| StoreError::Io(format!("drawing a salt for {}: {e}", path.display())))?;
+    let salt = u64::from_be_bytes(salt);
+    let frame = record::encode_header(header, salt);
+    let first = CHUNK
+        .min(capacity)
+        .max(need.saturating_add(frame.len() as u64));
+    let mut active = Segment::create(dir, header.seq, salt, first, capacity.max(first))
         .map_err(|e| io_error("creating", &path, &e))?;
-    active
-        .write(&frame)
-        .and_then(|()| active.sync())
-        .map_err(|e| io_error("writing", &path, &e))?;
+    if let Err(e) = active.write(&frame).and_then(|()| active.sync()) {
+        // No headerless file is left for the next roll to trip on (its
+        // create_new would fail): the next attempt starts afresh.
+        drop(active);
+        let _ = fs::remove_file(&path);
+        return Err(io_error("writing", &path, &e));
+    }
     Ok(active)
 }
 
+#[cfg(test)]
+mod crash_tests;
 #[cfg(test)]
 mod tests;

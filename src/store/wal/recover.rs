@@ -1,6 +1,8 @@
 //! Reading the WAL back: scan every segment in order, replay the batches
 //! into the log they describe, and say what a crash left at the tail.
-//! Read-only; [`super::Wal::open`] does the repairs it reports.
+//! It changes no byte (it only fdatasyncs each segment before reading
+//! it, see [`read_synced`]); [`super::Wal::open`] does the repairs it
+//! reports.
 //!
 //! Rules:
 //! - segments are taken from the longest run of consecutive sequence
@@ -8,22 +10,31 @@
 //!   interrupted deletion left (deletions go oldest first, but a crash may
 //!   persist the unlinks in any order), and wholly below the snapshot;
 //! - every segment starts with a valid header naming its own sequence
-//!   number. Only the newest may lack one: it was being created (its
-//!   header is synced before any batch goes in) and holds nothing;
-//! - in the newest segment the first torn, damaged or zero frame ends the
-//!   log: nothing after it was ever synced (each batch is one frame, and
-//!   a batch is acknowledged only after its sync, so a torn batch was
-//!   never acknowledged). Its bytes up to the last non-zero one are
-//!   reported, to be zeroed. Frames are written one at a time, each
-//!   synced before the next, so only the last can be torn: a damaged
-//!   frame followed by more written bytes is damage to synced data;
+//!   number. Only the newest may lack one, if every byte after the
+//!   header's own is zero: it was being created (its header is synced
+//!   before any batch goes in) and holds nothing. A newest segment with
+//!   a bad header and anything written after it is damage to synced data;
+//! - in the newest segment, frames are written one at a time, each
+//!   synced before the next, so only the last can be torn, and it was
+//!   never acknowledged (a batch is one frame, acknowledged after its
+//!   sync). Where the frames stop, at a zero, torn or damaged frame, the
+//!   rest of the segment is searched, at every aligned offset up to its
+//!   last non-zero byte, for a frame whose header checksum and body
+//!   checksum both match that place: if there is one, the frame that
+//!   stopped the log was synced and is damaged, and the log refuses to
+//!   open; if there is none, the stop is a torn last frame, whatever
+//!   subset of its sectors or pages reached the disk (no part of it can
+//!   pass for a frame: the checksums bind the segment's salt and the
+//!   offset), and its bytes up to the last non-zero one are reported, to
+//!   be zeroed. Damage to the very last synced frame cannot be told from
+//!   a torn write, and is taken for one;
 //! - in any older segment the frames run, intact, up to a seal: anything
 //!   else is damage to synced data, and the log refuses to open.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use super::record::{self, Found, Header, Op};
+use super::record::{self, Found, Header, Op, Place};
 use super::segment;
 use crate::raft::{Entry, HardState, LogIndex, Term};
 use crate::store::{AppRecord, StoreError};
@@ -57,7 +68,7 @@ impl Replayed {
         if index == self.base_index {
             return Some(self.base_term);
         }
-        let offset = index.checked_sub(self.base_index + 1)?;
+        let offset = index.checked_sub(self.base_index.checked_add(1)?)?;
         self.entries
             .get(usize::try_from(offset).ok()?)
             .map(|e| e.term)
@@ -67,7 +78,7 @@ impl Replayed {
         match op {
             Op::Truncate { from, prev_term } => {
                 let (last, _) = self.last();
-                if from == 0 || from > last + 1 {
+                if from == 0 || last.checked_add(1).is_some_and(|next| from > next) {
                     return Err(format!("truncation at {from} past the last index {last}"));
                 }
                 if from <= self.base_index {
@@ -127,6 +138,8 @@ impl Replayed {
 pub struct Scanned {
     pub seq: u64,
     pub path: PathBuf,
+    /// In its frames' checksums.
+    pub salt: u64,
     /// Where the next frame goes.
     pub end: u64,
     pub sealed: bool,
@@ -151,6 +164,50 @@ fn corrupt(path: &Path, what: impl std::fmt::Display) -> StoreError {
 
 fn io_error(path: &Path, error: std::io::Error) -> StoreError {
     StoreError::Io(format!("reading {}: {error}", path.display()))
+}
+
+/// A segment's bytes as the disk holds them. An `fdatasync` first: a
+/// write of an earlier run whose writeback fails now is refused, not
+/// trusted from the page cache. Then the file's cached pages are dropped
+/// (`posix_fadvise` DONTNEED, best effort: it drops only clean pages, and
+/// a file system may ignore it), so that pages an earlier failed
+/// writeback left in the cache, marked clean but never written, are read
+/// again from the disk.
+///
+/// # Errors
+/// `Io` if the sync or the read fails.
+fn read_synced(path: &Path) -> Result<Vec<u8>, StoreError> {
+    let mut file = fs::File::open(path).map_err(|e| io_error(path, e))?;
+    #[cfg(test)]
+    let failed = FAIL_SYNC.with(|fail| fail.replace(false));
+    #[cfg(not(test))]
+    let failed = false;
+    let synced = if failed {
+        Err(std::io::Error::from_raw_os_error(5))
+    } else {
+        file.sync_data()
+    };
+    synced.map_err(|e| {
+        StoreError::Io(format!(
+            "syncing {} before reading it: {e} (data cached for it may never have reached the disk; check the disk)",
+            path.display()
+        ))
+    })?;
+    let _ = rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed);
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut file, &mut bytes).map_err(|e| io_error(path, e))?;
+    Ok(bytes)
+}
+
+#[cfg(test)]
+thread_local! {
+    static FAIL_SYNC: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Tests: the next segment sync of [`scan`] on this thread fails (EIO).
+#[cfg(test)]
+pub fn fail_next_sync() {
+    FAIL_SYNC.with(|fail| fail.set(true));
 }
 
 /// The segments in `dir`, by sequence number.
@@ -187,25 +244,39 @@ pub fn scan(dir: &Path) -> Result<Option<Scan>, StoreError> {
     out.stale
         .extend(listed.drain(..start).map(|(_, path)| path));
     // A newest segment without a valid header was being created (its
-    // header is synced before any batch goes in): it holds nothing.
+    // header is synced before any batch goes in): it holds nothing but
+    // what the header write left in the header's own bytes. Anything
+    // written after them means the header was synced and is damaged.
     if listed.len() > 1
-        && let Some((_, path)) = listed.last()
+        && let Some((seq, path)) = listed.last()
     {
-        let bytes = fs::read(path).map_err(|e| io_error(path, e))?;
+        let bytes = read_synced(path)?;
         let valid = matches!(
-            record::decode_frame(&bytes),
+            record::decode_frame(&bytes, record::header_place(*seq)),
             Found::Frame { kind: record::HEADER, body, .. } if record::decode_header(body).is_ok()
         );
-        if !valid && let Some((_, path)) = listed.pop() {
-            out.stale.push(path);
+        if !valid {
+            let after = bytes.get(record::HEADER_FRAME_LEN..).unwrap_or(&[]);
+            if let Some(at) = after.iter().position(|&b| b != 0) {
+                return Err(corrupt(
+                    path,
+                    format!(
+                        "damaged header, with data written after it (byte {})",
+                        record::HEADER_FRAME_LEN + at
+                    ),
+                ));
+            }
+            if let Some((_, path)) = listed.pop() {
+                out.stale.push(path);
+            }
         }
     }
     let count = listed.len();
     let mut first = true;
     for (n, (seq, path)) in listed.into_iter().enumerate() {
         let newest = n + 1 == count;
-        let bytes = fs::read(&path).map_err(|e| io_error(&path, e))?;
-        let header = match record::decode_frame(&bytes) {
+        let bytes = read_synced(&path)?;
+        let header = match record::decode_frame(&bytes, record::header_place(seq)) {
             Found::Frame {
                 kind: record::HEADER,
                 body,
@@ -219,7 +290,7 @@ pub fn scan(dir: &Path) -> Result<Option<Scan>, StoreError> {
             Found::End => Err(corrupt(&path, "no header")),
             Found::Bad(why) => Err(corrupt(&path, format!("header: {why}"))),
         };
-        let (header, mut at) = header?;
+        let ((header, salt), mut at) = header?;
         if header.seq != seq {
             return Err(corrupt(
                 &path,
@@ -230,6 +301,7 @@ pub fn scan(dir: &Path) -> Result<Option<Scan>, StoreError> {
         first = false;
         let mut scanned = Scanned {
             seq,
+            salt,
             path: path.clone(),
             end: 0,
             sealed: false,
@@ -237,7 +309,12 @@ pub fn scan(dir: &Path) -> Result<Option<Scan>, StoreError> {
         };
         loop {
             let rest = bytes.get(at..).unwrap_or(&[]);
-            match record::decode_frame(rest) {
+            let place = Place {
+                salt,
+                seq,
+                offset: at as u64,
+            };
+            let why = match record::decode_frame(rest, place) {
                 Found::Frame {
                     kind: record::BATCH,
                     body,
@@ -251,6 +328,7 @@ pub fn scan(dir: &Path) -> Result<Option<Scan>, StoreError> {
                             .map_err(|e| corrupt(&path, format!("batch at byte {at}: {e}")))?;
                     }
                     at += len;
+                    continue;
                 }
                 Found::Frame {
                     kind: record::SEAL,
@@ -264,42 +342,34 @@ pub fn scan(dir: &Path) -> Result<Option<Scan>, StoreError> {
                 Found::Frame { kind, .. } => {
                     return Err(corrupt(&path, format!("frame kind {kind} at byte {at}")));
                 }
-                Found::End if newest => {
-                    // A frame whose first bytes never landed may have
-                    // left later ones: zeroed, so no append lands short
-                    // of them.
-                    if let Some(last) = rest.iter().rposition(|&b| b != 0) {
-                        let why = "bytes after the last frame".to_string();
-                        scanned.torn = Some((at as u64, (at + last + 1) as u64, why));
-                    }
-                    break;
-                }
-                Found::End => break,
-                Found::Bad(why) if newest => {
-                    // Each frame is synced before the next is written, so
-                    // only the last one can be torn: frames after a bad
-                    // one mean it was synced, and is damaged.
-                    if let Some(after) = frame_extent(rest).and_then(|len| rest.get(len..))
-                        && after.iter().any(|&b| b != 0)
-                    {
-                        return Err(corrupt(
-                            &path,
-                            format!(
-                                "damaged frame at byte {at} ({why}) with more written after it"
-                            ),
-                        ));
-                    }
-                    let until = rest.iter().rposition(|&b| b != 0).map_or(0, |p| p + 1);
-                    scanned.torn = Some((at as u64, (at + until) as u64, why));
-                    break;
-                }
-                Found::Bad(why) => {
+                Found::End if !newest => break,
+                Found::Bad(why) if !newest => {
                     return Err(corrupt(
                         &path,
                         format!("damaged frame at byte {at} ({why}) with newer segments after it"),
                     ));
                 }
+                Found::End => None,
+                Found::Bad(why) => Some(why),
+            };
+            // The newest segment's frames stop here: a torn last frame,
+            // unless a synced frame follows.
+            let Some(last) = rest.iter().rposition(|&b| b != 0) else {
+                break;
+            };
+            let until = at + last + 1;
+            let what = why.as_deref().unwrap_or("a zero frame header");
+            if let Some(next) = frame_after(&bytes, at, until, salt, seq) {
+                return Err(corrupt(
+                    &path,
+                    format!(
+                        "damaged frame at byte {at} ({what}) with more written after it: a whole frame at byte {next}"
+                    ),
+                ));
             }
+            let why = why.unwrap_or_else(|| "bytes after the last frame".into());
+            scanned.torn = Some((at as u64, until as u64, why));
+            break;
         }
         if !newest && !scanned.sealed {
             return Err(corrupt(
@@ -313,12 +383,31 @@ pub fn scan(dir: &Path) -> Result<Option<Scan>, StoreError> {
     Ok(Some(out))
 }
 
-/// The length a frame's header claims, if it fits in `rest`.
-fn frame_extent(rest: &[u8]) -> Option<usize> {
-    let head = rest.get(..record::FRAME_HEADER_LEN)?;
-    let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
-    let extent = record::FRAME_HEADER_LEN.checked_add(len)?;
-    (extent <= rest.len()).then_some(extent)
+/// The first aligned offset in `(at, until)` where a whole frame of
+/// segment `seq` sits, valid at that place (a synced frame after the one
+/// that stopped the log). The header's checksum is tried first, so
+/// zeros and garbage cost little.
+fn frame_after(bytes: &[u8], at: usize, until: usize, salt: u64, seq: u64) -> Option<usize> {
+    let mut next = record::aligned(at.checked_add(1)?);
+    while next < until {
+        let rest = bytes.get(next..)?;
+        let place = Place {
+            salt,
+            seq,
+            offset: next as u64,
+        };
+        let zero = rest
+            .get(..record::FRAME_HEADER_LEN)
+            .is_some_and(|head| head.iter().all(|&b| b == 0));
+        if !zero
+            && record::frame_header(rest, place).is_ok()
+            && matches!(record::decode_frame(rest, place), Found::Frame { .. })
+        {
+            return Some(next);
+        }
+        next = next.checked_add(record::ALIGN)?;
+    }
+    None
 }
 
 /// A segment's header: the start of the log for the first, a check that

@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 
 use super::super::files::FILE_MODE;
+use super::record::Place;
 
 /// A segment's file name: its sequence number, so that name order is log
 /// order.
@@ -37,6 +38,8 @@ pub fn parse_name(name: &str) -> Option<u64> {
 
 pub struct Segment {
     pub seq: u64,
+    /// In every frame's checksums (see [`super::record`]).
+    pub salt: u64,
     pub path: PathBuf,
     file: File,
     /// Bytes written (frames): the next frame goes here.
@@ -55,7 +58,13 @@ pub struct Segment {
 impl Segment {
     /// Creates the file for `seq` (it must not exist) with `chunk` bytes
     /// allocated and durable, name included.
-    pub fn create(dir: &Path, seq: u64, chunk: u64, capacity: u64) -> io::Result<Segment> {
+    pub fn create(
+        dir: &Path,
+        seq: u64,
+        salt: u64,
+        chunk: u64,
+        capacity: u64,
+    ) -> io::Result<Segment> {
         let path = dir.join(file_name(seq));
         let file = OpenOptions::new()
             .read(true)
@@ -65,6 +74,7 @@ impl Segment {
             .open(&path)?;
         let mut segment = Segment {
             seq,
+            salt,
             path,
             file,
             end: 0,
@@ -83,11 +93,12 @@ impl Segment {
 
     /// An existing segment, to append to after its `end` (found by the
     /// recovery scan).
-    pub fn open(path: &Path, seq: u64, end: u64, capacity: u64) -> io::Result<Segment> {
+    pub fn open(path: &Path, seq: u64, salt: u64, end: u64, capacity: u64) -> io::Result<Segment> {
         let file = OpenOptions::new().read(true).write(true).open(path)?;
         let allocated = file.metadata()?.len();
         Ok(Segment {
             seq,
+            salt,
             path: path.to_path_buf(),
             file,
             end,
@@ -173,6 +184,15 @@ impl Segment {
             && let Ok(Ok(())) = thread.join()
         {
             self.allocated = self.allocated.max(target);
+        }
+    }
+
+    /// Where the next frame goes, for its checksums.
+    pub fn place(&self) -> Place {
+        Place {
+            salt: self.salt,
+            seq: self.seq,
+            offset: self.end,
         }
     }
 
