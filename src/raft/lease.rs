@@ -79,13 +79,17 @@ impl<T: Copy> TickTimes<T> {
         }
         let oldest = self.ran.front()?.0;
         let offset = usize::try_from(start.checked_sub(oldest)?).ok()?;
-        // Every tick is recorded, so ticks are consecutive here.
+        // Every tick is recorded, so ticks are consecutive here. Were one
+        // missing, the last tick recorded at or before `start` ran no
+        // later than `start` did: counting from it can only shorten the
+        // lease, where a later tick's instant would lengthen it.
         match self.ran.get(offset) {
             Some(&(tick, at)) if tick == start => Some(at),
             _ => self
                 .ran
                 .iter()
-                .find(|(tick, _)| *tick >= start)
+                .rev()
+                .find(|(tick, _)| *tick <= start)
                 .map(|(_, at)| *at),
         }
     }
@@ -110,6 +114,23 @@ mod tests {
         // lease rather than a later instant that would lengthen it.
         assert_eq!(times.when_ran(0, 6, 61), None);
         assert_eq!(TickTimes::<u64>::default().when_ran(0, 1, 5), None);
+    }
+
+    #[test]
+    fn a_gap_in_the_record_never_lengthens_a_lease() {
+        // The driver records every tick, but should one be missing the
+        // answer must be an instant no later than the start tick ran:
+        // the last recorded tick at or before it, never a later one,
+        // which would make the lease last longer than the core's.
+        let mut times = TickTimes::default();
+        for (tick, at) in [(1, 10), (3, 30), (4, 40), (5, 50)] {
+            times.ran(tick, at);
+        }
+        // Tick 3 sits at position 1, not at 3 - 1 = 2 (where tick 4 is).
+        assert_eq!(times.when_ran(3, 6, 61), Some(30));
+        // Tick 2 was never recorded: it ran at 10 or later, so 10.
+        assert_eq!(times.when_ran(2, 6, 61), Some(10));
+        assert_eq!(times.when_ran(1, 6, 61), Some(10));
     }
 
     #[test]
