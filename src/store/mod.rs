@@ -1485,4 +1485,6 @@ fn databases_in(env: &Environment, dir: &Path) -> Result<Vec<&'static str>, Stor
 }
 
 #[cfg(test)]
+mod testkit;
+#[cfg(test)]
 mod tests;

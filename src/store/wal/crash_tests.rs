@@ -8,62 +8,13 @@
 
 use std::fs;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::raft::{Entry, EntryKind, HardState, Member, Membership, Snapshot, SnapshotMeta};
+use crate::raft::{Entry, HardState, Snapshot};
+use crate::store::testkit::{
+    TestDir, append, bootstrapped, entries, hard_state, identity, initial_snapshot,
+};
 use crate::store::wal::{self, OpRef, Wal, record};
-use crate::store::{Identity, Store, StoreError, WAL_DIR, Write};
-
-/// A fresh directory under the system temp dir, removed on drop.
-struct TestDir(PathBuf);
-
-impl TestDir {
-    fn new(name: &str) -> TestDir {
-        static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!(
-            "ticketd-walcrash-{}-{name}-{n}",
-            std::process::id()
-        ));
-        let _ = fs::remove_dir_all(&path);
-        TestDir(path)
-    }
-}
-
-impl Drop for TestDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
-
-fn identity() -> Identity {
-    Identity {
-        cluster_id: 0xC1,
-        node_id: 1,
-        incarnation: 0x1d,
-    }
-}
-
-fn initial_snapshot() -> Snapshot {
-    let mut membership = Membership::default();
-    membership.members.insert(
-        1,
-        Member {
-            voter: true,
-            peer_addr: "127.0.0.1:9001".into(),
-            http_addr: "127.0.0.1:8001".into(),
-            incarnation: 0x1d,
-        },
-    );
-    Snapshot {
-        meta: SnapshotMeta {
-            index: 0,
-            term: 0,
-            membership,
-        },
-        data: Vec::new(),
-    }
-}
+use crate::store::{Store, StoreError, WAL_DIR, Write};
 
 fn snapshot_at(index: u64, term: u64) -> Snapshot {
     let mut snapshot = initial_snapshot();
@@ -71,39 +22,6 @@ fn snapshot_at(index: u64, term: u64) -> Snapshot {
     snapshot.meta.term = term;
     snapshot.data = format!("state at {index}").into_bytes();
     snapshot
-}
-
-fn entries(first: u64, last: u64, term: u64) -> Vec<Entry> {
-    (first..=last)
-        .map(|index| Entry {
-            term,
-            index,
-            kind: EntryKind::Normal,
-            data: format!("entry {index} of term {term}").into_bytes(),
-        })
-        .collect()
-}
-
-fn hard_state(term: u64, commit: u64) -> HardState {
-    HardState {
-        term,
-        vote: 1,
-        commit,
-    }
-}
-
-fn bootstrapped(dir: &TestDir) -> Store {
-    let mut store = Store::open(&dir.0, 16).unwrap();
-    store.bootstrap(identity(), &initial_snapshot()).unwrap();
-    store
-}
-
-fn append(store: &mut Store, batch: &[Entry], hard_state: HardState) -> Result<(), StoreError> {
-    store.persist(&Write {
-        entries: batch,
-        hard_state: Some(&hard_state),
-        ..Write::default()
-    })
 }
 
 fn segments(dir: &TestDir) -> Vec<PathBuf> {

@@ -6,30 +6,11 @@
 
 use std::fs;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::*;
 use crate::raft::{Entry, EntryKind, HardState};
 use crate::store::AppRecord;
-
-struct TestDir(PathBuf);
-
-impl TestDir {
-    fn new(name: &str) -> TestDir {
-        static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let path =
-            std::env::temp_dir().join(format!("ticketd-wal-{}-{name}-{n}", std::process::id()));
-        let _ = fs::remove_dir_all(&path);
-        TestDir(path)
-    }
-}
-
-impl Drop for TestDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
+use crate::store::testkit::TestDir;
 
 fn start() -> Header {
     Header {
