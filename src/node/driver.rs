@@ -634,15 +634,15 @@ impl Driver {
             Work::Abandoned => return self.compaction_abandoned(),
         };
         match outcome {
-            WriteOutcome::Written { micros, synced } => {
+            WriteOutcome::Written {
+                micros,
+                synced,
+                split,
+            } => {
                 let counters = &self.shared.counters;
                 if synced {
-                    Counters::add(&counters.fsyncs, 1);
-                    Counters::add(&counters.fsync_micros_total, micros);
-                    counters.persist_seconds.observe(micros as f64 / 1e6);
-                    counters
-                        .entries_per_persist
-                        .observe(batch.entries.len() as f64);
+                    let entries = batch.entries.len();
+                    counters.persisted(micros, split.lock_wait, split.sync, entries);
                 }
                 Counters::add(&counters.entries_persisted, batch.entries.len() as u64);
                 let bytes: usize = batch.entries.iter().map(|e| e.data.len() + 32).sum();
@@ -729,17 +729,17 @@ impl Driver {
             }),
         };
         let started = Instant::now();
-        let result = self.writer.store().persist(&write);
+        let mut store = self.writer.store();
+        let lock_wait = started.elapsed().as_micros() as u64;
+        let result = store.persist(&write);
+        let sync = store.last_sync().as_micros() as u64;
+        drop(store);
         match result {
             Ok(()) => {
                 let counters = &self.shared.counters;
-                let took = started.elapsed();
-                Counters::add(&counters.fsyncs, 1);
-                Counters::add(&counters.fsync_micros_total, took.as_micros() as u64);
-                counters.persist_seconds.observe_duration(took);
-                counters
-                    .entries_per_persist
-                    .observe(ready.entries.len() as f64);
+                let micros = started.elapsed().as_micros() as u64;
+                let entries = ready.entries.len();
+                counters.persisted(micros, lock_wait, sync, entries);
                 Counters::add(&counters.entries_persisted, ready.entries.len() as u64);
                 let bytes: usize = ready.entries.iter().map(|e| e.data.len() + 32).sum();
                 self.bytes_since_usage_check += bytes as u64;

@@ -14,6 +14,7 @@ mod segment;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use log::warn;
 
@@ -52,6 +53,8 @@ pub struct Wal {
     capacity: u64,
     /// The largest frame body appended ([`FRAME_MAX`]; lower in tests).
     frame_max: usize,
+    /// How long the last append's `fdatasync` took.
+    last_sync: Duration,
 }
 
 /// Maps an I/O error of the WAL: a full file system is `NoSpace` (the
@@ -93,6 +96,7 @@ impl Wal {
             active,
             capacity,
             frame_max: FRAME_MAX,
+            last_sync: Duration::ZERO,
         })
     }
 
@@ -154,6 +158,7 @@ impl Wal {
             active,
             capacity,
             frame_max: FRAME_MAX,
+            last_sync: Duration::ZERO,
         };
         Ok(Some((wal, replayed)))
     }
@@ -196,9 +201,11 @@ impl Wal {
             }
             return Err(io_error("writing", &path, &e));
         }
+        let syncing = Instant::now();
         self.active
             .sync()
             .map_err(|e| StoreError::Io(format!("syncing {}: {e}", path.display())))?;
+        self.last_sync = syncing.elapsed();
         // The next chunk is made ready while appends go on.
         let chunk = self.chunk();
         if self.active.allocated.saturating_sub(self.active.end) < chunk / 2 {
@@ -290,6 +297,12 @@ impl Wal {
             files::sync_dir(&self.dir).map_err(|e| io_error("syncing", &self.dir, &e))?;
         }
         Ok(removed)
+    }
+
+    /// How long the last append's `fdatasync` took: the disk's share of
+    /// a persist, against the encoding, the checks and any waiting.
+    pub fn last_sync(&self) -> Duration {
+        self.last_sync
     }
 
     /// Bytes written in the live segments.
