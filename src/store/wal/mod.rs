@@ -318,8 +318,20 @@ impl Wal {
     /// (within its capacity), so that once the file system is full the
     /// writes that free space still have room. Best effort, and on a
     /// thread of its own: it never holds up the caller.
+    ///
+    /// It tops up only once less than `bytes` is left, and then to a
+    /// whole chunk past that: every top-up is a thread, a write of zeros
+    /// and an `fsync` that changes the file's length, and while the
+    /// length changes an append's `fdatasync` must commit the file
+    /// system's journal too. Topping up to exactly `bytes` ahead did all
+    /// that at every look (every 32 KiB of log).
     pub fn keep_reserve(&mut self, bytes: u64) {
-        let target = self.active.end.saturating_add(bytes);
+        let want = self.active.end.saturating_add(bytes);
+        if self.active.allocated >= want {
+            return;
+        }
+        let chunk = self.chunk().max(1);
+        let target = want.div_ceil(chunk).saturating_mul(chunk);
         self.active.extend_in_background(target);
     }
 }
