@@ -575,13 +575,19 @@ impl Driver {
         }
     }
 
-    /// A durable leader's batch: replicate and apply now, write on the
-    /// writer thread, and hold the other messages until it is on disk.
+    /// A durable leader's batch: replicate, write on the writer thread,
+    /// then apply, and hold the other messages until it is on disk.
+    ///
+    /// The write is queued before the entries that committed are applied:
+    /// applying answers their clients, and each answer wakes a thread
+    /// that may take this one's CPU, so queued after them the fdatasync
+    /// started only once every client of the last commit was woken. The
+    /// app record written with the batch is then the state before this
+    /// `Ready`'s entries, an earlier consistent pair.
     fn queue_write(&mut self, mut ready: Ready) {
         let early = ready.take_early_messages();
         self.send_messages(early);
         let committed = std::mem::take(&mut ready.committed);
-        self.apply_entries(committed);
         let job = Job {
             epoch: self.writer.epoch,
             work: Work::Write(Batch {
@@ -601,6 +607,7 @@ impl Driver {
         if !self.writer.queue(job) {
             self.storage_failure("write", StoreError::Io("the writer thread is gone".into()));
         }
+        self.apply_entries(committed);
     }
 
     /// Waits until every queued write is done.
