@@ -192,6 +192,26 @@ fn render(context: &Context) -> String {
         .render(&mut out, "ticketd_persist_seconds", "");
     header(
         &mut out,
+        "ticketd_persist_lock_wait_seconds",
+        "histogram",
+        "Of each durable log write, the wait for the store (used by another thread).",
+    );
+    c.persist_lock_wait_seconds.snapshot().render(
+        &mut out,
+        "ticketd_persist_lock_wait_seconds",
+        "",
+    );
+    header(
+        &mut out,
+        "ticketd_persist_sync_seconds",
+        "histogram",
+        "Of each durable log write, the fdatasync of the write-ahead log alone.",
+    );
+    c.persist_sync_seconds
+        .snapshot()
+        .render(&mut out, "ticketd_persist_sync_seconds", "");
+    header(
+        &mut out,
         "ticketd_entries_per_persist",
         "histogram",
         "Log entries per durable write (group commit).",

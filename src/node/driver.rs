@@ -575,13 +575,19 @@ impl Driver {
         }
     }
 
-    /// A durable leader's batch: replicate and apply now, write on the
-    /// writer thread, and hold the other messages until it is on disk.
+    /// A durable leader's batch: replicate, write on the writer thread,
+    /// then apply, and hold the other messages until it is on disk.
+    ///
+    /// The write is queued before the entries that committed are applied:
+    /// applying answers their clients, and each answer wakes a thread
+    /// that may take this one's CPU, so queued after them the fdatasync
+    /// started only once every client of the last commit was woken. The
+    /// app record written with the batch is then the state before this
+    /// `Ready`'s entries, an earlier consistent pair.
     fn queue_write(&mut self, mut ready: Ready) {
         let early = ready.take_early_messages();
         self.send_messages(early);
         let committed = std::mem::take(&mut ready.committed);
-        self.apply_entries(committed);
         let job = Job {
             epoch: self.writer.epoch,
             work: Work::Write(Batch {
@@ -601,6 +607,7 @@ impl Driver {
         if !self.writer.queue(job) {
             self.storage_failure("write", StoreError::Io("the writer thread is gone".into()));
         }
+        self.apply_entries(committed);
     }
 
     /// Waits until every queued write is done.
@@ -634,15 +641,15 @@ impl Driver {
             Work::Abandoned => return self.compaction_abandoned(),
         };
         match outcome {
-            WriteOutcome::Written { micros, synced } => {
+            WriteOutcome::Written {
+                micros,
+                synced,
+                split,
+            } => {
                 let counters = &self.shared.counters;
                 if synced {
-                    Counters::add(&counters.fsyncs, 1);
-                    Counters::add(&counters.fsync_micros_total, micros);
-                    counters.persist_seconds.observe(micros as f64 / 1e6);
-                    counters
-                        .entries_per_persist
-                        .observe(batch.entries.len() as f64);
+                    let entries = batch.entries.len();
+                    counters.persisted(micros, split.lock_wait, split.sync, entries);
                 }
                 Counters::add(&counters.entries_persisted, batch.entries.len() as u64);
                 let bytes: usize = batch.entries.iter().map(|e| e.data.len() + 32).sum();
@@ -729,17 +736,17 @@ impl Driver {
             }),
         };
         let started = Instant::now();
-        let result = self.writer.store().persist(&write);
+        let mut store = self.writer.store();
+        let lock_wait = started.elapsed().as_micros() as u64;
+        let result = store.persist(&write);
+        let sync = store.last_sync().as_micros() as u64;
+        drop(store);
         match result {
             Ok(()) => {
                 let counters = &self.shared.counters;
-                let took = started.elapsed();
-                Counters::add(&counters.fsyncs, 1);
-                Counters::add(&counters.fsync_micros_total, took.as_micros() as u64);
-                counters.persist_seconds.observe_duration(took);
-                counters
-                    .entries_per_persist
-                    .observe(ready.entries.len() as f64);
+                let micros = started.elapsed().as_micros() as u64;
+                let entries = ready.entries.len();
+                counters.persisted(micros, lock_wait, sync, entries);
                 Counters::add(&counters.entries_persisted, ready.entries.len() as u64);
                 let bytes: usize = ready.entries.iter().map(|e| e.data.len() + 32).sum();
                 self.bytes_since_usage_check += bytes as u64;

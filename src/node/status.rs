@@ -106,6 +106,10 @@ pub struct Counters {
     pub peer_connects: AtomicU64,
     /// Seconds per durable write of the log (one fsync).
     pub persist_seconds: Histogram,
+    /// Of each durable write: the wait for the store's mutex (another
+    /// thread using the store), and the WAL's fdatasync alone.
+    pub persist_lock_wait_seconds: Histogram,
+    pub persist_sync_seconds: Histogram,
     /// Log entries per durable write.
     pub entries_per_persist: Histogram,
 }
@@ -122,6 +126,8 @@ impl Default for Counters {
             leader_changes: AtomicU64::new(0),
             peer_connects: AtomicU64::new(0),
             persist_seconds: Histogram::new(SECONDS_BUCKETS),
+            persist_lock_wait_seconds: Histogram::new(SECONDS_BUCKETS),
+            persist_sync_seconds: Histogram::new(SECONDS_BUCKETS),
             entries_per_persist: Histogram::new(COUNT_BUCKETS),
         }
     }
@@ -134,6 +140,18 @@ impl Counters {
 
     pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
+    }
+
+    /// One durable write of `entries` log entries (one fdatasync), in
+    /// microseconds: all of it, the wait for the store, the sync.
+    pub fn persisted(&self, micros: u64, lock_wait: u64, sync: u64, entries: usize) {
+        Counters::add(&self.fsyncs, 1);
+        Counters::add(&self.fsync_micros_total, micros);
+        self.persist_seconds.observe(micros as f64 / 1e6);
+        self.persist_lock_wait_seconds
+            .observe(lock_wait as f64 / 1e6);
+        self.persist_sync_seconds.observe(sync as f64 / 1e6);
+        self.entries_per_persist.observe(entries as f64);
     }
 }
 

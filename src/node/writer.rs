@@ -76,14 +76,25 @@ impl Job {
 /// What became of a job.
 pub(super) enum Outcome {
     /// On disk, after this many microseconds in the store; `synced` for
-    /// the first job of a WAL batch (which counts its fdatasync).
+    /// the first job of a WAL batch (which counts its fdatasync), with
+    /// how that time split.
     Written {
         micros: u64,
         synced: bool,
+        split: PersistSplit,
     },
     Failed(StoreError),
     /// Not attempted: an earlier job of its epoch failed.
     Dropped,
+}
+
+/// Where a persist's time went, in microseconds: waiting for the store's
+/// mutex, and the WAL's `fdatasync`; the rest is encoding, checks and the
+/// write itself.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct PersistSplit {
+    pub lock_wait: u64,
+    pub sync: u64,
 }
 
 pub(super) struct Done {
@@ -271,12 +282,14 @@ fn write_jobs(
                     Work::Compact { .. } | Work::Abandoned => None,
                 })
                 .collect();
-            let result = store
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .persist_all(&writes);
+            let mut locked = store.lock().unwrap_or_else(|p| p.into_inner());
+            let lock_wait = started.elapsed().as_micros() as u64;
+            let result = locked.persist_all(&writes);
+            let sync = locked.last_sync().as_micros() as u64;
+            drop(locked);
             drop(writes);
             let micros = started.elapsed().as_micros() as u64;
+            let split = PersistSplit { lock_wait, sync };
             let mut error = match result {
                 Ok(()) => None,
                 Err(e) => {
@@ -291,6 +304,7 @@ fn write_jobs(
                     None => Outcome::Written {
                         micros,
                         synced: n == 0,
+                        split,
                     },
                 };
                 finished.push(Done { job, outcome });
@@ -338,6 +352,7 @@ fn compact(store: &Mutex<Store>, job: Job) -> Done {
                     Ok(()) => Outcome::Written {
                         micros: *micros,
                         synced: false,
+                        split: PersistSplit::default(),
                     },
                     Err(e) => Outcome::Failed(e),
                 }

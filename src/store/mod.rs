@@ -1076,6 +1076,13 @@ impl Store {
         live.remove_old()
     }
 
+    /// How long the last WAL append's `fdatasync` took (zero before any).
+    pub fn last_sync(&self) -> std::time::Duration {
+        self.live
+            .as_ref()
+            .map_or(std::time::Duration::ZERO, |l| l.wal.last_sync())
+    }
+
     /// Space used and left, LMDB and WAL together.
     ///
     /// # Errors

@@ -14,6 +14,7 @@ mod segment;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use log::warn;
 
@@ -52,6 +53,8 @@ pub struct Wal {
     capacity: u64,
     /// The largest frame body appended ([`FRAME_MAX`]; lower in tests).
     frame_max: usize,
+    /// How long the last append's `fdatasync` took.
+    last_sync: Duration,
 }
 
 /// Maps an I/O error of the WAL: a full file system is `NoSpace` (the
@@ -93,6 +96,7 @@ impl Wal {
             active,
             capacity,
             frame_max: FRAME_MAX,
+            last_sync: Duration::ZERO,
         })
     }
 
@@ -154,6 +158,7 @@ impl Wal {
             active,
             capacity,
             frame_max: FRAME_MAX,
+            last_sync: Duration::ZERO,
         };
         Ok(Some((wal, replayed)))
     }
@@ -196,9 +201,11 @@ impl Wal {
             }
             return Err(io_error("writing", &path, &e));
         }
+        let syncing = Instant::now();
         self.active
             .sync()
             .map_err(|e| StoreError::Io(format!("syncing {}: {e}", path.display())))?;
+        self.last_sync = syncing.elapsed();
         // The next chunk is made ready while appends go on.
         let chunk = self.chunk();
         if self.active.allocated.saturating_sub(self.active.end) < chunk / 2 {
@@ -292,6 +299,12 @@ impl Wal {
         Ok(removed)
     }
 
+    /// How long the last append's `fdatasync` took: the disk's share of
+    /// a persist, against the encoding, the checks and any waiting.
+    pub fn last_sync(&self) -> Duration {
+        self.last_sync
+    }
+
     /// Bytes written in the live segments.
     pub fn bytes(&self) -> u64 {
         self.old.iter().map(|o| o.bytes).sum::<u64>() + self.active.end
@@ -305,8 +318,20 @@ impl Wal {
     /// (within its capacity), so that once the file system is full the
     /// writes that free space still have room. Best effort, and on a
     /// thread of its own: it never holds up the caller.
+    ///
+    /// It tops up only once less than `bytes` is left, and then to a
+    /// whole chunk past that: every top-up is a thread, a write of zeros
+    /// and an `fsync` that changes the file's length, and while the
+    /// length changes an append's `fdatasync` must commit the file
+    /// system's journal too. Topping up to exactly `bytes` ahead did all
+    /// that at every look (every 32 KiB of log).
     pub fn keep_reserve(&mut self, bytes: u64) {
-        let target = self.active.end.saturating_add(bytes);
+        let want = self.active.end.saturating_add(bytes);
+        if self.active.allocated >= want {
+            return;
+        }
+        let chunk = self.chunk().max(1);
+        let target = want.div_ceil(chunk).saturating_mul(chunk);
         self.active.extend_in_background(target);
     }
 }
