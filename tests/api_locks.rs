@@ -410,18 +410,14 @@ fn a_session_expires_even_when_its_deadline_passes_during_a_leadership_transfer(
 /// ticket is there.
 #[test]
 fn acknowledged_locks_tokens_sessions_and_tickets_survive_kill_9_during_writes() {
+    use Kill::{All, Leader};
     const PLAN: &[Kill] = &[
-        Kill::Leader,
-        Kill::Leader,
-        Kill::All,
-        Kill::Leader,
-        Kill::Leader,
-        Kill::All,
+        Leader, Leader, All, Leader, Leader, All, Leader, Leader, All,
     ];
     let mut cluster = start_cluster("api-locks-churn", 3);
     let _logs = LogsOnPanic::new(&cluster);
     let addrs: Vec<String> = cluster.nodes.iter().map(|n| n.http()).collect();
-    let workload = churn::Workload::start(&addrs, 4, 1);
+    let workload = churn::Workload::start(&addrs, 6, 1);
     let seed = u64::from(std::process::id()) * 2_654_435_761;
     churn::kill_during_writes(&mut cluster, &workload, PLAN, seed, |_, _| {}, |_, _| {});
     let acknowledged = workload.stop();
@@ -450,4 +446,36 @@ fn acknowledged_locks_tokens_sessions_and_tickets_survive_kill_9_during_writes()
         "too little acknowledged to judge: {shared} shared grants, {kept} kept locks, \
          {tickets} tickets ({minted} tokens and ids)"
     );
+}
+
+/// The churn checks themselves can fail: a token acknowledged twice, a
+/// token smaller than one acknowledged before its request started, and a
+/// shared lock acknowledged to two sessions at once are each refused.
+#[test]
+fn the_churn_checks_refuse_repeated_tokens_and_two_holders() {
+    let t0 = Instant::now();
+    let at = |ms: u64| t0 + Duration::from_millis(ms);
+    let grant = |session: &str, token: u64, from: u64, until: u64| churn::SharedGrant {
+        lock: "l".into(),
+        session: session.into(),
+        token,
+        started: at(from),
+        finished: at(from + 1),
+        unlock_sent: Some(at(until)),
+    };
+    let history = |grants: Vec<churn::SharedGrant>| {
+        vec![churn::Acknowledged {
+            shared: grants,
+            ..Default::default()
+        }]
+    };
+    // Held in turn, tokens growing: fine.
+    let fine = history(vec![grant("a", 5, 0, 10), grant("b", 7, 20, 30)]);
+    assert_eq!(churn::check_history(&fine), Ok(2));
+    let twice = history(vec![grant("a", 5, 0, 10), grant("b", 5, 20, 30)]);
+    assert!(churn::check_history(&twice).is_err(), "a repeated token");
+    let back = history(vec![grant("a", 7, 0, 10), grant("b", 5, 20, 30)]);
+    assert!(churn::check_history(&back).is_err(), "a token going back");
+    let both = history(vec![grant("a", 5, 0, 30), grant("b", 7, 10, 40)]);
+    assert!(churn::check_history(&both).is_err(), "two holders at once");
 }
