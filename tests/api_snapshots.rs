@@ -11,11 +11,12 @@ mod common;
 
 use std::time::Duration;
 
+use api_support::churn::{self, Kill};
 use api_support::{
     Api, Json, LogsOnPanic, assert_ok, base64, claim_grant, follower_index, leader_index,
     lock_grant, wait_followers_know_leader,
 };
-use common::{Cluster, Node, request, wait_for};
+use common::{Cluster, Node, request, request_following, wait_for};
 
 /// This node's `/api/v1/status`, parsed.
 fn status_of(node: &Node) -> Option<Json> {
@@ -230,17 +231,22 @@ fn a_large_state_is_compacted_in_proportion_to_the_log() {
         (same >= 5).then_some(index)
     })
     .expect("the compaction settles");
-    // Lock entries are some 30 bytes: these 100 are a fraction of it.
-    for n in 0..50 {
+    // Lock entries are some 30 bytes: these 80 are a fraction of it, yet
+    // 20 times the entry threshold. Were the log's size not weighed the
+    // node would compact at its next look (every 50 ms); the pairs come
+    // 50 ms apart, so it looks at least 40 times while they come, and
+    // after each pair the snapshot must still be the same.
+    for n in 0..40 {
         assert!(lock_grant(&api.lock(&sessions[0], &format!("l{n}"))).granted);
         assert_eq!(api.unlock(&sessions[0], &format!("l{n}")).status, 200);
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(
+            index_of(node, "SnapshotIndex"),
+            snapshot,
+            "compacted again after {} lock entries, a fraction of the snapshot's size in log",
+            2 * (n + 1)
+        );
     }
-    std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(
-        index_of(node, "SnapshotIndex"),
-        snapshot,
-        "compacted again after a fraction of the snapshot's size in log"
-    );
     // As many bytes of log as the snapshot holds, and up to 11/8 of it
     // (the node's stagger): compacted again. The live sessions (40, and
     // the extra ones) are the snapshot; each pair adds about one
@@ -265,5 +271,113 @@ fn a_large_state_is_compacted_in_proportion_to_the_log() {
     assert!(
         pairs <= 2 * live + 20,
         "compacted only after {pairs} open/close pairs with {live} live sessions"
+    );
+}
+
+/// `kill -9` while four clients write through every node with the log
+/// compacted every few entries (a snapshot considered every 100 ms): each
+/// round first waits until the leader has compacted again since the last
+/// round, so snapshots are being taken, sent and stored around every
+/// kill. Twice the whole cluster is killed and every node must come back
+/// from its snapshot (its snapshot index at least what it was before).
+/// Afterwards every acknowledged answer is checked as in `api_locks`.
+#[test]
+fn acknowledged_state_survives_kill_9_during_writes_and_compactions() {
+    const PLAN: &[Kill] = &[
+        Kill::Leader,
+        Kill::All,
+        Kill::Leader,
+        Kill::Leader,
+        Kill::All,
+    ];
+    let mut cluster = Cluster::new("api-snapshots-churn", 3);
+    for node in &mut cluster.nodes {
+        node.extra_args = ["--expire", "100", "--snapshot", "100"]
+            .map(String::from)
+            .to_vec();
+        node.env = vec![("TICKETD_COMPACT_ENTRIES".into(), "4".into())];
+        node.start();
+    }
+    let _logs = LogsOnPanic::new(&cluster);
+    cluster.wait_leader(Duration::from_secs(20));
+    wait_followers_know_leader(&cluster, Duration::from_secs(20));
+    let addrs: Vec<String> = cluster.nodes.iter().map(|n| n.http()).collect();
+    let workload = churn::Workload::start(&addrs, 4, 2);
+    let seed = u64::from(std::process::id()) * 2_654_435_761;
+    let snapshot_index = |node: &Node| status_of(node).map(|s| s.get("SnapshotIndex").u64());
+    // The largest snapshot index seen on any node, and each node's just
+    // before a whole-cluster kill.
+    let mut compacted_to = 0;
+    let before_all: std::cell::RefCell<Vec<u64>> = Default::default();
+    let mut restarts_from_snapshot = 0;
+    churn::kill_during_writes(
+        &mut cluster,
+        &workload,
+        PLAN,
+        seed,
+        |cluster, round| {
+            let leader = cluster.wait_leader_status(Duration::from_secs(30));
+            let newer = wait_for(Duration::from_secs(30), || {
+                snapshot_index(&cluster.nodes[leader]).filter(|i| *i > compacted_to)
+            });
+            let Some(newer) = newer else {
+                panic!(
+                    "round {round}: the leader never compacted past {compacted_to}\n{}",
+                    cluster.logs()
+                );
+            };
+            compacted_to = newer;
+            if PLAN[round] == Kill::All {
+                *before_all.borrow_mut() = cluster
+                    .nodes
+                    .iter()
+                    .map(|n| snapshot_index(n).unwrap_or(0))
+                    .collect();
+            }
+        },
+        |cluster, round| {
+            if PLAN[round] != Kill::All {
+                return;
+            }
+            let before_all = before_all.borrow();
+            for (i, node) in cluster.nodes.iter().enumerate() {
+                let index = wait_for(Duration::from_secs(20), || snapshot_index(node));
+                let index = index.unwrap_or_else(|| panic!("round {round}: no status from {i}"));
+                assert!(
+                    index > 0 && index >= before_all[i],
+                    "round {round}: node {i} restarted with snapshot {index}, \
+                     had {} before the kill\n{}",
+                    before_all[i],
+                    cluster.logs()
+                );
+            }
+            restarts_from_snapshot += 1;
+        },
+    );
+    let acknowledged = workload.stop();
+    let minted = churn::check_history(&acknowledged)
+        .unwrap_or_else(|e| panic!("{e} (seed {seed})\n{}", cluster.logs()));
+    assert_eq!(restarts_from_snapshot, 2);
+
+    wait_followers_know_leader(&cluster, Duration::from_secs(20));
+    let api = Api::new(&cluster.nodes[follower_index(&cluster)].http());
+    let checker = wait_for(Duration::from_secs(20), || {
+        let path = "/api/v1/sessions?name=checker&ttl=600000";
+        request_following("POST", &api.addr, path, b"")
+            .filter(|r| r.status == 200)
+            .and_then(|r| Json::parse(&r.body).ok())
+            .map(|id| id.str().to_string())
+    })
+    .expect("a session after the churn");
+    churn::check_state(&api, &acknowledged, &checker);
+    let compactions: usize = cluster
+        .nodes
+        .iter()
+        .map(|n| n.log().matches("compacted the log up to").count())
+        .sum();
+    eprintln!("{compactions} compactions logged");
+    assert!(
+        compactions >= PLAN.len(),
+        "only {compactions} compactions logged ({minted} tokens and ids)"
     );
 }

@@ -302,18 +302,31 @@ fn every_member_publishes_its_http_address_and_followers_redirect_to_it() {
     let leader_id = node_id(&cluster, leader);
     let status = cluster.nodes[leader].status().expect("a status");
     let cluster_id = u64::from_str_radix(&json_str(&status, "Cluster").unwrap(), 16).unwrap();
-    let _fakes: Vec<TcpStream> = (0..3)
+    let fakes: Vec<(usize, TcpStream)> = (0..3)
         .filter(|i| *i != leader)
         .map(|i| {
-            impersonate(
+            let fake = impersonate(
                 &cluster.nodes[i].peer(),
                 cluster_id,
                 leader_id,
                 "127.0.0.1:9",
-            )
+            );
+            (i, fake)
         })
         .collect();
-    thread::sleep(Duration::from_millis(300));
+    // Each node has taken the fake handshake in (accepted or refused, its
+    // log names the connection's address) before redirects are judged.
+    for (i, fake) in &fakes {
+        let from = format!("from {}", fake.local_addr().unwrap());
+        let seen = wait_for(LEADER_WAIT, || {
+            cluster.nodes[*i].log().contains(&from).then_some(())
+        });
+        assert!(
+            seen.is_some(),
+            "node {i} never handled the fake handshake {from}\n{}",
+            cluster.logs()
+        );
+    }
     let checked = wait_for(LEADER_WAIT, || {
         let leader = cluster.nodes.iter().position(|n| n.is_leader())?;
         let leader_http = cluster.nodes[leader].http();

@@ -19,11 +19,11 @@ pub struct Batch {
     pub ids: Vec<u64>,
 }
 
-/// The IDs of a whole 200 answer: a body cut short by a kill (fewer bytes
-/// than its `Content-Length`, or a last line without its newline) is no
-/// acknowledgement.
-pub fn acknowledged_ids(response: &Response, count: u64) -> Option<Vec<u64>> {
-    if response.status != 200 || !response.body.ends_with('\n') {
+/// The body of an answer that arrived whole: a body cut short by a kill
+/// (fewer bytes than its `Content-Length`, or a last line without its
+/// newline) is no answer at all, whatever its status line said.
+pub fn whole_body(response: &Response) -> Option<&str> {
+    if !response.body.ends_with('\n') {
         return None;
     }
     if let Some(length) = response.header("content-length")
@@ -31,8 +31,16 @@ pub fn acknowledged_ids(response: &Response, count: u64) -> Option<Vec<u64>> {
     {
         return None;
     }
-    let ids: Vec<u64> = response
-        .body
+    Some(&response.body)
+}
+
+/// The IDs of a whole 200 answer (see [`whole_body`]): anything less is
+/// no acknowledgement.
+pub fn acknowledged_ids(response: &Response, count: u64) -> Option<Vec<u64>> {
+    if response.status != 200 {
+        return None;
+    }
+    let ids: Vec<u64> = whole_body(response)?
         .lines()
         .map(|l| l.parse().ok())
         .collect::<Option<_>>()?;
