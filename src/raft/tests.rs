@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use super::*;
 
+mod votes;
+
 fn membership(n: u64) -> Membership {
     let mut m = Membership::default();
     for id in 1..=n {
