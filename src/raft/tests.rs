@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::*;
 
+mod membership;
 mod votes;
 
 fn membership(n: u64) -> Membership {

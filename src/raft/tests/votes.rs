@@ -157,3 +157,31 @@ fn a_learner_does_not_campaign_on_timeout_now() {
             .all(|m| !matches!(m.body, MessageBody::Vote { .. }))
     );
 }
+
+/// A core that started from an empty disk (maybe a wiped one) and has no
+/// entry, after `ticks` ticks: its answer to a candidate with entries and
+/// to one without.
+fn fresh_voter_answers(ticks: u64) -> (Option<bool>, Option<bool>) {
+    let ask = |last_index| {
+        let mut node = fresh(2, 3);
+        for _ in 0..ticks {
+            node.tick();
+            flush(&mut node);
+        }
+        node.step(message(
+            3,
+            2,
+            1,
+            vote(false, false, last_index, 1.min(last_index)),
+        ));
+        answer_to(&mut node, 3).map(|(_, granted)| granted)
+    };
+    (ask(5), ask(0))
+}
+
+#[test]
+fn a_fresh_empty_log_vouches_only_for_an_empty_one_for_ten_maximal_timeouts() {
+    let refusing = FRESH_REFUSAL_TIMEOUTS * config(2).election_ticks_max;
+    assert_eq!(fresh_voter_answers(refusing - 1), (Some(false), Some(true)));
+    assert_eq!(fresh_voter_answers(refusing), (Some(true), Some(true)));
+}
