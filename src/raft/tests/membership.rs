@@ -110,7 +110,7 @@ fn a_voter_silent_for_the_minimum_election_timeout_counts_as_unreachable() {
         let others: Vec<NodeId> = (1..=3).filter(|id| *id != leader).collect();
         let (dead, live) = (others[0], others[1]);
         cluster.nodes.remove(&dead);
-        loop {
+        for _ in 0..silent {
             let node = &cluster.nodes[&leader];
             if node.now - node.progress[&dead].lease_ack >= silent {
                 break;
@@ -176,12 +176,12 @@ fn a_silent_removed_member_is_given_up_after_four_maximal_election_timeouts() {
         .unwrap();
     // The commit index moves on past the removal.
     node.propose(b"after".to_vec()).unwrap();
-    let committed_tick = loop {
-        cluster.run(1);
-        if let Some(tick) = cluster.nodes[&leader].progress[&removed].removal_committed_tick {
-            break tick;
-        }
-    };
+    let committed_tick = (0..10)
+        .find_map(|_| {
+            cluster.run(1);
+            cluster.nodes[&leader].progress[&removed].removal_committed_tick
+        })
+        .expect("the leader sees its removal committed");
     let give_up = committed_tick + 4 * config(1).election_ticks_max;
     while cluster.nodes[&leader].now < give_up {
         assert_eq!(cluster.nodes[&leader].departing(), vec![removed]);
@@ -206,14 +206,16 @@ fn a_removed_member_is_forgotten_once_it_answered_an_append_sent_after_the_commi
     // all but those to the appends sent in that very tick (which may
     // predate the commit, as far as the rule knows).
     let answers_from_removed = |m: &Message| m.from == removed;
-    let committed_tick = loop {
-        tick_all(&mut cluster);
-        let seen = cluster.nodes[&leader].progress[&removed].removal_committed_tick;
-        if let Some(tick) = seen {
-            break tick;
-        }
-        drain_dropping(&mut cluster, answers_from_removed);
-    };
+    let committed_tick = (0..10)
+        .find_map(|_| {
+            tick_all(&mut cluster);
+            let seen = cluster.nodes[&leader].progress[&removed].removal_committed_tick;
+            if seen.is_none() {
+                drain_dropping(&mut cluster, answers_from_removed);
+            }
+            seen
+        })
+        .expect("the leader sees the removal committed");
     let not_that_tick = |m: &Message| {
         m.from == removed
             && !matches!(m.body, MessageBody::AppendResponse { lease_tick, .. } if lease_tick == committed_tick)
