@@ -4,34 +4,6 @@
 
 use super::*;
 
-/// Like `Cluster::drain`, but messages for which `drop` holds are lost.
-fn drain_dropping(cluster: &mut Cluster, drop: impl Fn(&Message) -> bool) {
-    for _ in 0..10_000 {
-        for node in cluster.nodes.values_mut() {
-            while node.has_ready() {
-                let ready = node.ready();
-                cluster
-                    .wire
-                    .extend(ready.messages.into_iter().filter(|m| !drop(m)));
-                node.advance();
-            }
-        }
-        let Some(message) = cluster.wire.pop_front() else {
-            return;
-        };
-        if let Some(node) = cluster.nodes.get_mut(&message.to) {
-            node.step(message);
-        }
-    }
-    panic!("messages never settle");
-}
-
-fn tick_all(cluster: &mut Cluster) {
-    for node in cluster.nodes.values_mut() {
-        node.tick();
-    }
-}
-
 fn learner(id: NodeId) -> ConfChange {
     ConfChange::AddLearner {
         id,
@@ -208,10 +180,10 @@ fn a_removed_member_is_forgotten_once_it_answered_an_append_sent_after_the_commi
     let answers_from_removed = |m: &Message| m.from == removed;
     let committed_tick = (0..10)
         .find_map(|_| {
-            tick_all(&mut cluster);
+            cluster.tick_all();
             let seen = cluster.nodes[&leader].progress[&removed].removal_committed_tick;
             if seen.is_none() {
-                drain_dropping(&mut cluster, answers_from_removed);
+                cluster.drain_dropping(answers_from_removed);
             }
             seen
         })
@@ -220,10 +192,10 @@ fn a_removed_member_is_forgotten_once_it_answered_an_append_sent_after_the_commi
         m.from == removed
             && !matches!(m.body, MessageBody::AppendResponse { lease_tick, .. } if lease_tick == committed_tick)
     };
-    drain_dropping(&mut cluster, not_that_tick);
+    cluster.drain_dropping(not_that_tick);
     for _ in 0..10 {
-        tick_all(&mut cluster);
-        drain_dropping(&mut cluster, not_that_tick);
+        cluster.tick_all();
+        cluster.drain_dropping(not_that_tick);
         assert_eq!(cluster.nodes[&leader].departing(), vec![removed]);
     }
     // Heard again: forgotten within a couple of heartbeats.
