@@ -146,3 +146,26 @@ fn an_unanswered_snapshot_is_sent_again_after_a_maximal_election_timeout() {
         );
     }
 }
+
+#[test]
+fn a_follower_hears_of_a_commit_at_once_not_at_the_next_heartbeat() {
+    // Two nodes: the follower's acknowledgement commits the entry, and the
+    // leader's reaction to it carries the commit index back. (With more
+    // followers, one whose acknowledgement comes after the commit hears of
+    // it at the next heartbeat, which checks the log only where it is
+    // known to match.)
+    let mut cluster = Cluster::new(2);
+    cluster.run(50);
+    let leader = cluster.leader().unwrap();
+    let (_, index) = cluster
+        .nodes
+        .get_mut(&leader)
+        .unwrap()
+        .propose(b"x".to_vec())
+        .unwrap();
+    // No tick, so no heartbeat.
+    cluster.drain();
+    for node in cluster.nodes.values() {
+        assert_eq!(node.commit_index(), index, "node {}", node.id());
+    }
+}
