@@ -169,3 +169,182 @@ fn a_follower_hears_of_a_commit_at_once_not_at_the_next_heartbeat() {
         assert_eq!(node.commit_index(), index, "node {}", node.id());
     }
 }
+
+/// The hint in `node`'s refusal of an append after (`prev_index`,
+/// `prev_term`) from node 1 in `term`.
+fn refusal_hint(node: &mut Raft, term: Term, prev_index: LogIndex, prev_term: Term) -> (u64, u64) {
+    node.step(message(
+        1,
+        2,
+        term,
+        append(prev_index, prev_term, vec![], 3),
+    ));
+    let answers = flush(node);
+    match answers.as_slice() {
+        [
+            Message {
+                to: 1,
+                body:
+                    MessageBody::AppendResponse {
+                        success: false,
+                        index,
+                        hint_index,
+                        hint_term,
+                        ..
+                    },
+                ..
+            },
+        ] => {
+            assert_eq!(*index, prev_index);
+            (*hint_index, *hint_term)
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_refusal_hints_at_the_first_index_of_the_conflicting_term_above_the_commit() {
+    // Raft §5.3, the optimization at the end: log 1..=6 all of term 2,
+    // committed up to 3.
+    let mut node = follower_of_1();
+    node.step(message(
+        1,
+        2,
+        2,
+        append(3, 2, (4..=6).map(|i| noop(i, 2)).collect(), 3),
+    ));
+    flush(&mut node);
+    assert_eq!((node.last_index(), node.commit_index()), (6, 3));
+    // Past our log: where it ends.
+    assert_eq!(refusal_hint(&mut node, 2, 9, 2), (7, 0));
+    // Term 2 reaches down to the commit index: the first index above it.
+    assert_eq!(refusal_hint(&mut node, 3, 6, 3), (4, 2));
+
+    // Log 1..=4 of term 2 (committed to 3), 5..=6 of term 3.
+    let mut node = follower_of_1();
+    node.step(message(1, 2, 2, append(3, 2, vec![noop(4, 2)], 3)));
+    node.step(message(
+        3,
+        2,
+        3,
+        append(4, 2, vec![noop(5, 3), noop(6, 3)], 3),
+    ));
+    flush(&mut node);
+    assert_eq!((node.last_index(), node.commit_index()), (6, 3));
+    assert_eq!(refusal_hint(&mut node, 4, 6, 4), (5, 3));
+    assert_eq!(refusal_hint(&mut node, 4, 5, 4), (5, 3));
+    assert_eq!(refusal_hint(&mut node, 4, 4, 3), (4, 2));
+}
+
+#[test]
+fn a_batch_is_pipelined_in_messages_of_max_append_entries() {
+    let cfg = config(1);
+    let mut cluster = Cluster::new(3);
+    cluster.run(50);
+    let leader = cluster.leader().unwrap();
+    let follower = follower_of(leader);
+    let node = cluster.nodes.get_mut(&leader).unwrap();
+    let first = node.last_index() + 1;
+    for i in 0..10u8 {
+        node.propose(vec![i]).unwrap();
+    }
+    let sizes: Vec<(LogIndex, usize)> = flush(node)
+        .into_iter()
+        .filter(|m| m.to == follower)
+        .filter_map(|m| match m.body {
+            MessageBody::Append {
+                prev_index,
+                entries,
+                ..
+            } => Some((prev_index, entries.len())),
+            _ => None,
+        })
+        .collect();
+    // 10 entries, 4 per message, up to 4 messages in flight: all of them
+    // go out at once.
+    assert_eq!(cfg.max_append_entries, 4);
+    assert_eq!(sizes, vec![(first - 1, 4), (first + 3, 4), (first + 7, 2)],);
+}
+
+/// Node 2 following leader 1 of term 2: entries 1..=6 of term 2,
+/// committed up to 3, with the configuration `at4` (if any) at index 4.
+fn follower_with_uncommitted_suffix(at4: Option<Membership>) -> Raft {
+    let mut node = follower_of_1();
+    let fourth = match at4 {
+        Some(membership) => Entry {
+            term: 2,
+            index: 4,
+            kind: EntryKind::Config,
+            data: membership.encode(),
+        },
+        None => noop(4, 2),
+    };
+    let entries = vec![fourth, noop(5, 2), noop(6, 2)];
+    node.step(message(1, 2, 2, append(3, 2, entries, 3)));
+    flush(&mut node);
+    assert_eq!((node.last_index(), node.commit_index()), (6, 3));
+    node
+}
+
+#[test]
+fn a_conflicting_uncommitted_suffix_is_replaced_by_the_new_leaders() {
+    let mut node = follower_with_uncommitted_suffix(None);
+    // Leader 3 of term 3 has entry 5 of its own term after 4.
+    node.step(message(3, 2, 3, append(4, 2, vec![noop(5, 3)], 3)));
+    let answers = flush(&mut node);
+    assert_eq!(node.last_index(), 5);
+    assert_eq!(node.log.term_at(4), Some(2));
+    assert_eq!(node.log.term_at(5), Some(3));
+    assert!(matches!(
+        answers.as_slice(),
+        [Message {
+            body: MessageBody::AppendResponse {
+                success: true,
+                index: 5,
+                ..
+            },
+            ..
+        }]
+    ));
+}
+
+#[test]
+fn a_late_append_of_entries_we_hold_truncates_nothing() {
+    // Acknowledged entries 5 and 6 must survive a reordered, older append
+    // that carries only entry 4 (Raft §5.3: delete only on a conflict).
+    let mut node = follower_with_uncommitted_suffix(None);
+    node.step(message(1, 2, 2, append(3, 2, vec![noop(4, 2)], 3)));
+    flush(&mut node);
+    assert_eq!(node.last_index(), 6);
+    assert_eq!(node.log.term_at(6), Some(2));
+    // Entries at or below the commit index, sent again, change nothing
+    // either.
+    node.step(message(
+        1,
+        2,
+        2,
+        append(1, 2, vec![noop(2, 2), noop(3, 2)], 3),
+    ));
+    flush(&mut node);
+    assert_eq!((node.last_index(), node.commit_index()), (6, 3));
+}
+
+#[test]
+fn a_configuration_overwritten_by_a_new_leader_is_no_longer_in_force() {
+    let mut with_4 = membership(3);
+    with_4.members.insert(
+        4,
+        Member {
+            voter: false,
+            peer_addr: "p4".into(),
+            http_addr: "h4".into(),
+            incarnation: 0,
+        },
+    );
+    let mut node = follower_with_uncommitted_suffix(Some(with_4));
+    assert!(node.membership().contains(4));
+    node.step(message(3, 2, 3, append(3, 2, vec![noop(4, 3)], 3)));
+    flush(&mut node);
+    assert_eq!(node.last_index(), 4);
+    assert_eq!(node.membership(), &membership(3));
+}
