@@ -348,3 +348,132 @@ fn a_configuration_overwritten_by_a_new_leader_is_no_longer_in_force() {
     assert_eq!(node.last_index(), 4);
     assert_eq!(node.membership(), &membership(3));
 }
+
+#[test]
+fn a_lost_append_is_sent_again_when_an_answer_acknowledges_nothing_new() {
+    // Two nodes, so the entry commits only once the follower has it.
+    let mut cluster = Cluster::new(2);
+    cluster.run(50);
+    let leader = cluster.leader().unwrap();
+    let follower = follower_of(leader);
+    let (_, index) = cluster
+        .nodes
+        .get_mut(&leader)
+        .unwrap()
+        .propose(b"x".to_vec())
+        .unwrap();
+    cluster.drain_dropping(|m| {
+        m.to == follower
+            && matches!(&m.body, MessageBody::Append { entries, .. } if !entries.is_empty())
+    });
+    assert_eq!(cluster.nodes[&follower].last_index(), index - 1);
+    // The next heartbeat's answer acknowledges nothing new: the leader
+    // sends the entry again.
+    cluster.run(2 * config(1).heartbeat_ticks);
+    assert_eq!(cluster.nodes[&leader].commit_index(), index);
+    assert_eq!(cluster.nodes[&follower].commit_index(), index);
+}
+
+#[test]
+fn an_idle_leader_sends_one_heartbeat_per_follower_per_interval() {
+    let cfg = config(1);
+    let mut cluster = Cluster::new(3);
+    cluster.run(50);
+    let leader = cluster.leader().unwrap();
+    let ticks = 10 * cfg.heartbeat_ticks;
+    let mut sent: BTreeMap<NodeId, u64> = BTreeMap::new();
+    for _ in 0..ticks {
+        cluster.tick_all();
+        cluster.drain_dropping(|m| {
+            if m.from == leader {
+                *sent.entry(m.to).or_default() += 1;
+            }
+            false
+        });
+    }
+    let per_follower = ticks / cfg.heartbeat_ticks;
+    assert_eq!(
+        sent.values().copied().collect::<Vec<_>>(),
+        vec![per_follower; 2]
+    );
+    assert_eq!(cluster.leader(), Some(leader));
+}
+
+#[test]
+fn an_older_acknowledgement_does_not_end_a_snapshot_in_flight() {
+    let mut cluster = Cluster::new(3);
+    cluster.run(50);
+    let leader = cluster.leader().unwrap();
+    let lagging = follower_of(leader);
+    let away = cluster.nodes.remove(&lagging).unwrap();
+    let matched = cluster.nodes[&leader].progress[&lagging].match_index;
+    for i in 0..10u8 {
+        cluster
+            .nodes
+            .get_mut(&leader)
+            .unwrap()
+            .propose(vec![i])
+            .unwrap();
+    }
+    cluster.run(3);
+    let node = cluster.nodes.get_mut(&leader).unwrap();
+    let applied = node.applied_index();
+    node.compact(applied, b"state".to_vec()).unwrap();
+    // The next heartbeat finds its match compacted away: a snapshot.
+    let mut snapshots = 0;
+    for _ in 0..config(1).heartbeat_ticks {
+        cluster.tick_all();
+        cluster.drain_dropping(|m| {
+            snapshots += usize::from(matches!(m.body, MessageBody::Snapshot { .. }));
+            false
+        });
+    }
+    assert_eq!(snapshots, 1);
+    // A late answer to an append it got before it went away raises its
+    // match, but not to the snapshot: no second snapshot goes out.
+    let node = cluster.nodes.get_mut(&leader).unwrap();
+    let late = MessageBody::AppendResponse {
+        success: true,
+        index: matched + 1,
+        hint_index: 0,
+        hint_term: 0,
+        lease_tick: node.now_tick(),
+    };
+    node.step(message(lagging, leader, node.term(), late));
+    assert!(
+        flush(node)
+            .iter()
+            .all(|m| !matches!(m.body, MessageBody::Snapshot { .. }))
+    );
+    drop(away);
+}
+
+#[test]
+fn a_probe_answered_without_news_is_unpaused_for_the_next_entries() {
+    let mut cluster = Cluster::new(3);
+    cluster.run(50);
+    let leader = cluster.leader().unwrap();
+    let follower = follower_of(leader);
+    // A late refusal puts the (caught-up) follower back into probing.
+    let node = cluster.nodes.get_mut(&leader).unwrap();
+    let matched = node.progress[&follower].match_index;
+    let refusal = MessageBody::AppendResponse {
+        success: false,
+        index: matched,
+        hint_index: matched + 1,
+        hint_term: 0,
+        lease_tick: node.now_tick(),
+    };
+    node.step(message(follower, leader, node.term(), refusal));
+    // The next heartbeat probes it; its answer acknowledges nothing new.
+    cluster.run(config(1).heartbeat_ticks);
+    // So the next entry goes to it at once, not at the next heartbeat.
+    let (_, index) = cluster
+        .nodes
+        .get_mut(&leader)
+        .unwrap()
+        .propose(b"x".to_vec())
+        .unwrap();
+    cluster.drain();
+    assert_eq!(cluster.nodes[&follower].last_index(), index);
+}
