@@ -477,3 +477,183 @@ fn a_probe_answered_without_news_is_unpaused_for_the_next_entries() {
     cluster.drain();
     assert_eq!(cluster.nodes[&follower].last_index(), index);
 }
+
+/// Node 1 of three with a log of entries 1.. of these terms (the last
+/// term is its hard state's), made leader by node 2's votes: its no-op
+/// follows them.
+fn leader_with_log(terms: &[Term]) -> Raft {
+    let term = *terms.last().unwrap();
+    let persisted = Persisted {
+        hard_state: HardState {
+            term,
+            vote: 0,
+            commit: 0,
+        },
+        snapshot: Snapshot {
+            meta: SnapshotMeta {
+                index: 0,
+                term: 0,
+                membership: membership(3),
+            },
+            data: Vec::new(),
+        },
+        entries: terms
+            .iter()
+            .zip(1..)
+            .map(|(term, index)| noop(index, *term))
+            .collect(),
+    };
+    let mut node = Raft::new(config(1), persisted).unwrap();
+    for _ in 0..config(1).election_ticks_max {
+        node.tick();
+        flush(&mut node);
+        if node.role() == Role::PreCandidate {
+            break;
+        }
+    }
+    let grant = |pre| MessageBody::VoteResponse { pre, granted: true };
+    node.step(message(2, 1, term + 1, grant(true)));
+    node.step(message(2, 1, term + 1, grant(false)));
+    assert_eq!(node.role(), Role::Leader);
+    flush(&mut node);
+    node
+}
+
+/// Where `leader` probes node 3 after it refused an append at `index`
+/// with this hint: the first prev_index sent to it.
+fn probe_after_refusal(leader: &mut Raft, index: LogIndex, hint: (LogIndex, Term)) -> LogIndex {
+    let refusal = MessageBody::AppendResponse {
+        success: false,
+        index,
+        hint_index: hint.0,
+        hint_term: hint.1,
+        lease_tick: leader.now_tick(),
+    };
+    leader.step(message(3, 1, leader.term(), refusal));
+    let mut out = flush(leader);
+    for _ in 0..config(1).heartbeat_ticks {
+        if out.iter().any(|m| m.to == 3) {
+            break;
+        }
+        leader.tick();
+        out = flush(leader);
+    }
+    out.into_iter()
+        .find_map(|m| match m.body {
+            MessageBody::Append { prev_index, .. } if m.to == 3 => Some(prev_index),
+            _ => None,
+        })
+        .expect("a probe to node 3")
+}
+
+#[test]
+fn a_refusal_hint_of_a_term_moves_next_past_the_leaders_last_entry_of_it() {
+    // Terms 1 1 2 2 3 3, then the leader's no-op of term 4 at 7.
+    let log = [1, 1, 2, 2, 3, 3];
+    // The leader has term 2 up to 4: probe after 4.
+    assert_eq!(
+        probe_after_refusal(&mut leader_with_log(&log), 7, (3, 2)),
+        4
+    );
+    assert_eq!(
+        probe_after_refusal(&mut leader_with_log(&log), 7, (1, 1)),
+        2
+    );
+    // Looked for only at or below the refused index.
+    assert_eq!(
+        probe_after_refusal(&mut leader_with_log(&log), 5, (5, 3)),
+        4
+    );
+    // No term 2½ here: the follower's own first index of it.
+    let mut skipped = leader_with_log(&[1, 1, 3, 3]);
+    assert_eq!(probe_after_refusal(&mut skipped, 5, (3, 2)), 2);
+    // A hint without a term is the follower's log end.
+    assert_eq!(
+        probe_after_refusal(&mut leader_with_log(&log), 7, (4, 0)),
+        3
+    );
+}
+
+#[test]
+fn a_refusal_never_moves_next_to_or_below_the_match_index() {
+    let (mut cluster, leader) = cluster_with_ten_entries();
+    let follower = follower_of(leader);
+    let node = cluster.nodes.get_mut(&leader).unwrap();
+    let matched = node.progress[&follower].match_index;
+    assert!(matched >= 2);
+    let refusal = MessageBody::AppendResponse {
+        success: false,
+        index: matched,
+        hint_index: 1,
+        hint_term: 0,
+        lease_tick: node.now_tick(),
+    };
+    node.step(message(follower, leader, node.term(), refusal));
+    let mut probe = None;
+    for _ in 0..=config(1).heartbeat_ticks {
+        probe = flush(node).into_iter().find_map(|m| match m.body {
+            MessageBody::Append { prev_index, .. } if m.to == follower => Some(prev_index),
+            _ => None,
+        });
+        if probe.is_some() {
+            break;
+        }
+        node.tick();
+    }
+    assert_eq!(probe, Some(matched));
+}
+
+#[test]
+fn a_stale_refusal_changes_nothing() {
+    let (mut cluster, leader) = cluster_with_ten_entries();
+    let follower = follower_of(leader);
+    let node = cluster.nodes.get_mut(&leader).unwrap();
+    let matched = node.progress[&follower].match_index;
+    let refusal = MessageBody::AppendResponse {
+        success: false,
+        index: matched - 1,
+        hint_index: 1,
+        hint_term: 0,
+        lease_tick: node.now_tick(),
+    };
+    node.step(message(follower, leader, node.term(), refusal));
+    assert!(flush(node).is_empty());
+    // Still pipelining to it: a batch goes out in several messages.
+    for i in 0..10u8 {
+        node.propose(vec![i]).unwrap();
+    }
+    let appends = flush(node)
+        .into_iter()
+        .filter(|m| m.to == follower && matches!(m.body, MessageBody::Append { .. }))
+        .count();
+    assert_eq!(appends, 3);
+}
+
+#[test]
+fn a_full_window_of_lost_appends_is_recovered_and_so_is_a_later_loss() {
+    let mut cluster = Cluster::new(2);
+    cluster.run(50);
+    let leader = cluster.leader().unwrap();
+    let follower = follower_of(leader);
+    let lose_entries = |m: &Message| {
+        m.to == follower
+            && matches!(&m.body, MessageBody::Append { entries, .. } if !entries.is_empty())
+    };
+    for round in 0..2 {
+        let node = cluster.nodes.get_mut(&leader).unwrap();
+        let mut index = 0;
+        // 16 entries: 4 messages of 4, the whole window, all lost.
+        for i in 0..16u8 {
+            index = node.propose(vec![i]).unwrap().1;
+        }
+        cluster.drain_dropping(lose_entries);
+        assert!(cluster.nodes[&follower].last_index() < index);
+        cluster.run(4 * config(1).heartbeat_ticks);
+        assert_eq!(
+            cluster.nodes[&follower].commit_index(),
+            index,
+            "round {round}"
+        );
+        cluster.run(10);
+    }
+}
