@@ -138,6 +138,9 @@ fn an_unanswered_snapshot_is_sent_again_after_a_maximal_election_timeout() {
         });
     }
     assert!(sent_at.len() >= 2, "{sent_at:?}");
+    // Given up on after `max` ticks, it is probed again (which finds its
+    // match compacted: the snapshot again) at once or at the next
+    // heartbeat.
     for pair in sent_at.windows(2) {
         let gap = pair[1] - pair[0];
         assert!(
@@ -656,4 +659,85 @@ fn a_full_window_of_lost_appends_is_recovered_and_so_is_a_later_loss() {
         );
         cluster.run(10);
     }
+}
+
+fn with_learner_4() -> Membership {
+    let mut members = membership(3);
+    members.members.insert(
+        4,
+        Member {
+            voter: false,
+            peer_addr: "p4".into(),
+            http_addr: "h4".into(),
+            incarnation: 0,
+        },
+    );
+    members
+}
+
+#[test]
+fn a_restarted_node_takes_its_membership_from_the_last_configuration_in_its_log() {
+    let config_entry = |index, members: &Membership| Entry {
+        term: 1,
+        index,
+        kind: EntryKind::Config,
+        data: members.encode(),
+    };
+    let persisted = Persisted {
+        hard_state: HardState {
+            term: 1,
+            vote: 0,
+            commit: 2,
+        },
+        snapshot: Snapshot {
+            meta: SnapshotMeta {
+                index: 0,
+                term: 0,
+                membership: membership(3),
+            },
+            data: Vec::new(),
+        },
+        entries: vec![
+            noop(1, 1),
+            config_entry(2, &with_learner_4()),
+            noop(3, 1),
+            Entry {
+                term: 1,
+                index: 4,
+                kind: EntryKind::Normal,
+                data: membership(5).encode(),
+            },
+        ],
+    };
+    let node = Raft::new(config(2), persisted).unwrap();
+    assert_eq!(node.membership(), &with_learner_4());
+    assert_eq!(node.membership_index, 2);
+}
+
+#[test]
+fn a_snapshot_records_the_membership_in_force_at_its_index() {
+    let (mut cluster, leader) = cluster_with_ten_entries();
+    let node = cluster.nodes.get_mut(&leader).unwrap();
+    let (_, added) = node
+        .propose_conf_change(ConfChange::AddLearner {
+            id: 4,
+            peer_addr: "p4".into(),
+            http_addr: "h4".into(),
+        })
+        .unwrap();
+    node.propose(b"after".to_vec()).unwrap();
+    cluster.run(3);
+    let node = cluster.nodes.get_mut(&leader).unwrap();
+    assert_eq!(
+        node.snapshot_meta(added - 1).unwrap().membership,
+        membership(3)
+    );
+    let applied = node.applied_index();
+    assert!(applied > added);
+    node.compact(applied, b"state".to_vec()).unwrap();
+    let recorded = &node.snapshot().meta.membership;
+    assert!(
+        recorded.contains(4) && !recorded.is_voter(4),
+        "{recorded:?}"
+    );
 }
