@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::*;
 
+mod core_rules;
 mod membership;
 mod replication;
 mod votes;
