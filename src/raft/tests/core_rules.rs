@@ -79,3 +79,103 @@ fn a_message_for_another_node_from_ourselves_or_from_node_0_is_dropped() {
     assert_eq!(node.last_index(), 0);
     assert!(flush(&mut node).is_empty());
 }
+
+#[test]
+fn an_earlier_terms_leader_or_pre_candidate_is_told_our_term() {
+    let mut node = follower_of_1();
+    // A deposed leader of term 1: refused in term 2, so it steps down.
+    node.step(message(3, 2, 1, append(3, 1, vec![], 3)));
+    let answers = flush(&mut node);
+    assert!(
+        matches!(
+            answers.as_slice(),
+            [Message {
+                to: 3,
+                term: 2,
+                body: MessageBody::AppendResponse { success: false, .. },
+                ..
+            }]
+        ),
+        "{answers:?}"
+    );
+    // A pre-candidate of term 1 learns it is behind.
+    node.step(message(3, 2, 1, vote(true, false, 3, 1)));
+    let answers = flush(&mut node);
+    assert!(
+        matches!(
+            answers.as_slice(),
+            [Message {
+                to: 3,
+                term: 2,
+                body: MessageBody::VoteResponse {
+                    pre: true,
+                    granted: false
+                },
+                ..
+            }]
+        ),
+        "{answers:?}"
+    );
+    // Anything else from an earlier term goes unanswered.
+    node.step(message(3, 2, 1, vote(false, false, 3, 1)));
+    node.step(message(3, 2, 1, MessageBody::TimeoutNow));
+    assert!(flush(&mut node).is_empty());
+    assert_eq!((node.term(), node.leader()), (2, 1));
+}
+
+/// `follower_of_1` moved to term 3 by a member refusing its pre-vote: it
+/// knows no leader of term 3.
+fn voter_without_a_leader() -> Raft {
+    let mut node = follower_of_1();
+    let refusal = MessageBody::VoteResponse {
+        pre: true,
+        granted: false,
+    };
+    node.step(message(3, 2, 3, refusal));
+    assert_eq!((node.term(), node.term_leader), (3, 0));
+    flush(&mut node);
+    node
+}
+
+#[test]
+fn a_non_member_never_gets_a_vote_nor_raises_a_voters_term() {
+    let mut node = voter_without_a_leader();
+    outlive_the_lease(&mut node);
+    // Its vote request in our term, no leader known: not heard.
+    node.step(message(9, 2, 3, vote(false, false, 9, 3)));
+    assert_eq!(node.vote, 0);
+    assert!(flush(&mut node).is_empty());
+    // Its append of a later term: not heard either.
+    node.step(message(9, 2, 4, append(3, 2, vec![noop(4, 4)], 4)));
+    assert_eq!((node.term(), node.last_index()), (3, 3));
+    assert!(flush(&mut node).is_empty());
+}
+
+#[test]
+fn a_leader_hears_no_stranger() {
+    let mut cluster = Cluster::new(3);
+    cluster.run(50);
+    let leader = cluster.leader().unwrap();
+    let node = cluster.nodes.get_mut(&leader).unwrap();
+    let term = node.term();
+    let last = node.last_index();
+    node.step(message(
+        9,
+        leader,
+        term + 1,
+        append(last, term, vec![], last),
+    ));
+    assert_eq!((node.role(), node.term()), (Role::Leader, term));
+}
+
+#[test]
+fn a_stale_voter_keeps_hearing_the_non_member_leading_its_term() {
+    // As in a_stale_follower_hears_a_new_member_leading_a_term_it_already_holds:
+    // once node 4 is the leader it knows in term 3, every append from it
+    // is heard, not just the first.
+    let mut node = voter_without_a_leader();
+    node.step(message(4, 2, 3, append(3, 2, vec![noop(4, 3)], 4)));
+    assert_eq!((node.leader(), node.commit_index()), (4, 4));
+    node.step(message(4, 2, 3, append(4, 3, vec![noop(5, 3)], 5)));
+    assert_eq!((node.last_index(), node.commit_index()), (5, 5));
+}
