@@ -179,3 +179,51 @@ fn a_stale_voter_keeps_hearing_the_non_member_leading_its_term() {
     node.step(message(4, 2, 3, append(4, 3, vec![noop(5, 3)], 5)));
     assert_eq!((node.last_index(), node.commit_index()), (5, 5));
 }
+
+#[test]
+fn a_new_term_alone_is_work_for_the_driver() {
+    let mut node = follower_of_1();
+    let refusal = MessageBody::VoteResponse {
+        pre: true,
+        granted: false,
+    };
+    node.step(message(3, 2, 3, refusal));
+    // Nothing to send, no entry, no commit: only the term to persist.
+    assert!(node.has_ready());
+    let ready = node.ready();
+    assert!(ready.messages.is_empty() && ready.entries.is_empty());
+    assert_eq!(ready.hard_state.map(|h| h.term), Some(3));
+    assert!(ready.must_sync);
+    node.advance();
+    assert!(!node.has_ready());
+}
+
+#[test]
+fn a_restarted_node_hands_out_its_committed_entries_to_apply() {
+    let persisted = Persisted {
+        hard_state: HardState {
+            term: 2,
+            vote: 1,
+            commit: 2,
+        },
+        snapshot: Snapshot {
+            meta: SnapshotMeta {
+                index: 0,
+                term: 0,
+                membership: membership(3),
+            },
+            data: Vec::new(),
+        },
+        entries: vec![noop(1, 2), noop(2, 2), noop(3, 2)],
+    };
+    let mut node = Raft::new(config(2), persisted).unwrap();
+    assert!(node.has_ready());
+    let ready = node.ready();
+    assert_eq!(ready.hard_state, None);
+    assert!(ready.entries.is_empty());
+    let applied: Vec<LogIndex> = ready.committed.iter().map(|e| e.index).collect();
+    assert_eq!(applied, vec![1, 2]);
+    node.advance();
+    assert_eq!(node.applied_index(), 2);
+    assert!(!node.has_ready());
+}
