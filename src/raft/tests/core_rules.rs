@@ -227,3 +227,18 @@ fn a_restarted_node_hands_out_its_committed_entries_to_apply() {
     assert_eq!(node.applied_index(), 2);
     assert!(!node.has_ready());
 }
+
+#[test]
+fn a_lone_leaders_proposal_is_work_for_the_driver() {
+    // No follower to send to: only the entry to persist.
+    let mut cluster = Cluster::new(1);
+    cluster.run(30);
+    let node = cluster.nodes.get_mut(&1).unwrap();
+    assert!(!node.has_ready());
+    let (_, index) = node.propose(b"x".to_vec()).unwrap();
+    assert!(node.has_ready());
+    let ready = node.ready();
+    assert_eq!(ready.entries.last().map(|e| e.index), Some(index));
+    node.advance();
+    assert_eq!(node.commit_index(), index);
+}
