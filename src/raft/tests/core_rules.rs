@@ -242,3 +242,68 @@ fn a_lone_leaders_proposal_is_work_for_the_driver() {
     node.advance();
     assert_eq!(node.commit_index(), index);
 }
+
+#[test]
+fn a_ready_says_what_must_be_synced_and_what_may_be_written_asynchronously() {
+    // A follower's new entries: synced, never asynchronously.
+    let mut node = follower_of_1();
+    node.step(message(1, 2, 2, append(3, 2, vec![noop(4, 2)], 3)));
+    let ready = node.ready();
+    assert_eq!(ready.entries.len(), 1);
+    assert!(ready.must_sync);
+    assert!(!ready.leader_durable && !ready.may_write_async());
+    assert!(!node.advance_async());
+    node.advance();
+    // Only the commit index moved: persisted, but need not be synced.
+    node.step(message(1, 2, 2, append(4, 2, vec![], 4)));
+    let ready = node.ready();
+    assert!(ready.entries.is_empty() && ready.snapshot.is_none());
+    assert_eq!(ready.hard_state.map(|h| h.commit), Some(4));
+    assert!(!ready.must_sync);
+    node.advance();
+    // A vote in a term already persisted: synced.
+    let mut node = voter_without_a_leader();
+    node.step(message(3, 2, 3, vote(false, false, 3, 2)));
+    let ready = node.ready();
+    assert_eq!(ready.hard_state.map(|h| (h.term, h.vote)), Some((3, 3)));
+    assert!(ready.must_sync);
+    node.advance();
+    // A snapshot alone: synced.
+    let mut node = follower_of_1();
+    let snapshot = Snapshot {
+        meta: SnapshotMeta {
+            index: 9,
+            term: 2,
+            membership: membership(3),
+        },
+        data: b"state".to_vec(),
+    };
+    node.step(message(
+        1,
+        2,
+        2,
+        MessageBody::Snapshot {
+            snapshot,
+            lease_tick: 0,
+        },
+    ));
+    let ready = node.ready();
+    assert!(ready.snapshot.is_some() && ready.entries.is_empty());
+    assert!(ready.must_sync && !ready.may_write_async());
+    assert!(!node.advance_async());
+    node.advance();
+    // A lone node elects itself in one tick: its first Ready carries the
+    // new term and vote, so it is no durable leader's yet.
+    let mut node = fresh(1, 1);
+    node.tick();
+    assert_eq!(node.role(), Role::Leader);
+    let ready = node.ready();
+    assert!(ready.must_sync && !ready.leader_durable && !ready.may_write_async());
+    assert!(!node.advance_async());
+    node.advance();
+    // From then on its batches may be written asynchronously.
+    node.propose(b"x".to_vec()).unwrap();
+    let ready = node.ready();
+    assert!(ready.leader_durable && ready.may_write_async());
+    assert!(node.advance_async());
+}
