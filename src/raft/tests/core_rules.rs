@@ -307,3 +307,68 @@ fn a_ready_says_what_must_be_synced_and_what_may_be_written_asynchronously() {
     assert!(ready.leader_durable && ready.may_write_async());
     assert!(node.advance_async());
 }
+
+#[test]
+fn persisted_counts_only_for_the_entry_written() {
+    let mut cluster = Cluster::new(1);
+    cluster.run(30);
+    let node = cluster.nodes.get_mut(&1).unwrap();
+    let (term, index) = node.propose(b"x".to_vec()).unwrap();
+    node.ready();
+    assert!(node.advance_async());
+    assert_eq!(node.commit_index(), index - 1);
+    // Not the entry that was written (another term's at that index).
+    node.persisted(index, term + 1);
+    assert_eq!(
+        (node.stable_index(), node.commit_index()),
+        (index - 1, index - 1)
+    );
+    node.persisted(index, term);
+    assert_eq!((node.stable_index(), node.commit_index()), (index, index));
+}
+
+#[test]
+fn the_queries_say_what_the_core_holds() {
+    let (mut cluster, leader) = cluster_with_ten_entries();
+    let node = cluster.nodes.get_mut(&leader).unwrap();
+    let last = node.last_index();
+    let others: BTreeMap<NodeId, LogIndex> = (1..=3)
+        .filter(|id| *id != leader)
+        .map(|id| (id, last))
+        .collect();
+    assert_eq!(node.match_indexes(), others);
+    // The term's first entry is its leader's no-op.
+    let start = node.term_start_index();
+    assert!(start > 0 && start <= last - 10);
+    let first = node.log.entry(start).unwrap();
+    assert_eq!((first.kind, first.term), (EntryKind::Noop, node.term()));
+    assert_eq!(node.first_index(), 1);
+    let applied = node.applied_index();
+    node.compact(applied, b"state".to_vec()).unwrap();
+    assert_eq!(node.first_index(), applied + 1);
+}
+
+#[test]
+fn a_vote_for_a_log_of_a_later_term_than_its_own_is_dropped() {
+    let mut node = follower_of_1();
+    outlive_the_lease(&mut node);
+    node.step(message(3, 2, 3, vote(false, false, 3, 5)));
+    assert_eq!((node.term(), node.vote), (2, 0));
+    assert!(flush(&mut node).is_empty());
+}
+
+#[test]
+fn appends_at_the_index_cap_are_heard_past_it_dropped() {
+    // Our log has nothing there, so what is heard is refused; what is
+    // dropped goes unanswered.
+    let answered = |prev_index: LogIndex, count: u64| {
+        let mut node = follower_of_1();
+        let entries = (1..=count).map(|k| noop(prev_index + k, 2)).collect();
+        node.step(message(1, 2, 2, append(prev_index, 2, entries, 3)));
+        !flush(&mut node).is_empty()
+    };
+    assert!(answered(INDEX_MAX, 0));
+    assert!(answered(INDEX_MAX - 1, 1));
+    assert!(!answered(INDEX_MAX - 1, 2));
+    assert!(!answered(INDEX_MAX + 1, 0));
+}
