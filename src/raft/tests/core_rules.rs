@@ -19,25 +19,33 @@ fn unusable_settings_are_refused_and_the_smallest_usable_accepted() {
     };
     assert!(usable.validate().is_ok());
     assert!(config(1).validate().is_ok());
-    let refused: [(&str, fn(&mut Config)); 10] = [
-        ("id 0", |c| c.id = 0),
-        ("min 1", |c| {
+    // Each refused for its own reason, named in the error.
+    let refused: [(&str, &str, fn(&mut Config)); 10] = [
+        ("id 0", "id 0", |c| c.id = 0),
+        ("min 1", "election timeout", |c| {
             c.election_ticks_min = 1;
-            c.heartbeat_ticks = 0;
+            c.election_ticks_max = 3;
         }),
-        ("max == min", |c| c.election_ticks_max = 2),
-        ("max < min", |c| c.election_ticks_max = 1),
-        ("heartbeat 0", |c| c.heartbeat_ticks = 0),
-        ("heartbeat == min", |c| c.heartbeat_ticks = 2),
-        ("margin == min", |c| c.lease_margin_ticks = 2),
-        ("no entries", |c| c.max_append_entries = 0),
-        ("no bytes", |c| c.max_append_bytes = 0),
-        ("no inflight", |c| c.max_inflight = 0),
+        ("max == min", "election timeout", |c| {
+            c.election_ticks_max = 2
+        }),
+        ("max < min", "election timeout", |c| {
+            c.election_ticks_max = 1
+        }),
+        ("heartbeat 0", "heartbeat", |c| c.heartbeat_ticks = 0),
+        ("heartbeat == min", "heartbeat", |c| c.heartbeat_ticks = 2),
+        ("margin == min", "margin", |c| c.lease_margin_ticks = 2),
+        ("no entries", "append limits", |c| c.max_append_entries = 0),
+        ("no bytes", "append limits", |c| c.max_append_bytes = 0),
+        ("no inflight", "append limits", |c| c.max_inflight = 0),
     ];
-    for (what, spoil) in refused {
+    for (what, reason, spoil) in refused {
         let mut c = usable.clone();
         spoil(&mut c);
-        assert!(c.validate().is_err(), "{what}");
+        match c.validate() {
+            Err(ConfigError(why)) => assert!(why.contains(reason), "{what}: {why}"),
+            Ok(()) => panic!("{what} accepted"),
+        }
         let persisted = Persisted {
             snapshot: Snapshot {
                 meta: SnapshotMeta {
