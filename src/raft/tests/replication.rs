@@ -251,7 +251,11 @@ fn a_batch_is_pipelined_in_messages_of_max_append_entries() {
     for i in 0..10u8 {
         node.propose(vec![i]).unwrap();
     }
-    let sizes: Vec<(LogIndex, usize)> = flush(node)
+    // In one Ready (one group commit), not spread over several.
+    let ready = node.ready();
+    node.advance();
+    let sizes: Vec<(LogIndex, usize)> = ready
+        .messages
         .into_iter()
         .filter(|m| m.to == follower)
         .filter_map(|m| match m.body {
