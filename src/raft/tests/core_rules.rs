@@ -20,7 +20,8 @@ fn unusable_settings_are_refused_and_the_smallest_usable_accepted() {
     assert!(usable.validate().is_ok());
     assert!(config(1).validate().is_ok());
     // Each refused for its own reason, named in the error.
-    let refused: [(&str, &str, fn(&mut Config)); 10] = [
+    type Spoil = fn(&mut Config);
+    let refused: [(&str, &str, Spoil); 10] = [
         ("id 0", "id 0", |c| c.id = 0),
         ("min 1", "election timeout", |c| {
             c.election_ticks_min = 1;
