@@ -381,3 +381,30 @@ fn appends_at_the_index_cap_are_heard_past_it_dropped() {
     assert!(!answered(INDEX_MAX - 1, 2));
     assert!(!answered(INDEX_MAX + 1, 0));
 }
+
+#[test]
+fn a_snapshot_at_the_index_cap_is_heard_past_it_dropped() {
+    let installed = |index: LogIndex| {
+        let mut node = follower_of_1();
+        let snapshot = Snapshot {
+            meta: SnapshotMeta {
+                index,
+                term: 2,
+                membership: membership(3),
+            },
+            data: b"far".to_vec(),
+        };
+        node.step(message(
+            1,
+            2,
+            2,
+            MessageBody::Snapshot {
+                snapshot,
+                lease_tick: 0,
+            },
+        ));
+        node.last_index() == index
+    };
+    assert!(installed(INDEX_MAX));
+    assert!(!installed(INDEX_MAX + 1));
+}
