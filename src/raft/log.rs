@@ -344,5 +344,10 @@ mod tests {
         assert_eq!(log.last_index(), 5);
         assert_eq!(log.entry(4), Some(&entry(4, 1)));
         assert_eq!(log.entry(3), None);
+        // Again, from a snapshot that is not at 0: only the entries up to
+        // the new index go.
+        log.compact(snapshot(4, 1));
+        assert_eq!((log.first_index(), log.last_index()), (5, 5));
+        assert_eq!(log.entry(5), Some(&entry(5, 1)));
     }
 }
