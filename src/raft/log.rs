@@ -244,6 +244,98 @@ mod tests {
     }
 
     #[test]
+    fn a_slice_stops_at_the_count_or_about_the_bytes_but_holds_one() {
+        let big = |index| Entry {
+            data: vec![0; 100],
+            ..entry(index, 1)
+        };
+        let log = RaftLog::restore(snapshot(0, 0), (1..=5).map(big).collect(), 0);
+        // 132 bytes an entry as counted (32 of overhead).
+        assert_eq!(log.slice(1, 10, 132).len(), 1);
+        assert_eq!(log.slice(1, 10, 264).len(), 2);
+        assert_eq!(log.slice(1, 10, 263).len(), 1);
+        assert_eq!(log.slice(1, 10, 1).len(), 1, "at least one");
+        assert_eq!(log.slice(2, 3, 1 << 20).len(), 3);
+        assert_eq!(log.slice(5, 10, 1 << 20).len(), 1);
+        assert!(log.slice(6, 10, 1 << 20).is_empty());
+        assert!(log.slice(0, 10, 1 << 20).is_empty());
+        let first: Vec<LogIndex> = log.slice(2, 2, 1 << 20).iter().map(|e| e.index).collect();
+        assert_eq!(first, vec![2, 3]);
+    }
+
+    #[test]
+    fn ranges_and_the_unstable_tail_clamp_to_the_log() {
+        let mut log = RaftLog::restore(snapshot(2, 1), (3..=6).map(|i| entry(i, 1)).collect(), 6);
+        let indexes = |entries: Vec<Entry>| entries.iter().map(|e| e.index).collect::<Vec<_>>();
+        assert_eq!(indexes(log.range(0, 9)), vec![3, 4, 5, 6]);
+        assert_eq!(indexes(log.range(3, 5)), vec![4, 5]);
+        assert!(log.range(5, 5).is_empty());
+        assert!(log.range(6, 4).is_empty());
+        log.push(entry(7, 2));
+        log.push(entry(8, 2));
+        assert_eq!(indexes(log.unstable()), vec![7, 8]);
+        log.sent_to(7);
+        assert_eq!(indexes(log.unstable()), vec![8]);
+        assert_eq!((log.stable_index(), log.sent_index()), (6, 7));
+        // A failed write hands out again what is not on disk.
+        log.rewind_sent();
+        assert_eq!(indexes(log.unstable()), vec![7, 8]);
+        // Marked on disk beyond the log: clamped to it.
+        log.stable_to(99);
+        assert_eq!((log.stable_index(), log.sent_index()), (8, 8));
+        log.sent_to(99);
+        assert_eq!(log.sent_index(), 8);
+        // Truncation pulls both marks back.
+        log.truncate_from(8);
+        assert_eq!(
+            (log.last_index(), log.stable_index(), log.sent_index()),
+            (7, 7, 7)
+        );
+        assert_eq!(log.last_term(), 2);
+        assert_eq!(log.entry(7), Some(&entry(7, 2)));
+        assert_eq!(log.entry(2), None);
+    }
+
+    #[test]
+    fn the_commit_index_only_moves_forward_within_the_log() {
+        let mut log = RaftLog::restore(snapshot(0, 0), (1..=3).map(|i| entry(i, 1)).collect(), 1);
+        assert!(log.commit_to(2));
+        assert_eq!(log.commit, 2);
+        assert!(!log.commit_to(2));
+        assert!(!log.commit_to(1));
+        assert_eq!(log.commit, 2);
+        assert!(log.commit_to(9));
+        assert_eq!(log.commit, 3);
+        assert_eq!(RaftLog::restore(snapshot(5, 1), Vec::new(), 2).commit, 5);
+    }
+
+    #[test]
+    fn an_installed_snapshot_replaces_the_whole_log() {
+        let mut log = RaftLog::restore(snapshot(0, 0), (1..=3).map(|i| entry(i, 1)).collect(), 1);
+        log.install(snapshot(9, 2));
+        assert_eq!(
+            (log.first_index(), log.last_index(), log.last_term()),
+            (10, 9, 2)
+        );
+        assert_eq!((log.stable_index(), log.sent_index()), (9, 9));
+        assert_eq!((log.commit, log.applied), (9, 9));
+        assert!(log.snapshot_unstable);
+        assert_eq!(log.term_at(9), Some(2));
+        assert_eq!(log.term_at(3), None);
+        assert!(log.unstable().is_empty());
+    }
+
+    #[test]
+    fn compaction_up_to_the_last_entry_keeps_none_of_the_entries() {
+        let mut log = RaftLog::restore(snapshot(0, 0), (1..=3).map(|i| entry(i, 1)).collect(), 3);
+        log.applied = 3;
+        log.compact(snapshot(3, 1));
+        assert_eq!((log.first_index(), log.last_index()), (4, 3));
+        assert_eq!(log.entry(3), None);
+        assert_eq!(log.term_at(3), Some(1));
+    }
+
+    #[test]
     fn compaction_keeps_the_suffix() {
         let mut log = RaftLog::restore(snapshot(0, 0), (1..=5).map(|i| entry(i, 1)).collect(), 5);
         log.applied = 4;
@@ -252,5 +344,10 @@ mod tests {
         assert_eq!(log.last_index(), 5);
         assert_eq!(log.entry(4), Some(&entry(4, 1)));
         assert_eq!(log.entry(3), None);
+        // Again, from a snapshot that is not at 0: only the entries up to
+        // the new index go.
+        log.compact(snapshot(4, 1));
+        assert_eq!((log.first_index(), log.last_index()), (5, 5));
+        assert_eq!(log.entry(5), Some(&entry(5, 1)));
     }
 }

@@ -121,4 +121,59 @@ mod tests {
         assert!(!progress.update_match(5));
         assert_eq!(progress.next_index, 7);
     }
+
+    #[test]
+    fn each_state_starts_from_the_match_index_with_nothing_in_flight() {
+        let mut progress = Progress::new(10);
+        assert_eq!((progress.match_index, progress.next_index), (0, 10));
+        assert!(progress.can_send(1));
+        progress.become_replicate();
+        assert!(progress.update_match(4));
+        assert_eq!((progress.match_index, progress.next_index), (4, 5));
+        progress.next_index = 9;
+        progress.inflight.extend([6, 8]);
+        progress.paused = true;
+        progress.become_probe();
+        assert_eq!(
+            (progress.state, progress.next_index),
+            (ProgressState::Probe, 5)
+        );
+        assert!(!progress.paused && progress.inflight.is_empty());
+        progress.paused = true;
+        assert!(!progress.can_send(4), "a probe is out");
+        progress.inflight.push_back(7);
+        progress.become_replicate();
+        assert_eq!(progress.next_index, 5);
+        assert!(!progress.paused && progress.inflight.is_empty());
+        progress.inflight.push_back(7);
+        progress.snapshot_ticks = 3;
+        progress.become_snapshot(20);
+        assert_eq!(progress.state, ProgressState::Snapshot { index: 20 });
+        assert!(progress.inflight.is_empty() && progress.snapshot_ticks == 0);
+        assert!(!progress.can_send(4), "waiting for the snapshot");
+    }
+
+    #[test]
+    fn a_new_match_unpauses_and_never_moves_next_back() {
+        let mut progress = Progress::new(1);
+        progress.paused = true;
+        progress.next_index = 8;
+        assert!(progress.update_match(3));
+        assert_eq!((progress.match_index, progress.next_index), (3, 8));
+        assert!(!progress.paused);
+        assert!(progress.update_match(9));
+        assert_eq!(progress.next_index, 10);
+        progress.paused = true;
+        assert!(!progress.update_match(9));
+        assert!(progress.paused, "old news unpauses nothing");
+        // The window: as many messages in flight as allowed, no more.
+        progress.become_replicate();
+        progress.inflight.extend([10, 11]);
+        assert!(progress.can_send(3));
+        assert!(!progress.can_send(2));
+        assert!(!progress.update_match(9));
+        assert_eq!(progress.inflight.len(), 2);
+        assert!(progress.update_match(10));
+        assert_eq!(progress.inflight, VecDeque::from([11]));
+    }
 }

@@ -6,6 +6,11 @@ use std::time::Duration;
 
 use super::*;
 
+mod core_rules;
+mod membership;
+mod replication;
+mod votes;
+
 fn membership(n: u64) -> Membership {
     let mut m = Membership::default();
     for id in 1..=n {
@@ -97,6 +102,34 @@ impl Cluster {
                 node.tick();
             }
             self.drain();
+        }
+    }
+
+    /// Like `drain`, but the messages for which `lost` holds are lost.
+    fn drain_dropping(&mut self, mut lost: impl FnMut(&Message) -> bool) {
+        for _ in 0..10_000 {
+            for node in self.nodes.values_mut() {
+                while node.has_ready() {
+                    let ready = node.ready();
+                    self.wire
+                        .extend(ready.messages.into_iter().filter(|m| !lost(m)));
+                    node.advance();
+                }
+            }
+            let Some(message) = self.wire.pop_front() else {
+                return;
+            };
+            if let Some(node) = self.nodes.get_mut(&message.to) {
+                node.step(message);
+            }
+        }
+        panic!("messages never settle");
+    }
+
+    /// One tick of every node, nothing delivered.
+    fn tick_all(&mut self) {
+        for node in self.nodes.values_mut() {
+            node.tick();
         }
     }
 
