@@ -332,3 +332,65 @@ fn space_is_allocated_ahead_while_appends_go_on() {
     let (_, replayed) = Wal::open(&dir.0, capacity).unwrap().unwrap();
     assert_eq!(replayed.entries, entries(1, next - 1, 1));
 }
+
+/// Entries 1..=10 of term 1, then one batch of `ops`, replayed by a
+/// reopen.
+fn replay_after_ten(name: &str, ops: &[OpRef<'_>]) -> Result<Replayed, StoreError> {
+    let dir = TestDir::new(name);
+    let mut wal = Wal::create(&dir.0, start(), SEGMENT_MIN).unwrap();
+    append(&mut wal, 1, 10, 1);
+    let mut frame = record::encode_batch(ops);
+    wal.append(&mut frame, &start()).unwrap();
+    drop(wal);
+    Wal::open(&dir.0, SEGMENT_MIN).map(|opened| opened.unwrap().1)
+}
+
+#[test]
+fn a_truncation_replays_only_from_an_index_the_log_can_cut_at() {
+    // Right after the last entry: nothing to cut, and no damage.
+    let replayed = replay_after_ten(
+        "truncate-end",
+        &[OpRef::Truncate {
+            from: 11,
+            prev_term: 1,
+        }],
+    )
+    .unwrap();
+    assert_eq!(replayed.entries, entries(1, 10, 1));
+    // Past it, or at index 0 (there is no entry before it): damage.
+    for (from, prev_term) in [(12, 1), (0, 0), (0, 1)] {
+        let replayed = replay_after_ten("truncate-bad", &[OpRef::Truncate { from, prev_term }]);
+        assert!(
+            matches!(replayed, Err(StoreError::Corrupt(_))),
+            "truncation at {from}: {replayed:?}"
+        );
+    }
+}
+
+#[test]
+fn a_truncation_below_the_first_segment_starts_the_log_over_before_it() {
+    // The segments before the first one left were deleted (below a
+    // snapshot at 20); a leader's log then cut it back to 15.
+    let dir = TestDir::new("truncate-below");
+    let from_twenty = Header {
+        base_index: 20,
+        base_term: 1,
+        ..start()
+    };
+    let mut wal = Wal::create(&dir.0, from_twenty, SEGMENT_MIN).unwrap();
+    append(&mut wal, 21, 25, 1);
+    let conflicting = entries(15, 17, 2);
+    let mut frame = record::encode_batch(&[
+        OpRef::Truncate {
+            from: 15,
+            prev_term: 1,
+        },
+        OpRef::Entries(&conflicting),
+    ]);
+    wal.append(&mut frame, &from_twenty).unwrap();
+    drop(wal);
+    let (_, replayed) = Wal::open(&dir.0, SEGMENT_MIN).unwrap().unwrap();
+    assert_eq!((replayed.base_index, replayed.base_term), (14, 1));
+    assert_eq!(replayed.entries, conflicting);
+    assert_eq!(replayed.last(), (17, 2));
+}
