@@ -394,3 +394,66 @@ fn a_truncation_below_the_first_segment_starts_the_log_over_before_it() {
     assert_eq!(replayed.entries, conflicting);
     assert_eq!(replayed.last(), (17, 2));
 }
+
+#[test]
+fn a_truncation_above_the_base_keeps_the_entries_before_it() {
+    let dir = TestDir::new("truncate-above");
+    let from_twenty = Header {
+        base_index: 20,
+        base_term: 1,
+        ..start()
+    };
+    let mut wal = Wal::create(&dir.0, from_twenty, SEGMENT_MIN).unwrap();
+    append(&mut wal, 21, 25, 1);
+    append(&mut wal, 26, 30, 2);
+    let conflicting = entries(26, 27, 3);
+    let mut frame = record::encode_batch(&[
+        OpRef::Truncate {
+            from: 26,
+            prev_term: 1,
+        },
+        OpRef::Entries(&conflicting),
+    ]);
+    wal.append(&mut frame, &from_twenty).unwrap();
+    drop(wal);
+    let (_, replayed) = Wal::open(&dir.0, SEGMENT_MIN).unwrap().unwrap();
+    assert_eq!((replayed.base_index, replayed.base_term), (20, 1));
+    let mut expected = entries(21, 25, 1);
+    expected.extend(conflicting);
+    assert_eq!(replayed.entries, expected);
+    // The term named before the cut is that of the entry before it (25,
+    // term 1), not of the first entry cut (26, term 2).
+    let dir = TestDir::new("truncate-above-term");
+    let mut wal = Wal::create(&dir.0, from_twenty, SEGMENT_MIN).unwrap();
+    append(&mut wal, 21, 25, 1);
+    append(&mut wal, 26, 30, 2);
+    let mut frame = record::encode_batch(&[OpRef::Truncate {
+        from: 26,
+        prev_term: 2,
+    }]);
+    wal.append(&mut frame, &from_twenty).unwrap();
+    drop(wal);
+    assert!(matches!(
+        Wal::open(&dir.0, SEGMENT_MIN),
+        Err(StoreError::Corrupt(_))
+    ));
+}
+
+#[test]
+fn entries_replay_only_in_order_and_with_terms_that_never_go_down() {
+    for (name, bad) in [
+        ("gap", entries(12, 12, 1)),
+        ("again", entries(10, 10, 1)),
+        ("term-down", entries(11, 11, 0)),
+    ] {
+        let replayed = replay_after_ten(name, &[OpRef::Entries(&bad)]);
+        assert!(
+            matches!(replayed, Err(StoreError::Corrupt(_))),
+            "{name}: {replayed:?}"
+        );
+    }
+    let same_term = replay_after_ten("same-term", &[OpRef::Entries(&entries(11, 12, 1))]).unwrap();
+    assert_eq!(same_term.entries, entries(1, 12, 1));
+    let higher = replay_after_ten("higher", &[OpRef::Entries(&entries(11, 12, 5))]).unwrap();
+    assert_eq!(higher.last(), (12, 5));
+}
