@@ -457,3 +457,17 @@ fn entries_replay_only_in_order_and_with_terms_that_never_go_down() {
     let higher = replay_after_ten("higher", &[OpRef::Entries(&entries(11, 12, 5))]).unwrap();
     assert_eq!(higher.last(), (12, 5));
 }
+
+#[test]
+fn a_wal_directory_that_cannot_be_read_is_an_error_not_an_empty_log() {
+    // Only a missing directory means "no WAL"; taken for one, anything
+    // else would have the store start a new log over the old.
+    let dir = TestDir::new("not-a-dir");
+    fs::write(&dir.0, b"a file where the WAL directory should be").unwrap();
+    let listed = recover::list(&dir.0);
+    let opened = Wal::open(&dir.0, SEGMENT_MIN).map(|o| o.is_some());
+    fs::remove_file(&dir.0).unwrap();
+    assert!(matches!(listed, Err(StoreError::Io(_))), "{listed:?}");
+    assert!(matches!(opened, Err(StoreError::Io(_))), "{opened:?}");
+    assert!(matches!(Wal::open(&dir.0, SEGMENT_MIN), Ok(None)));
+}
