@@ -520,3 +520,32 @@ fn a_lone_segment_with_a_damaged_header_is_refused_and_kept() {
     ));
     assert_eq!(fs::read(&path).unwrap(), bytes);
 }
+
+#[test]
+fn a_torn_tail_is_reported_and_zeroed_exactly_up_to_its_last_written_byte() {
+    let dir = TestDir::new("tail-range");
+    let mut wal = Wal::create(&dir.0, start(), SEGMENT_MIN).unwrap();
+    append(&mut wal, 1, 5, 1);
+    let end = wal.active.end;
+    drop(wal);
+    let path = segment_paths(&dir.0).pop().unwrap();
+    let mut bytes = fs::read(&path).unwrap();
+    let len = bytes.len();
+    // A torn frame's bytes up to 3000 past the end, the last one non-zero.
+    for (i, byte) in bytes[end as usize..end as usize + 3000]
+        .iter_mut()
+        .enumerate()
+    {
+        *byte = (i % 251) as u8 | 1;
+    }
+    fs::write(&path, &bytes).unwrap();
+    let scan = scan(&dir.0).unwrap().unwrap();
+    let torn = scan.segments.last().unwrap().torn.clone().unwrap();
+    assert_eq!((torn.0, torn.1), (end, end + 3000), "{}", torn.2);
+    let (_, replayed) = Wal::open(&dir.0, SEGMENT_MIN).unwrap().unwrap();
+    assert_eq!(last_index(&replayed), 5);
+    let after = fs::read(&path).unwrap();
+    assert_eq!(after.len(), len, "zeroing never grows the segment");
+    assert!(after[end as usize..].iter().all(|&b| b == 0));
+    assert_eq!(after[..end as usize], bytes[..end as usize]);
+}
