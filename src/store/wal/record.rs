@@ -220,7 +220,7 @@ pub fn frame_header(bytes: &[u8], place: Place) -> Result<(u8, usize), String> {
     }
     let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
     let kind = head[4];
-    if  /* ~ changed by cargo-mutants ~ */matches!(kind, HEADER | BATCH | SEAL) || head[5..8] != [0; 3] {
+    if !matches!(kind, HEADER | BATCH | SEAL) || head[5..8] != [0; 3] {
         return Err(format!("frame kind {kind}"));
     }
     if len > FRAME_MAX {
