@@ -976,3 +976,47 @@ fn persist_time_against_the_fsync_floor() {
         );
     }
 }
+
+#[test]
+fn a_snapshot_only_in_the_first_batch_of_a_group() {
+    let dir = TestDir::new("snapshot-second");
+    let mut store = bootstrapped(&dir);
+    append(&mut store, &entries(1, 5, 1), hard_state(1, 5)).unwrap();
+    let mut snapshot = initial_snapshot();
+    snapshot.meta.index = 5;
+    snapshot.meta.term = 1;
+    let more = entries(6, 6, 1);
+    let refused = store.persist_all(&[
+        Write {
+            entries: &more,
+            ..Write::default()
+        },
+        Write {
+            snapshot: Some(&snapshot),
+            ..Write::default()
+        },
+    ]);
+    assert!(
+        matches!(refused, Err(StoreError::Invalid(_))),
+        "{refused:?}"
+    );
+    // Nothing of the group was written; first, it is a batch like any.
+    let loaded = store.load().unwrap().unwrap();
+    assert_eq!(loaded.entries, entries(1, 5, 1));
+    assert_eq!(loaded.snapshot.meta.index, 0);
+    store
+        .persist_all(&[
+            Write {
+                snapshot: Some(&snapshot),
+                ..Write::default()
+            },
+            Write {
+                entries: &more,
+                ..Write::default()
+            },
+        ])
+        .unwrap();
+    let loaded = store.load().unwrap().unwrap();
+    assert_eq!(loaded.snapshot.meta.index, 5);
+    assert_eq!(loaded.entries, more);
+}
