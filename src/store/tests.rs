@@ -1020,3 +1020,32 @@ fn a_snapshot_only_in_the_first_batch_of_a_group() {
     assert_eq!(loaded.snapshot.meta.index, 5);
     assert_eq!(loaded.entries, more);
 }
+
+#[test]
+fn an_older_snapshot_is_refused_even_with_a_hard_state_that_fits_it() {
+    let dir = TestDir::new("snapshot-older");
+    let mut store = bootstrapped(&dir);
+    let mut snapshot = initial_snapshot();
+    snapshot.meta.index = 5;
+    snapshot.meta.term = 2;
+    let installed = |store: &mut Store, snapshot: &Snapshot, commit: u64| {
+        store.persist(&Write {
+            snapshot: Some(snapshot),
+            hard_state: Some(&hard_state(2, commit)),
+            ..Write::default()
+        })
+    };
+    installed(&mut store, &snapshot, 5).unwrap();
+    // The same snapshot again (a leader's retry) is no older.
+    installed(&mut store, &snapshot, 5).unwrap();
+    let mut older = snapshot.clone();
+    older.meta.index = 3;
+    let refused = installed(&mut store, &older, 3);
+    assert!(
+        matches!(refused, Err(StoreError::Invalid(_))),
+        "{refused:?}"
+    );
+    let loaded = store.load().unwrap().unwrap();
+    assert_eq!(loaded.snapshot.meta.index, 5);
+    assert_eq!(loaded.hard_state.commit, 5);
+}
