@@ -1049,3 +1049,61 @@ fn an_older_snapshot_is_refused_even_with_a_hard_state_that_fits_it() {
     assert_eq!(loaded.snapshot.meta.index, 5);
     assert_eq!(loaded.hard_state.commit, 5);
 }
+
+#[test]
+fn a_compaction_after_a_leaders_snapshot_reopens() {
+    // The WAL's last reset (the leader's snapshot at 20) is below the
+    // snapshot LMDB holds after a compaction (25): the usual order.
+    let dir = TestDir::new("reset-then-compact");
+    let mut store = bootstrapped(&dir);
+    let mut snapshot = initial_snapshot();
+    snapshot.meta.index = 20;
+    snapshot.meta.term = 3;
+    let after = entries(21, 30, 3);
+    store
+        .persist(&Write {
+            snapshot: Some(&snapshot),
+            entries: &after,
+            hard_state: Some(&hard_state(3, 30)),
+            ..Write::default()
+        })
+        .unwrap();
+    let mut compacted = snapshot.clone();
+    compacted.meta.index = 25;
+    store.compact(&compacted).unwrap();
+    drop(store);
+    let store = Store::open(&dir.0, 16).unwrap();
+    let loaded = store.load().unwrap().unwrap();
+    assert_eq!(loaded.snapshot.meta.index, 25);
+    assert_eq!(loaded.entries, entries(26, 30, 3));
+}
+
+#[test]
+fn a_snapshot_that_cannot_be_stored_leaves_the_commit_where_the_log_has_it() {
+    // The snapshot's term is made durable first; its store then fails
+    // (larger than the map). The hard state on disk must not commit
+    // past the old log, which is all there is.
+    let dir = TestDir::new("snapshot-too-large");
+    let mut store = bootstrapped(&dir);
+    append(&mut store, &entries(1, 5, 1), hard_state(1, 5)).unwrap();
+    let mut snapshot = initial_snapshot();
+    snapshot.meta.index = 20;
+    snapshot.meta.term = 2;
+    snapshot.data = vec![7; 20 << 20];
+    let refused = store.persist(&Write {
+        snapshot: Some(&snapshot),
+        hard_state: Some(&hard_state(2, 20)),
+        ..Write::default()
+    });
+    assert!(refused.is_err(), "a 20 MiB snapshot in a 16 MiB map");
+    let check = |store: &Store| {
+        let loaded = store.load().unwrap().unwrap();
+        assert_eq!(loaded.snapshot.meta.index, 0);
+        assert_eq!(loaded.entries, entries(1, 5, 1));
+        assert_eq!(loaded.hard_state.term, 2);
+        assert_eq!(loaded.hard_state.commit, 5);
+    };
+    check(&store);
+    drop(store);
+    check(&Store::open(&dir.0, 16).unwrap());
+}
