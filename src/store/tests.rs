@@ -1107,3 +1107,40 @@ fn a_snapshot_that_cannot_be_stored_leaves_the_commit_where_the_log_has_it() {
     drop(store);
     check(&Store::open(&dir.0, 16).unwrap());
 }
+
+#[test]
+fn a_batch_that_fills_the_map_exactly_is_taken() {
+    // The store is held to the map: LMDB's used pages and the WAL's bytes
+    // with the new frame may reach the map size, not pass it.
+    let dir = TestDir::new("map-exact");
+    let mut store = bootstrapped(&dir);
+    let used = store.db.used() + store.live.as_ref().unwrap().wal.bytes();
+    let room = usize::try_from(store.map_bytes - used).unwrap();
+    let hs = hard_state(1, 1);
+    let entry = |n: usize| Entry {
+        term: 1,
+        index: 1,
+        kind: EntryKind::Normal,
+        data: vec![5; n],
+    };
+    let frame_len = |n: usize| {
+        wal::record::encode_batch(&[OpRef::Entries(&[entry(n)]), OpRef::HardState(hs)]).len()
+    };
+    let guess = room - frame_len(0);
+    let n = (guess.saturating_sub(32)..guess + 32)
+        .filter(|&n| frame_len(n) == room)
+        .max()
+        .expect("a data length whose frame fills the map");
+    store
+        .persist(&Write {
+            entries: &[entry(n)],
+            hard_state: Some(&hs),
+            ..Write::default()
+        })
+        .unwrap();
+    // Nothing more fits.
+    assert_eq!(
+        append(&mut store, &entries(2, 2, 1), hard_state(1, 2)),
+        Err(StoreError::MapFull)
+    );
+}
