@@ -549,3 +549,20 @@ fn a_torn_tail_is_reported_and_zeroed_exactly_up_to_its_last_written_byte() {
     assert!(after[end as usize..].iter().all(|&b| b == 0));
     assert_eq!(after[..end as usize], bytes[..end as usize]);
 }
+
+#[test]
+fn a_reservation_grows_the_segment_by_whole_chunks_to_what_it_needs() {
+    let dir = TestDir::new("reserve");
+    fs::create_dir_all(&dir.0).unwrap();
+    let mut active = segment::Segment::create(&dir.0, 1, 7, 4096, 64 << 10).unwrap();
+    assert_eq!(active.allocated, 4096);
+    active.reserve(10_000, 4096).unwrap();
+    assert_eq!(active.allocated, 12_288);
+    assert_eq!(fs::metadata(&active.path).unwrap().len(), 12_288);
+    // Within what is allocated: nothing changes.
+    active.reserve(12_288, 4096).unwrap();
+    assert_eq!(active.allocated, 12_288);
+    // Never past the capacity, unless one frame needs it.
+    active.reserve(100 << 10, 4096).unwrap();
+    assert_eq!(active.allocated, 100 << 10);
+}
