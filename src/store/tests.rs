@@ -1144,3 +1144,37 @@ fn a_batch_that_fills_the_map_exactly_is_taken() {
         Err(StoreError::MapFull)
     );
 }
+
+#[test]
+fn a_group_of_batches_attaches_each_to_the_one_before() {
+    let dir = TestDir::new("group");
+    let mut store = bootstrapped(&dir);
+    let first = entries(1, 3, 1);
+    let second = entries(4, 5, 2);
+    // The third overwrites the second batch's last entry.
+    let third = entries(5, 6, 3);
+    store
+        .persist_all(&[
+            Write {
+                entries: &first,
+                hard_state: Some(&hard_state(3, 0)),
+                ..Write::default()
+            },
+            Write {
+                entries: &second,
+                hard_state: Some(&hard_state(3, 0)),
+                ..Write::default()
+            },
+            Write {
+                entries: &third,
+                hard_state: Some(&hard_state(3, 6)),
+                ..Write::default()
+            },
+        ])
+        .unwrap();
+    let loaded = store.load().unwrap().unwrap();
+    let mut expected = entries(1, 3, 1);
+    expected.extend(entries(4, 4, 2));
+    expected.extend(third);
+    assert_eq!(loaded.entries, expected);
+}
