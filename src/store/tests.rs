@@ -1178,3 +1178,33 @@ fn a_group_of_batches_attaches_each_to_the_one_before() {
     expected.extend(third);
     assert_eq!(loaded.entries, expected);
 }
+
+#[test]
+fn a_group_whose_last_batch_cuts_the_log_short_is_checked_against_the_cut_log() {
+    let dir = TestDir::new("group-cut");
+    let mut store = bootstrapped(&dir);
+    let (first, second, third) = (entries(1, 3, 1), entries(4, 5, 2), entries(4, 4, 3));
+    let refused = store.persist_all(&[
+        Write {
+            entries: &first,
+            hard_state: Some(&hard_state(3, 0)),
+            ..Write::default()
+        },
+        Write {
+            entries: &second,
+            hard_state: Some(&hard_state(3, 0)),
+            ..Write::default()
+        },
+        // The log now ends at 4: a commit at 5 is past it.
+        Write {
+            entries: &third,
+            hard_state: Some(&hard_state(3, 5)),
+            ..Write::default()
+        },
+    ]);
+    assert!(
+        matches!(refused, Err(StoreError::Invalid(_))),
+        "{refused:?}"
+    );
+    assert!(store.load().unwrap().unwrap().entries.is_empty());
+}
