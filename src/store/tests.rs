@@ -976,3 +976,235 @@ fn persist_time_against_the_fsync_floor() {
         );
     }
 }
+
+#[test]
+fn a_snapshot_only_in_the_first_batch_of_a_group() {
+    let dir = TestDir::new("snapshot-second");
+    let mut store = bootstrapped(&dir);
+    append(&mut store, &entries(1, 5, 1), hard_state(1, 5)).unwrap();
+    let mut snapshot = initial_snapshot();
+    snapshot.meta.index = 5;
+    snapshot.meta.term = 1;
+    let more = entries(6, 6, 1);
+    let refused = store.persist_all(&[
+        Write {
+            entries: &more,
+            ..Write::default()
+        },
+        Write {
+            snapshot: Some(&snapshot),
+            ..Write::default()
+        },
+    ]);
+    assert!(
+        matches!(refused, Err(StoreError::Invalid(_))),
+        "{refused:?}"
+    );
+    // Nothing of the group was written; first, it is a batch like any.
+    let loaded = store.load().unwrap().unwrap();
+    assert_eq!(loaded.entries, entries(1, 5, 1));
+    assert_eq!(loaded.snapshot.meta.index, 0);
+    store
+        .persist_all(&[
+            Write {
+                snapshot: Some(&snapshot),
+                ..Write::default()
+            },
+            Write {
+                entries: &more,
+                ..Write::default()
+            },
+        ])
+        .unwrap();
+    let loaded = store.load().unwrap().unwrap();
+    assert_eq!(loaded.snapshot.meta.index, 5);
+    assert_eq!(loaded.entries, more);
+}
+
+#[test]
+fn an_older_snapshot_is_refused_even_with_a_hard_state_that_fits_it() {
+    let dir = TestDir::new("snapshot-older");
+    let mut store = bootstrapped(&dir);
+    let mut snapshot = initial_snapshot();
+    snapshot.meta.index = 5;
+    snapshot.meta.term = 2;
+    let installed = |store: &mut Store, snapshot: &Snapshot, commit: u64| {
+        store.persist(&Write {
+            snapshot: Some(snapshot),
+            hard_state: Some(&hard_state(2, commit)),
+            ..Write::default()
+        })
+    };
+    installed(&mut store, &snapshot, 5).unwrap();
+    // The same snapshot again (a leader's retry) is no older.
+    installed(&mut store, &snapshot, 5).unwrap();
+    let mut older = snapshot.clone();
+    older.meta.index = 3;
+    let refused = installed(&mut store, &older, 3);
+    assert!(
+        matches!(refused, Err(StoreError::Invalid(_))),
+        "{refused:?}"
+    );
+    let loaded = store.load().unwrap().unwrap();
+    assert_eq!(loaded.snapshot.meta.index, 5);
+    assert_eq!(loaded.hard_state.commit, 5);
+}
+
+#[test]
+fn a_compaction_after_a_leaders_snapshot_reopens() {
+    // The WAL's last reset (the leader's snapshot at 20) is below the
+    // snapshot LMDB holds after a compaction (25): the usual order.
+    let dir = TestDir::new("reset-then-compact");
+    let mut store = bootstrapped(&dir);
+    let mut snapshot = initial_snapshot();
+    snapshot.meta.index = 20;
+    snapshot.meta.term = 3;
+    let after = entries(21, 30, 3);
+    store
+        .persist(&Write {
+            snapshot: Some(&snapshot),
+            entries: &after,
+            hard_state: Some(&hard_state(3, 30)),
+            ..Write::default()
+        })
+        .unwrap();
+    let mut compacted = snapshot.clone();
+    compacted.meta.index = 25;
+    store.compact(&compacted).unwrap();
+    drop(store);
+    let store = Store::open(&dir.0, 16).unwrap();
+    let loaded = store.load().unwrap().unwrap();
+    assert_eq!(loaded.snapshot.meta.index, 25);
+    assert_eq!(loaded.entries, entries(26, 30, 3));
+}
+
+#[test]
+fn a_snapshot_that_cannot_be_stored_leaves_the_commit_where_the_log_has_it() {
+    // The snapshot's term is made durable first; its store then fails
+    // (larger than the map). The hard state on disk must not commit
+    // past the old log, which is all there is.
+    let dir = TestDir::new("snapshot-too-large");
+    let mut store = bootstrapped(&dir);
+    append(&mut store, &entries(1, 5, 1), hard_state(1, 5)).unwrap();
+    let mut snapshot = initial_snapshot();
+    snapshot.meta.index = 20;
+    snapshot.meta.term = 2;
+    snapshot.data = vec![7; 20 << 20];
+    let refused = store.persist(&Write {
+        snapshot: Some(&snapshot),
+        hard_state: Some(&hard_state(2, 20)),
+        ..Write::default()
+    });
+    assert!(refused.is_err(), "a 20 MiB snapshot in a 16 MiB map");
+    let check = |store: &Store| {
+        let loaded = store.load().unwrap().unwrap();
+        assert_eq!(loaded.snapshot.meta.index, 0);
+        assert_eq!(loaded.entries, entries(1, 5, 1));
+        assert_eq!(loaded.hard_state.term, 2);
+        assert_eq!(loaded.hard_state.commit, 5);
+    };
+    check(&store);
+    drop(store);
+    check(&Store::open(&dir.0, 16).unwrap());
+}
+
+#[test]
+fn a_batch_that_fills_the_map_exactly_is_taken() {
+    // The store is held to the map: LMDB's used pages and the WAL's bytes
+    // with the new frame may reach the map size, not pass it.
+    let dir = TestDir::new("map-exact");
+    let mut store = bootstrapped(&dir);
+    let used = store.db.used() + store.live.as_ref().unwrap().wal.bytes();
+    let room = usize::try_from(store.map_bytes - used).unwrap();
+    let hs = hard_state(1, 1);
+    let entry = |n: usize| Entry {
+        term: 1,
+        index: 1,
+        kind: EntryKind::Normal,
+        data: vec![5; n],
+    };
+    let frame_len = |n: usize| {
+        wal::record::encode_batch(&[OpRef::Entries(&[entry(n)]), OpRef::HardState(hs)]).len()
+    };
+    let guess = room - frame_len(0);
+    let n = (guess.saturating_sub(32)..guess + 32)
+        .filter(|&n| frame_len(n) == room)
+        .max()
+        .expect("a data length whose frame fills the map");
+    store
+        .persist(&Write {
+            entries: &[entry(n)],
+            hard_state: Some(&hs),
+            ..Write::default()
+        })
+        .unwrap();
+    // Nothing more fits.
+    assert_eq!(
+        append(&mut store, &entries(2, 2, 1), hard_state(1, 2)),
+        Err(StoreError::MapFull)
+    );
+}
+
+#[test]
+fn a_group_of_batches_attaches_each_to_the_one_before() {
+    let dir = TestDir::new("group");
+    let mut store = bootstrapped(&dir);
+    let first = entries(1, 3, 1);
+    let second = entries(4, 5, 2);
+    // The third overwrites the second batch's last entry.
+    let third = entries(5, 6, 3);
+    store
+        .persist_all(&[
+            Write {
+                entries: &first,
+                hard_state: Some(&hard_state(3, 0)),
+                ..Write::default()
+            },
+            Write {
+                entries: &second,
+                hard_state: Some(&hard_state(3, 0)),
+                ..Write::default()
+            },
+            Write {
+                entries: &third,
+                hard_state: Some(&hard_state(3, 6)),
+                ..Write::default()
+            },
+        ])
+        .unwrap();
+    let loaded = store.load().unwrap().unwrap();
+    let mut expected = entries(1, 3, 1);
+    expected.extend(entries(4, 4, 2));
+    expected.extend(third);
+    assert_eq!(loaded.entries, expected);
+}
+
+#[test]
+fn a_group_whose_last_batch_cuts_the_log_short_is_checked_against_the_cut_log() {
+    let dir = TestDir::new("group-cut");
+    let mut store = bootstrapped(&dir);
+    let (first, second, third) = (entries(1, 3, 1), entries(4, 5, 2), entries(4, 4, 3));
+    let refused = store.persist_all(&[
+        Write {
+            entries: &first,
+            hard_state: Some(&hard_state(3, 0)),
+            ..Write::default()
+        },
+        Write {
+            entries: &second,
+            hard_state: Some(&hard_state(3, 0)),
+            ..Write::default()
+        },
+        // The log now ends at 4: a commit at 5 is past it.
+        Write {
+            entries: &third,
+            hard_state: Some(&hard_state(3, 5)),
+            ..Write::default()
+        },
+    ]);
+    assert!(
+        matches!(refused, Err(StoreError::Invalid(_))),
+        "{refused:?}"
+    );
+    assert!(store.load().unwrap().unwrap().entries.is_empty());
+}

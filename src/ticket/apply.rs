@@ -530,6 +530,23 @@ mod tests {
         );
         assert_eq!(issue(&mut state, s, "r", "t", &big[1..]), Outcome::Done);
         assert_eq!(state.resource_count(), 1);
+        // A name of exactly the limit is a name.
+        let longest = "y".repeat(NAME_BYTES_MAX);
+        let command = Command::OpenSession {
+            name: longest.clone(),
+            src: longest.clone(),
+            ttl_ms: 1,
+        };
+        assert!(matches!(
+            state.apply(&command),
+            Outcome::SessionOpened { .. }
+        ));
+        assert_eq!(issue(&mut state, s, &longest, &longest, b""), Outcome::Done);
+        let other = format!("z{}", &longest[1..]);
+        assert!(matches!(
+            lock(&mut state, s, &other),
+            Outcome::Lock { granted: true, .. }
+        ));
     }
 
     #[test]

@@ -510,6 +510,59 @@ mod tests {
         assert!(frame_header(&big, HERE).is_err());
     }
 
+    /// A header claiming `kind`, `len` and `pad`, with checksums that
+    /// match `HERE`: only the claims themselves can make it invalid.
+    fn claimed_header(kind: u8, len: u32, pad: [u8; 3]) -> Vec<u8> {
+        let mut head = encode_frame(BATCH, b"", HERE);
+        head[0..4].copy_from_slice(&len.to_be_bytes());
+        head[4] = kind;
+        head[5..8].copy_from_slice(&pad);
+        let crc = place_crc(HERE, &head[..12]);
+        head[12..16].copy_from_slice(&crc.to_be_bytes());
+        head
+    }
+
+    #[test]
+    fn a_header_is_judged_by_its_kind_padding_and_length_too() {
+        for kind in [HEADER, BATCH, SEAL] {
+            assert_eq!(
+                frame_header(&claimed_header(kind, 0, [0; 3]), HERE),
+                Ok((kind, 0))
+            );
+        }
+        // Checksums that match do not make an unknown kind or non-zero
+        // padding a frame.
+        for kind in [0, 4, 0xff] {
+            assert!(frame_header(&claimed_header(kind, 0, [0; 3]), HERE).is_err());
+        }
+        assert!(frame_header(&claimed_header(BATCH, 0, [0, 1, 0]), HERE).is_err());
+        // The largest frame a segment may hold is one.
+        let largest = u32::try_from(FRAME_MAX).unwrap();
+        assert_eq!(
+            frame_header(&claimed_header(BATCH, largest, [0; 3]), HERE),
+            Ok((BATCH, FRAME_MAX))
+        );
+    }
+
+    #[test]
+    fn the_header_body_is_as_long_as_its_layout_says() {
+        // `HEADER_FRAME_LEN` (from `HEADER_BODY_LEN`) is where a segment
+        // being created may hold bytes; the recovery trusts it.
+        let header = Header {
+            seq: 1,
+            base_index: 0,
+            base_term: 0,
+            hard_state: HardState::default(),
+            app: AppRecord::default(),
+        };
+        let frame = encode_header(&header, 1);
+        let Found::Frame { body, .. } = decode_frame(&frame, header_place(1)) else {
+            panic!("header frame does not decode");
+        };
+        assert_eq!(body.len(), HEADER_BODY_LEN);
+        assert!(!encode_seal().is_empty());
+    }
+
     #[test]
     fn headers_and_batches_round_trip() {
         let header = Header {

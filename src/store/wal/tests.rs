@@ -332,3 +332,237 @@ fn space_is_allocated_ahead_while_appends_go_on() {
     let (_, replayed) = Wal::open(&dir.0, capacity).unwrap().unwrap();
     assert_eq!(replayed.entries, entries(1, next - 1, 1));
 }
+
+/// Entries 1..=10 of term 1, then one batch of `ops`, replayed by a
+/// reopen.
+fn replay_after_ten(name: &str, ops: &[OpRef<'_>]) -> Result<Replayed, StoreError> {
+    let dir = TestDir::new(name);
+    let mut wal = Wal::create(&dir.0, start(), SEGMENT_MIN).unwrap();
+    append(&mut wal, 1, 10, 1);
+    let mut frame = record::encode_batch(ops);
+    wal.append(&mut frame, &start()).unwrap();
+    drop(wal);
+    Wal::open(&dir.0, SEGMENT_MIN).map(|opened| opened.unwrap().1)
+}
+
+#[test]
+fn a_truncation_replays_only_from_an_index_the_log_can_cut_at() {
+    // Right after the last entry: nothing to cut, and no damage.
+    let replayed = replay_after_ten(
+        "truncate-end",
+        &[OpRef::Truncate {
+            from: 11,
+            prev_term: 1,
+        }],
+    )
+    .unwrap();
+    assert_eq!(replayed.entries, entries(1, 10, 1));
+    // Past it, or at index 0 (there is no entry before it): damage.
+    for (from, prev_term) in [(12, 1), (0, 0), (0, 1)] {
+        let replayed = replay_after_ten("truncate-bad", &[OpRef::Truncate { from, prev_term }]);
+        assert!(
+            matches!(replayed, Err(StoreError::Corrupt(_))),
+            "truncation at {from}: {replayed:?}"
+        );
+    }
+}
+
+#[test]
+fn a_truncation_below_the_first_segment_starts_the_log_over_before_it() {
+    // The segments before the first one left were deleted (below a
+    // snapshot at 20); a leader's log then cut it back to 15.
+    let dir = TestDir::new("truncate-below");
+    let from_twenty = Header {
+        base_index: 20,
+        base_term: 1,
+        ..start()
+    };
+    let mut wal = Wal::create(&dir.0, from_twenty, SEGMENT_MIN).unwrap();
+    append(&mut wal, 21, 25, 1);
+    let conflicting = entries(15, 17, 2);
+    let mut frame = record::encode_batch(&[
+        OpRef::Truncate {
+            from: 15,
+            prev_term: 1,
+        },
+        OpRef::Entries(&conflicting),
+    ]);
+    wal.append(&mut frame, &from_twenty).unwrap();
+    drop(wal);
+    let (_, replayed) = Wal::open(&dir.0, SEGMENT_MIN).unwrap().unwrap();
+    assert_eq!((replayed.base_index, replayed.base_term), (14, 1));
+    assert_eq!(replayed.entries, conflicting);
+    assert_eq!(replayed.last(), (17, 2));
+}
+
+#[test]
+fn a_truncation_above_the_base_keeps_the_entries_before_it() {
+    let dir = TestDir::new("truncate-above");
+    let from_twenty = Header {
+        base_index: 20,
+        base_term: 1,
+        ..start()
+    };
+    let mut wal = Wal::create(&dir.0, from_twenty, SEGMENT_MIN).unwrap();
+    append(&mut wal, 21, 25, 1);
+    append(&mut wal, 26, 30, 2);
+    let conflicting = entries(26, 27, 3);
+    let mut frame = record::encode_batch(&[
+        OpRef::Truncate {
+            from: 26,
+            prev_term: 1,
+        },
+        OpRef::Entries(&conflicting),
+    ]);
+    wal.append(&mut frame, &from_twenty).unwrap();
+    drop(wal);
+    let (_, replayed) = Wal::open(&dir.0, SEGMENT_MIN).unwrap().unwrap();
+    assert_eq!((replayed.base_index, replayed.base_term), (20, 1));
+    let mut expected = entries(21, 25, 1);
+    expected.extend(conflicting);
+    assert_eq!(replayed.entries, expected);
+    // The term named before the cut is that of the entry before it (25,
+    // term 1), not of the first entry cut (26, term 2).
+    let dir = TestDir::new("truncate-above-term");
+    let mut wal = Wal::create(&dir.0, from_twenty, SEGMENT_MIN).unwrap();
+    append(&mut wal, 21, 25, 1);
+    append(&mut wal, 26, 30, 2);
+    let mut frame = record::encode_batch(&[OpRef::Truncate {
+        from: 26,
+        prev_term: 2,
+    }]);
+    wal.append(&mut frame, &from_twenty).unwrap();
+    drop(wal);
+    assert!(matches!(
+        Wal::open(&dir.0, SEGMENT_MIN),
+        Err(StoreError::Corrupt(_))
+    ));
+}
+
+#[test]
+fn entries_replay_only_in_order_and_with_terms_that_never_go_down() {
+    for (name, bad) in [
+        ("gap", entries(12, 12, 1)),
+        ("again", entries(10, 10, 1)),
+        ("term-down", entries(11, 11, 0)),
+    ] {
+        let replayed = replay_after_ten(name, &[OpRef::Entries(&bad)]);
+        assert!(
+            matches!(replayed, Err(StoreError::Corrupt(_))),
+            "{name}: {replayed:?}"
+        );
+    }
+    let same_term = replay_after_ten("same-term", &[OpRef::Entries(&entries(11, 12, 1))]).unwrap();
+    assert_eq!(same_term.entries, entries(1, 12, 1));
+    let higher = replay_after_ten("higher", &[OpRef::Entries(&entries(11, 12, 5))]).unwrap();
+    assert_eq!(higher.last(), (12, 5));
+}
+
+#[test]
+fn a_wal_directory_that_cannot_be_read_is_an_error_not_an_empty_log() {
+    // Only a missing directory means "no WAL"; taken for one, anything
+    // else would have the store start a new log over the old.
+    let dir = TestDir::new("not-a-dir");
+    fs::write(&dir.0, b"a file where the WAL directory should be").unwrap();
+    let listed = recover::list(&dir.0);
+    let opened = Wal::open(&dir.0, SEGMENT_MIN).map(|o| o.is_some());
+    fs::remove_file(&dir.0).unwrap();
+    assert!(matches!(listed, Err(StoreError::Io(_))), "{listed:?}");
+    assert!(matches!(opened, Err(StoreError::Io(_))), "{opened:?}");
+    assert!(matches!(Wal::open(&dir.0, SEGMENT_MIN), Ok(None)));
+}
+
+#[test]
+fn a_clean_reopen_finds_nothing_to_repair_and_counts_the_same_bytes() {
+    let dir = TestDir::new("clean-reopen");
+    let mut wal = Wal::create(&dir.0, start(), SEGMENT_MIN).unwrap();
+    let mut next = 1;
+    while wal.segment_count() < 3 {
+        append(&mut wal, next, next + 49, 1);
+        next += 50;
+    }
+    let bytes = wal.bytes();
+    drop(wal);
+    let scan = scan(&dir.0).unwrap().unwrap();
+    assert!(scan.stale.is_empty());
+    for segment in &scan.segments {
+        assert!(
+            segment.torn.is_none(),
+            "{}: {:?}",
+            segment.seq,
+            segment.torn
+        );
+    }
+    assert!(scan.segments[..2].iter().all(|s| s.sealed));
+    let (wal, replayed) = Wal::open(&dir.0, SEGMENT_MIN).unwrap().unwrap();
+    assert_eq!(last_index(&replayed), next - 1);
+    // What the map-full check counts is what was written, before and
+    // after a restart.
+    assert_eq!(wal.bytes(), bytes);
+    assert_eq!(wal.segment_count(), 3);
+}
+
+#[test]
+fn a_lone_segment_with_a_damaged_header_is_refused_and_kept() {
+    // Only a newest segment with older ones before it can be one being
+    // created; the only segment carries the hard state and the app
+    // record in its header, and is never deleted for a bad one.
+    let dir = TestDir::new("lone-header");
+    let wal = Wal::create(&dir.0, start(), SEGMENT_MIN).unwrap();
+    drop(wal);
+    let path = segment_paths(&dir.0).pop().unwrap();
+    let mut bytes = fs::read(&path).unwrap();
+    bytes[20] ^= 1;
+    fs::write(&path, &bytes).unwrap();
+    assert!(matches!(
+        Wal::open(&dir.0, SEGMENT_MIN),
+        Err(StoreError::Corrupt(_))
+    ));
+    assert_eq!(fs::read(&path).unwrap(), bytes);
+}
+
+#[test]
+fn a_torn_tail_is_reported_and_zeroed_exactly_up_to_its_last_written_byte() {
+    let dir = TestDir::new("tail-range");
+    let mut wal = Wal::create(&dir.0, start(), SEGMENT_MIN).unwrap();
+    append(&mut wal, 1, 5, 1);
+    let end = wal.active.end;
+    drop(wal);
+    let path = segment_paths(&dir.0).pop().unwrap();
+    let mut bytes = fs::read(&path).unwrap();
+    let len = bytes.len();
+    // A torn frame's bytes up to 3000 past the end, the last one non-zero.
+    for (i, byte) in bytes[end as usize..end as usize + 3000]
+        .iter_mut()
+        .enumerate()
+    {
+        *byte = (i % 251) as u8 | 1;
+    }
+    fs::write(&path, &bytes).unwrap();
+    let scan = scan(&dir.0).unwrap().unwrap();
+    let torn = scan.segments.last().unwrap().torn.clone().unwrap();
+    assert_eq!((torn.0, torn.1), (end, end + 3000), "{}", torn.2);
+    let (_, replayed) = Wal::open(&dir.0, SEGMENT_MIN).unwrap().unwrap();
+    assert_eq!(last_index(&replayed), 5);
+    let after = fs::read(&path).unwrap();
+    assert_eq!(after.len(), len, "zeroing never grows the segment");
+    assert!(after[end as usize..].iter().all(|&b| b == 0));
+    assert_eq!(after[..end as usize], bytes[..end as usize]);
+}
+
+#[test]
+fn a_reservation_grows_the_segment_by_whole_chunks_to_what_it_needs() {
+    let dir = TestDir::new("reserve");
+    fs::create_dir_all(&dir.0).unwrap();
+    let mut active = segment::Segment::create(&dir.0, 1, 7, 4096, 64 << 10).unwrap();
+    assert_eq!(active.allocated, 4096);
+    active.reserve(10_000, 4096).unwrap();
+    assert_eq!(active.allocated, 12_288);
+    assert_eq!(fs::metadata(&active.path).unwrap().len(), 12_288);
+    // Within what is allocated: nothing changes.
+    active.reserve(12_288, 4096).unwrap();
+    assert_eq!(active.allocated, 12_288);
+    // Never past the capacity, unless one frame needs it.
+    active.reserve(100 << 10, 4096).unwrap();
+    assert_eq!(active.allocated, 100 << 10);
+}
