@@ -127,6 +127,21 @@ impl Cluster {
     }
 
     /// One tick of every node, nothing delivered.
+    /// `n` one-byte proposals (0, 1, ...) at `leader`.
+    fn propose_many(&mut self, leader: NodeId, n: u8) {
+        let node = self.nodes.get_mut(&leader).unwrap();
+        for i in 0..n {
+            node.propose(vec![i]).unwrap();
+        }
+    }
+
+    /// `id` compacts its log up to what it has applied.
+    fn compact_applied(&mut self, id: NodeId) {
+        let node = self.nodes.get_mut(&id).unwrap();
+        let applied = node.applied_index();
+        node.compact(applied, b"state".to_vec()).unwrap();
+    }
+
     fn tick_all(&mut self) {
         for node in self.nodes.values_mut() {
             node.tick();
@@ -158,14 +173,7 @@ fn three_nodes_replicate_and_survive_a_leader_loss() {
     let mut cluster = Cluster::new(3);
     cluster.run(50);
     let leader = cluster.leader().expect("a leader");
-    for i in 0..20u8 {
-        cluster
-            .nodes
-            .get_mut(&leader)
-            .unwrap()
-            .propose(vec![i])
-            .unwrap();
-    }
+    cluster.propose_many(leader, 20);
     cluster.run(5);
     for id in 1..=3 {
         assert_eq!(cluster.applied[&id].len(), 20, "node {id}");
@@ -211,14 +219,7 @@ fn cluster_with_ten_entries() -> (Cluster, NodeId) {
     let mut cluster = Cluster::new(3);
     cluster.run(50);
     let leader = cluster.leader().unwrap();
-    for i in 0..10u8 {
-        cluster
-            .nodes
-            .get_mut(&leader)
-            .unwrap()
-            .propose(vec![i])
-            .unwrap();
-    }
+    cluster.propose_many(leader, 10);
     cluster.run(3);
     (cluster, leader)
 }

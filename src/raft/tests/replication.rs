@@ -114,18 +114,9 @@ fn an_unanswered_snapshot_is_sent_again_after_a_maximal_election_timeout() {
     let lagging = follower_of(leader);
     // It goes away while the leader moves on and compacts past it.
     cluster.nodes.remove(&lagging);
-    for i in 0..10u8 {
-        cluster
-            .nodes
-            .get_mut(&leader)
-            .unwrap()
-            .propose(vec![i])
-            .unwrap();
-    }
+    cluster.propose_many(leader, 10);
     cluster.run(3);
-    let node = cluster.nodes.get_mut(&leader).unwrap();
-    let applied = node.applied_index();
-    node.compact(applied, b"state".to_vec()).unwrap();
+    cluster.compact_applied(leader);
     let mut sent_at = Vec::new();
     for _ in 0..3 * max {
         cluster.tick_all();
@@ -414,18 +405,9 @@ fn an_older_acknowledgement_does_not_end_a_snapshot_in_flight() {
     let lagging = follower_of(leader);
     let away = cluster.nodes.remove(&lagging).unwrap();
     let matched = cluster.nodes[&leader].progress[&lagging].match_index;
-    for i in 0..10u8 {
-        cluster
-            .nodes
-            .get_mut(&leader)
-            .unwrap()
-            .propose(vec![i])
-            .unwrap();
-    }
+    cluster.propose_many(leader, 10);
     cluster.run(3);
-    let node = cluster.nodes.get_mut(&leader).unwrap();
-    let applied = node.applied_index();
-    node.compact(applied, b"state".to_vec()).unwrap();
+    cluster.compact_applied(leader);
     // The next heartbeat finds its match compacted away: a snapshot.
     let mut snapshots = 0;
     for _ in 0..config(1).heartbeat_ticks {
