@@ -505,6 +505,49 @@ fn damage_to_a_synced_frame_before_others_is_refused_not_cut() {
     }
 }
 
+/// A power cut tears the last write, and the sector it shares with the
+/// synced frame before it comes back damaged (a disk that does not write
+/// sectors atomically): the torn frame's header reached the disk, so the
+/// damaged frame was synced and acknowledged. Refused, not dropped with
+/// the torn one; nothing is repaired. The same torn write with the
+/// frame before it intact opens to that frame.
+#[test]
+fn a_torn_write_after_a_damaged_synced_frame_is_refused_not_cut() {
+    let dir = TestDir::new("torn-after-damage");
+    let mut wal = Wal::create(&dir.0, start(), wal::SEGMENT_MIN).unwrap();
+    wal_append(&mut wal, 1, 3, 100);
+    let (_, synced_until) = wal_append(&mut wal, 4, 6, 300);
+    let (from, until) = wal_append(&mut wal, 7, 9, 1000);
+    drop(wal);
+    let path = newest(&dir);
+    let intact = fs::read(&path).unwrap();
+    // The torn frame: only the block holding its header landed.
+    let mut torn = intact.clone();
+    let landed = (from / 512 + 1) * 512;
+    assert!(landed < until && from + record::FRAME_HEADER_LEN <= landed);
+    torn[landed..until].fill(0);
+    fs::write(&path, &torn).unwrap();
+    let (_, replayed) = Wal::open(&dir.0, wal::SEGMENT_MIN).unwrap().unwrap();
+    assert_eq!(replayed.last().0, 6, "the synced prefix opens");
+    // The same torn write, and the synced frame's last bytes damaged.
+    torn[synced_until - 3] ^= 0x20;
+    fs::write(&path, &torn).unwrap();
+    match Wal::open(&dir.0, wal::SEGMENT_MIN) {
+        Err(StoreError::Corrupt(why)) => {
+            assert!(why.contains("more written after"), "{why}");
+            assert!(
+                why.contains(&format!("a frame header at byte {from}")),
+                "{why}"
+            );
+        }
+        other => panic!(
+            "a damaged acknowledged frame was taken for a torn one: {:?}",
+            other.map(|o| o.map(|(_, r)| r.last()))
+        ),
+    }
+    assert_eq!(fs::read(&path).unwrap(), torn, "the open changed the file");
+}
+
 /// The newest segment's header write was torn by the crash that hit its
 /// creation: every byte after the header's own is zero, so it held
 /// nothing and goes. One non-zero byte after the header region, and the

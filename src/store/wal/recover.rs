@@ -19,15 +19,16 @@
 //!   never acknowledged (a batch is one frame, acknowledged after its
 //!   sync). Where the frames stop, at a zero, torn or damaged frame, the
 //!   rest of the segment is searched, at every aligned offset up to its
-//!   last non-zero byte, for a frame whose header checksum and body
-//!   checksum both match that place: if there is one, the frame that
-//!   stopped the log was synced and is damaged, and the log refuses to
-//!   open; if there is none, the stop is a torn last frame, whatever
-//!   subset of its sectors or pages reached the disk (no part of it can
-//!   pass for a frame: the checksums bind the segment's salt and the
-//!   offset), and its bytes up to the last non-zero one are reported, to
-//!   be zeroed. Damage to the very last synced frame cannot be told from
-//!   a torn write, and is taken for one;
+//!   last non-zero byte, for a frame header whose checksum matches that
+//!   place (its body may be torn): if there is one, a write began after
+//!   the frame that stopped the log, so that frame was synced and is
+//!   damaged, and the log refuses to open; if there is none, the stop is
+//!   a torn last frame, whatever subset of its sectors or pages reached
+//!   the disk (no part of it can pass for a frame header: the checksum
+//!   binds the segment's salt and the offset), and its bytes up to the
+//!   last non-zero one are reported, to be zeroed. Damage to the very
+//!   last synced frame, with no header of a later write on the disk,
+//!   cannot be told from a torn write, and is taken for one;
 //! - in any older segment the frames run, intact, up to a seal: anything
 //!   else is damage to synced data, and the log refuses to open.
 
@@ -363,7 +364,7 @@ pub fn scan(dir: &Path) -> Result<Option<Scan>, StoreError> {
                 return Err(corrupt(
                     &path,
                     format!(
-                        "damaged frame at byte {at} ({what}) with more written after it: a whole frame at byte {next}"
+                        "damaged frame at byte {at} ({what}) with more written after it: a frame header at byte {next}"
                     ),
                 ));
             }
@@ -383,10 +384,14 @@ pub fn scan(dir: &Path) -> Result<Option<Scan>, StoreError> {
     Ok(Some(out))
 }
 
-/// The first aligned offset in `(at, until)` where a whole frame of
-/// segment `seq` sits, valid at that place (a synced frame after the one
-/// that stopped the log). The header's checksum is tried first, so
-/// zeros and garbage cost little.
+/// The first aligned offset in `(at, until)` where a frame header of
+/// segment `seq` sits, valid at that place: a write that began after the
+/// frame that stopped the log was synced. Its body need not be whole
+/// (it may be the torn last write): frames are written one at a time,
+/// each after the previous one's sync, so the header alone proves the
+/// earlier frame was acknowledged. The header's checksum binds the
+/// segment's salt and the offset, so neither a remnant nor a client's
+/// data passes for one.
 fn frame_after(bytes: &[u8], at: usize, until: usize, salt: u64, seq: u64) -> Option<usize> {
     let mut next = record::aligned(at.checked_add(1)?);
     while next < until {
@@ -399,10 +404,7 @@ fn frame_after(bytes: &[u8], at: usize, until: usize, salt: u64, seq: u64) -> Op
         let zero = rest
             .get(..record::FRAME_HEADER_LEN)
             .is_some_and(|head| head.iter().all(|&b| b == 0));
-        if !zero
-            && record::frame_header(rest, place).is_ok()
-            && matches!(record::decode_frame(rest, place), Found::Frame { .. })
-        {
+        if !zero && record::frame_header(rest, place).is_ok() {
             return Some(next);
         }
         next = next.checked_add(record::ALIGN)?;
