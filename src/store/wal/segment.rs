@@ -170,6 +170,12 @@ impl Segment {
         }
     }
 
+    /// Tests: where a background allocation in progress will end.
+    #[cfg(test)]
+    pub fn extending_to(&self) -> Option<u64> {
+        self.extending.as_ref().map(|(target, _)| *target)
+    }
+
     /// Takes the space of a finished background allocation (waiting for
     /// it if `wait`).
     fn settle(&mut self, wait: bool) {

@@ -566,3 +566,202 @@ fn a_reservation_grows_the_segment_by_whole_chunks_to_what_it_needs() {
     active.reserve(100 << 10, 4096).unwrap();
     assert_eq!(active.allocated, 100 << 10);
 }
+
+/// A batch of entry `index` whose placed frame is exactly `len` bytes
+/// (a multiple of 16).
+fn frame_of_len(len: usize, index: u64) -> Frame {
+    for data in 0..len {
+        let batch = [Entry {
+            term: 1,
+            index,
+            kind: EntryKind::Normal,
+            data: vec![7; data],
+        }];
+        let frame = record::encode_batch(&[OpRef::Entries(&batch)]);
+        if frame.len() == len {
+            return frame;
+        }
+    }
+    panic!("no batch frame of {len} bytes");
+}
+
+#[test]
+fn segments_get_a_sixteenth_of_the_map_within_their_bounds() {
+    assert_eq!(segment_capacity(0), SEGMENT_MIN);
+    assert_eq!(segment_capacity(16 * SEGMENT_MIN - 16), SEGMENT_MIN);
+    assert_eq!(
+        segment_capacity(16 * SEGMENT_MIN + 16 * 48),
+        SEGMENT_MIN + 48
+    );
+    assert_eq!(segment_capacity(1 << 30), SEGMENT_MAX);
+    assert_eq!(segment_capacity(u64::MAX), SEGMENT_MAX);
+}
+
+#[test]
+fn a_full_file_system_or_quota_is_no_space_and_anything_else_an_io_error() {
+    let path = std::path::Path::new("/x");
+    for errno in [28, 122] {
+        let e = io::Error::from_raw_os_error(errno);
+        assert!(matches!(io_error("writing", path, &e), StoreError::NoSpace));
+    }
+    let e = io::Error::from_raw_os_error(5);
+    match io_error("writing", path, &e) {
+        StoreError::Io(what) => assert!(what.starts_with("writing /x: "), "{what}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_new_wal_starts_at_segment_one_whatever_the_header_says() {
+    let dir = TestDir::new("create-seq");
+    let header = Header { seq: 7, ..start() };
+    let mut wal = Wal::create(&dir.0, header, SEGMENT_MIN).unwrap();
+    assert_eq!(wal.active_seq(), 1);
+    assert_eq!(append(&mut wal, 1, 3, 1), 1);
+    drop(wal);
+    let listed = recover::list(&dir.0).unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].0, 1);
+    let (wal, replayed) = Wal::open(&dir.0, SEGMENT_MIN).unwrap().unwrap();
+    assert_eq!((wal.active_seq(), last_index(&replayed)), (1, 3));
+}
+
+#[test]
+fn a_frame_of_exactly_the_largest_body_is_taken_and_one_byte_more_refused() {
+    let dir = TestDir::new("frame-max");
+    let mut wal = Wal::create(&dir.0, start(), SEGMENT_MIN).unwrap();
+    let frame = record::encode_batch(&[OpRef::Entries(&entries(1, 2, 1))]);
+    wal.set_frame_max(frame.body_len());
+    assert!(wal.check_frame(&frame).is_ok());
+    wal.set_frame_max(frame.body_len() - 1);
+    assert!(matches!(
+        wal.check_frame(&frame),
+        Err(StoreError::Invalid(_))
+    ));
+}
+
+#[test]
+fn remove_below_removes_exactly_the_older_segments_and_tolerates_one_already_gone() {
+    let dir = TestDir::new("remove-below");
+    let mut wal = Wal::create(&dir.0, start(), SEGMENT_MIN).unwrap();
+    let mut next = 1;
+    while wal.segment_count() < 5 {
+        append(&mut wal, next, next + 99, 1);
+        next += 100;
+    }
+    let paths = segment_paths(&dir.0);
+    assert_eq!(paths.len(), 5);
+    // Segment 1 went already (a crash during an earlier deletion).
+    fs::remove_file(&paths[0]).unwrap();
+    assert_eq!(wal.remove_below(3).unwrap(), 2);
+    assert_eq!(wal.segment_count(), 3);
+    assert_eq!(segment_paths(&dir.0), paths[2..].to_vec());
+    assert_eq!(wal.remove_below(3).unwrap(), 0);
+    // A segment that cannot be removed is an error, and stays counted.
+    fs::remove_file(&paths[2]).unwrap();
+    fs::create_dir(&paths[2]).unwrap();
+    fs::write(paths[2].join("x"), b"x").unwrap();
+    assert!(matches!(wal.remove_below(4), Err(StoreError::Io(_))));
+    assert_eq!(wal.segment_count(), 3);
+}
+
+#[test]
+fn a_first_frame_larger_than_a_segment_goes_into_the_fresh_one() {
+    let dir = TestDir::new("big-first");
+    let mut wal = Wal::create(&dir.0, start(), SEGMENT_MIN).unwrap();
+    let big = SEGMENT_MIN as usize + 4096;
+    let mut frame = frame_of_len(record::aligned(big), 1);
+    assert_eq!(wal.append(&mut frame, &start()).unwrap(), 1);
+    assert_eq!(wal.segment_count(), 1);
+    // The next one no longer fits: a new segment.
+    append(&mut wal, 2, 3, 1);
+    assert_eq!(wal.segment_count(), 2);
+}
+
+#[test]
+fn a_frame_that_leaves_exactly_room_for_the_seal_fits_and_one_more_block_rolls() {
+    for over in [0, 16] {
+        let dir = TestDir::new("exact-fit");
+        let mut wal = Wal::create(&dir.0, start(), SEGMENT_MIN).unwrap();
+        append(&mut wal, 1, 3, 1);
+        let left = SEGMENT_MIN - wal.active.end - record::SEAL_LEN as u64;
+        let mut frame = frame_of_len(left as usize + over, 4);
+        let seq = wal.append(&mut frame, &start()).unwrap();
+        assert_eq!(
+            (seq, wal.segment_count()),
+            (1 + over as u64 / 16, 1 + over / 16)
+        );
+        if over == 0 {
+            assert_eq!(wal.active.end, SEGMENT_MIN - record::SEAL_LEN as u64);
+            // The seal takes the last bytes; the next batch rolls.
+            append(&mut wal, 5, 6, 1);
+            assert_eq!(wal.segment_count(), 2);
+            drop(wal);
+            let first = &segment_paths(&dir.0)[0];
+            assert_eq!(fs::metadata(first).unwrap().len(), SEGMENT_MIN);
+            let (_, replayed) = Wal::open(&dir.0, SEGMENT_MIN).unwrap().unwrap();
+            assert_eq!(last_index(&replayed), 6);
+        }
+    }
+}
+
+#[test]
+fn an_append_reports_how_long_its_sync_took() {
+    let dir = TestDir::new("last-sync");
+    let mut wal = Wal::create(&dir.0, start(), SEGMENT_MIN).unwrap();
+    assert_eq!(wal.last_sync(), Duration::ZERO);
+    append(&mut wal, 1, 3, 1);
+    assert!(wal.last_sync() > Duration::ZERO);
+}
+
+/// Waits (bounded) for the file at `path` to reach `len` bytes.
+fn wait_for_length(path: &std::path::Path, len: u64) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let now = fs::metadata(path).unwrap().len();
+        if now >= len || Instant::now() > deadline {
+            return now;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn the_reserve_is_topped_up_to_whole_chunks_only_when_short() {
+    let dir = TestDir::new("reserve");
+    let mut wal = Wal::create(&dir.0, start(), 8 * CHUNK).unwrap();
+    append(&mut wal, 1, 3, 1);
+    let path = segment_paths(&dir.0)[0].clone();
+    assert_eq!(wal.active.allocated, CHUNK);
+    // Enough already: nothing starts.
+    wal.keep_reserve(CHUNK / 2);
+    assert_eq!(wal.active.extending_to(), None);
+    // Short: topped up to the whole chunk past what is wanted.
+    wal.keep_reserve(2 * CHUNK);
+    assert_eq!(wal.active.extending_to(), Some(3 * CHUNK));
+    assert_eq!(wait_for_length(&path, 3 * CHUNK), 3 * CHUNK);
+}
+
+#[test]
+fn the_next_chunk_is_allocated_ahead_once_less_than_half_a_chunk_is_left() {
+    let dir = TestDir::new("ahead");
+    let mut wal = Wal::create(&dir.0, start(), 8 * CHUNK).unwrap();
+    let mut next = 1;
+    while wal.active.end < CHUNK / 2 - 8192 {
+        append(&mut wal, next, next + 9, 1);
+        next += 10;
+        assert_eq!(
+            wal.active.extending_to(),
+            None,
+            "at byte {}",
+            wal.active.end
+        );
+    }
+    while wal.active.allocated - wal.active.end >= CHUNK / 2 {
+        append(&mut wal, next, next + 9, 1);
+        next += 10;
+    }
+    assert_eq!(wal.active.extending_to(), Some(2 * CHUNK));
+    let path = segment_paths(&dir.0)[0].clone();
+    assert_eq!(wait_for_length(&path, 2 * CHUNK), 2 * CHUNK);
+}
