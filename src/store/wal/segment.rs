@@ -205,6 +205,13 @@ impl Segment {
     /// Writes `frames` at `end`, without syncing; `end` moves past them
     /// only once written. The space must be reserved.
     pub fn write(&mut self, frames: &[u8]) -> io::Result<()> {
+        #[cfg(test)]
+        if let Some(written) = FAIL_WRITE.with(|fail| fail.take()) {
+            // What a write cut short by a full disk leaves: a prefix.
+            let cut = frames.get(..written).unwrap_or(frames);
+            self.file.write_all_at(cut, self.end)?;
+            return Err(io::Error::from_raw_os_error(28));
+        }
         self.file.write_all_at(frames, self.end)?;
         self.end += frames.len() as u64;
         Ok(())
@@ -220,6 +227,18 @@ impl Segment {
         write_zeros(&self.file, from, until)?;
         self.file.sync_data()
     }
+}
+
+#[cfg(test)]
+thread_local! {
+    static FAIL_WRITE: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+}
+
+/// Tests: the next segment write on this thread writes only its first
+/// `written` bytes and fails with ENOSPC.
+#[cfg(test)]
+pub fn fail_next_write(written: usize) {
+    FAIL_WRITE.with(|fail| fail.set(Some(written)));
 }
 
 impl Drop for Segment {

@@ -765,3 +765,35 @@ fn the_next_chunk_is_allocated_ahead_once_less_than_half_a_chunk_is_left() {
     let path = segment_paths(&dir.0)[0].clone();
     assert_eq!(wait_for_length(&path, 2 * CHUNK), 2 * CHUNK);
 }
+
+#[test]
+fn a_write_cut_short_by_a_full_disk_is_zeroed_and_the_next_frame_goes_in_its_place() {
+    let dir = TestDir::new("short-write");
+    let mut wal = Wal::create(&dir.0, start(), SEGMENT_MIN).unwrap();
+    append(&mut wal, 1, 3, 1);
+    let start_at = wal.active.end;
+    let path = segment_paths(&dir.0)[0].clone();
+    let length = fs::metadata(&path).unwrap().len();
+    let batch = entries(4, 13, 1);
+    let mut frame = record::encode_batch(&[OpRef::Entries(&batch)]);
+    let len = frame.len() as u64;
+    segment::fail_next_write(len as usize / 2);
+    let state = Header {
+        base_index: 3,
+        ..start()
+    };
+    assert!(matches!(
+        wal.append(&mut frame, &state),
+        Err(StoreError::NoSpace)
+    ));
+    assert_eq!(wal.active.end, start_at);
+    let bytes = fs::read(&path).unwrap();
+    assert_eq!(bytes.len() as u64, length, "the file grew");
+    let cut = &bytes[start_at as usize..(start_at + len) as usize];
+    assert!(cut.iter().all(|&b| b == 0), "a remnant of the cut write");
+    // The next (shorter) batch goes where the cut one started.
+    append(&mut wal, 4, 5, 1);
+    drop(wal);
+    let (_, replayed) = Wal::open(&dir.0, SEGMENT_MIN).unwrap().unwrap();
+    assert_eq!(replayed.entries, entries(1, 5, 1));
+}
