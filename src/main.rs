@@ -93,7 +93,12 @@ fn init_logging(level: u8) {
         .set_thread_level(LevelFilter::Off)
         .set_time_format_rfc3339()
         .build();
-    let _ = simplelog::WriteLogger::init(filter, config, std::io::stderr());
+    // One write per line: the logger writes a record in pieces, and an
+    // unbuffered stderr would let a line printed on stdout (`join`'s
+    // "joined cluster ...") land inside a log line when both go to one
+    // file or journal.
+    let stderr = std::io::LineWriter::new(std::io::stderr());
+    let _ = simplelog::WriteLogger::init(filter, config, stderr);
 }
 
 /// The HTTP address peers redirect clients to: the listen address, with
