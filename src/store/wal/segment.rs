@@ -219,7 +219,10 @@ impl Segment {
 
     /// fdatasync: everything written is durable.
     pub fn sync(&self) -> io::Result<()> {
-        self.file.sync_data()
+        self.file.sync_data()?;
+        #[cfg(test)]
+        SYNCS.with(|syncs| syncs.set(syncs.get() + 1));
+        Ok(())
     }
 
     /// Overwrites `[from, until)` with zeros and syncs (a torn tail).
@@ -232,6 +235,13 @@ impl Segment {
 #[cfg(test)]
 thread_local! {
     static FAIL_WRITE: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+    static SYNCS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Tests: segment syncs done on this thread so far.
+#[cfg(test)]
+pub fn syncs() -> u64 {
+    SYNCS.with(std::cell::Cell::get)
 }
 
 /// Tests: the next segment write on this thread writes only its first

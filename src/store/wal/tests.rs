@@ -797,3 +797,22 @@ fn a_write_cut_short_by_a_full_disk_is_zeroed_and_the_next_frame_goes_in_its_pla
     let (_, replayed) = Wal::open(&dir.0, SEGMENT_MIN).unwrap().unwrap();
     assert_eq!(replayed.entries, entries(1, 5, 1));
 }
+
+/// Durable when `append` returns: each append is one segment sync
+/// after its write, and a roll syncs the seal and the new header too.
+#[test]
+fn every_append_is_synced_before_it_returns() {
+    let dir = TestDir::new("syncs");
+    let mut wal = Wal::create(&dir.0, start(), SEGMENT_MIN).unwrap();
+    let mut next = 1;
+    let mut before = segment::syncs();
+    while wal.segment_count() == 1 {
+        let rolls = wal.segment_count();
+        append(&mut wal, next, next + 9, 1);
+        next += 10;
+        let after = segment::syncs();
+        let expected = if wal.segment_count() > rolls { 3 } else { 1 };
+        assert_eq!(after - before, expected, "syncs for the append at {next}");
+        before = after;
+    }
+}
