@@ -176,6 +176,14 @@ impl Segment {
         self.extending.as_ref().map(|(target, _)| *target)
     }
 
+    /// Tests: a background allocation ran and is done (not yet taken).
+    #[cfg(test)]
+    pub fn background_finished(&self) -> bool {
+        self.extending
+            .as_ref()
+            .is_some_and(|(_, thread)| thread.is_finished())
+    }
+
     /// Takes the space of a finished background allocation (waiting for
     /// it if `wait`).
     fn settle(&mut self, wait: bool) {

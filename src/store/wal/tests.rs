@@ -567,6 +567,58 @@ fn a_reservation_grows_the_segment_by_whole_chunks_to_what_it_needs() {
     assert_eq!(active.allocated, 100 << 10);
 }
 
+/// The allocation thread's work is taken exactly once and never left
+/// running: a thread left behind, unjoined, could write its zeros over
+/// frames appended after the space was allocated again by hand.
+#[test]
+fn a_background_allocation_is_waited_for_taken_and_never_started_twice() {
+    const MIB: u64 = 1 << 20;
+    let dir = TestDir::new("background");
+    fs::create_dir_all(&dir.0).unwrap();
+    let mut active = segment::Segment::create(&dir.0, 1, 7, 4096, 64 * MIB).unwrap();
+
+    // A reservation past what is allocated, within what the thread
+    // allocates, waits for the thread and takes its space: it allocates
+    // nothing itself (that would be 8 KiB, a whole chunk past its need).
+    active.extend_in_background(8 * MIB);
+    assert_eq!(active.extending_to(), Some(8 * MIB));
+    active.reserve(8192, 4096).unwrap();
+    assert_eq!(active.extending_to(), None);
+    assert_eq!(active.allocated, 8 * MIB);
+    assert_eq!(fs::metadata(&active.path).unwrap().len(), 8 * MIB);
+
+    // A thread that is done is taken by the next reservation that needs
+    // its space, without allocating anything on the caller's thread.
+    active.extend_in_background(9 * MIB);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !active.background_finished() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert!(active.background_finished());
+    active.reserve(8 * MIB + 4096, 4096).unwrap();
+    assert_eq!(active.extending_to(), None);
+    assert_eq!(active.allocated, 9 * MIB);
+
+    // While one runs, asking for more starts no second thread over the
+    // same range: the first is the one waited for. (Should the first
+    // finish between the two calls, the second may start, but only
+    // from where the first ended.)
+    for round in 0..5u64 {
+        let first = (12 + 8 * round) * MIB;
+        active.extend_in_background(first);
+        active.extend_in_background(first + 4 * MIB);
+        if active.extending_to() != Some(first) {
+            assert!(
+                active.allocated >= first,
+                "round {round}: two threads at once"
+            );
+        }
+        active.reserve(first + 4 * MIB - active.end, 4096).unwrap();
+        assert_eq!(active.extending_to(), None);
+        assert_eq!(active.allocated, first + 4 * MIB);
+    }
+}
+
 /// A batch of entry `index` whose placed frame is exactly `len` bytes
 /// (a multiple of 16).
 fn frame_of_len(len: usize, index: u64) -> Frame {
