@@ -854,6 +854,37 @@ fn a_version_1_directory_is_upgraded_in_place() {
     assert_eq!(loaded.entries.last().unwrap().index, 42);
 }
 
+/// The upgrade packs the old log into as few frames as fit: 30 small
+/// entries are one frame, the same bytes a WAL holds after one append of
+/// them (a frame per entry would be an append and a sync per entry on a
+/// large log).
+#[test]
+fn an_upgrade_writes_the_log_in_as_few_frames_as_fit() {
+    let dir = TestDir::new("upgrade-frames");
+    let log = entries(11, 40, 2);
+    let app = AppRecord {
+        high: 777,
+        applied: 30,
+    };
+    write_version_1(&dir, &log, hard_state(2, 35), app);
+    let store = Store::open(&dir.0, 16).unwrap();
+    assert_eq!(store.load().unwrap().unwrap().entries, log);
+    let upgraded = store.live.as_ref().unwrap().wal.bytes();
+
+    let reference = TestDir::new("upgrade-frames-reference");
+    let header = Header {
+        seq: 1,
+        base_index: 10,
+        base_term: 1,
+        hard_state: hard_state(2, 35),
+        app,
+    };
+    let mut wal = Wal::create(&reference.0, header, store.segment_capacity()).unwrap();
+    let mut frame = wal::record::encode_batch(&[OpRef::Entries(&log)]);
+    wal.append(&mut frame, &header).unwrap();
+    assert_eq!(upgraded, wal.bytes());
+}
+
 #[test]
 fn a_damaged_version_1_log_is_refused_and_not_upgraded() {
     let dir = TestDir::new("upgrade-bad");
