@@ -573,3 +573,50 @@ fn a_leader_cut_off_from_its_followers_serves_no_range_it_has_not_committed() {
         cluster.logs()
     );
 }
+
+/// IDs served by `node` itself (not through a redirect) once it leads,
+/// asking the leader to hand over to it meanwhile.
+fn ids_from_when_it_leads(cluster: &Cluster, node: usize, count: u64) -> Vec<u64> {
+    let addr = cluster.nodes[node].http();
+    let id = cluster.nodes[node].status_u64("Id").expect("node id");
+    let transfer = format!("/api/v1/cluster/transfer?to={id}");
+    let served = wait_for(LEADER_WAIT, || {
+        if let Some(response) = post(&addr, &format!("/?count={count}"))
+            && response.status == 200
+        {
+            return Some(common::ids_of(&response));
+        }
+        if !cluster.nodes[node].is_leader()
+            && let Some(leader) = cluster.nodes.iter().find(|n| n.is_leader())
+        {
+            let _ = post(&leader.http(), &transfer);
+        }
+        None
+    });
+    served.unwrap_or_else(|| panic!("node {node} never served IDs as leader\n{}", cluster.logs()))
+}
+
+/// Leadership handed away and back: a node that leads again serves only
+/// ranges reserved in its new term, never what was left in its pool from
+/// the old one (below what the leader in between served).
+#[test]
+fn leadership_handed_away_and_back_keeps_ids_increasing() {
+    let cluster = Cluster::start("hand-back", 3);
+    let first = cluster.wait_leader(LEADER_WAIT);
+    let second = (first + 1) % 3;
+    let mut ids = Vec::new();
+    for round in 0..3 {
+        // A few IDs each: the rest of each reserved range stays in the
+        // pool of the node that hands over.
+        for node in [first, second] {
+            let served = ids_from_when_it_leads(&cluster, node, 3);
+            assert!(
+                ids.last().is_none_or(|last| served[0] > *last),
+                "round {round}: node {node} served {served:?} after {ids:?}\n{}",
+                cluster.logs()
+            );
+            ids.extend(served);
+        }
+    }
+    assert!(strictly_increasing(&ids), "{ids:?}");
+}

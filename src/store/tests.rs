@@ -789,7 +789,7 @@ fn write_version_1(dir: &TestDir, log: &[Entry], hard_state: HardState, app: App
     fs::create_dir_all(&dir.0).unwrap();
     let env = Environment::new()
         .set_max_dbs(MAX_DBS)
-        .set_map_size(16 << 20)
+        .set_map_size(256 << 20)
         .open(&dir.0)
         .unwrap();
     let [meta, log_db, state] =
@@ -883,6 +883,67 @@ fn an_upgrade_writes_the_log_in_as_few_frames_as_fit() {
     let mut frame = wal::record::encode_batch(&[OpRef::Entries(&log)]);
     wal.append(&mut frame, &header).unwrap();
     assert_eq!(upgraded, wal.bytes());
+}
+
+/// Upgrades a version 1 directory holding `log` and returns its WAL's
+/// bytes, beside those of a WAL holding the same log in one append per
+/// group of `frames`.
+fn upgraded_and_reference_bytes(name: &str, log: &[Entry], frames: &[&[Entry]]) -> (u64, u64) {
+    let dir = TestDir::new(name);
+    let app = AppRecord::default();
+    let last = log.last().unwrap();
+    write_version_1(&dir, log, hard_state(last.term, 10), app);
+    let store = Store::open(&dir.0, 256).unwrap();
+    assert_eq!(store.load().unwrap().unwrap().entries, log);
+    let upgraded = store.live.as_ref().unwrap().wal.bytes();
+
+    let reference = TestDir::new(&format!("{name}-reference"));
+    let header = Header {
+        seq: 1,
+        base_index: 10,
+        base_term: 1,
+        hard_state: hard_state(last.term, 10),
+        app,
+    };
+    let mut wal = Wal::create(&reference.0, header, store.segment_capacity()).unwrap();
+    for group in frames {
+        let mut frame = wal::record::encode_batch(&[OpRef::Entries(group)]);
+        wal.append(&mut frame, &header).unwrap();
+    }
+    (upgraded, wal.bytes())
+}
+
+/// An entry of `len` bytes in all (21 bytes of index, term, kind and
+/// length, then its data), as the upgrade counts it.
+fn entry_of_size(index: u64, len: usize) -> Entry {
+    Entry {
+        term: 2,
+        index,
+        kind: EntryKind::Normal,
+        data: vec![7; len - 21],
+    }
+}
+
+/// Frames of the upgrade hold up to UPGRADE_FRAME bytes, exactly that
+/// included; an entry larger than that on its own still gets a frame.
+#[test]
+fn an_upgrade_frame_holds_exactly_up_to_its_limit_and_a_larger_entry_alone() {
+    // 16 bytes of batch header and two entries: exactly the limit.
+    let half = (UPGRADE_FRAME - 16) / 2;
+    let log = [
+        entry_of_size(11, half),
+        entry_of_size(12, UPGRADE_FRAME - 16 - half),
+    ];
+    let (upgraded, reference) = upgraded_and_reference_bytes("upgrade-exact", &log, &[&log]);
+    assert_eq!(upgraded, reference, "two entries filling one frame exactly");
+
+    let log = [entry_of_size(11, UPGRADE_FRAME), entry_of_size(12, 100)];
+    let (upgraded, reference) =
+        upgraded_and_reference_bytes("upgrade-large", &log, &[&log[..1], &log[1..]]);
+    assert_eq!(
+        upgraded, reference,
+        "an entry over the limit, then a small one"
+    );
 }
 
 #[test]
