@@ -388,6 +388,55 @@ fn a_wipe_empties_a_stopped_store_and_is_refused_while_it_is_open() {
     assert!(dir.0.join("data.mdb").exists());
 }
 
+/// A file that is not ours in `wal/` stops a wipe with an error naming
+/// the directory, and stays; once it is moved away, a wipe finishes.
+#[test]
+fn a_wipe_keeps_a_foreign_file_in_the_wal_directory_and_says_so() {
+    let dir = TestDir::new("wipe-foreign");
+    drop(bootstrapped(&dir));
+    let foreign = dir.0.join(WAL_DIR).join("notes.txt");
+    fs::write(&foreign, b"the operator's").unwrap();
+    match Store::wipe(&dir.0, 16) {
+        Err(StoreError::Io(what)) => assert!(
+            what.contains("removing") && what.contains(WAL_DIR),
+            "{what}"
+        ),
+        other => panic!("expected an error removing the WAL directory, got {other:?}"),
+    }
+    assert_eq!(fs::read(&foreign).unwrap(), b"the operator's");
+    fs::remove_file(&foreign).unwrap();
+    assert!(matches!(Store::wipe(&dir.0, 16), Ok(Wiped::Unreadable(_))));
+    assert!(!dir.0.join(WAL_DIR).exists());
+    assert!(!dir.0.join("data.mdb").exists());
+}
+
+/// The map holds LMDB's pages and the WAL's bytes together: beside a
+/// 6 MiB snapshot in LMDB, an 11 MiB batch no longer fits a 16 MiB map,
+/// though the WAL alone has room for it.
+#[test]
+fn the_map_counts_lmdbs_pages_beside_the_wals_bytes() {
+    let dir = TestDir::new("map-lmdb");
+    let mut store = bootstrapped(&dir);
+    append(&mut store, &entries(1, 10, 1), hard_state(1, 10)).unwrap();
+    let mut snapshot = initial_snapshot();
+    snapshot.meta.index = 10;
+    snapshot.meta.term = 1;
+    snapshot.data = vec![9; 6 << 20];
+    store.compact(&snapshot).unwrap();
+    let usage = store.usage().unwrap();
+    let lmdb = usage.used_bytes - usage.wal_bytes;
+    assert!((6 << 20..8 << 20).contains(&lmdb), "{usage:?}");
+    assert!(usage.wal_bytes < 1 << 20, "{usage:?}");
+    let mut big = entries(11, 11, 1);
+    big[0].data = vec![1; 11 << 20];
+    assert_eq!(
+        append(&mut store, &big, hard_state(1, 10)),
+        Err(StoreError::MapFull)
+    );
+    big[0].data = vec![1; 7 << 20];
+    append(&mut store, &big, hard_state(1, 10)).unwrap();
+}
+
 #[test]
 fn a_second_open_of_the_same_directory_is_refused() {
     let dir = TestDir::new("locked");
