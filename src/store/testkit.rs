@@ -92,3 +92,32 @@ pub fn append(store: &mut Store, batch: &[Entry], hard_state: HardState) -> Resu
         ..Write::default()
     })
 }
+
+/// A tmpfs of the test's own (a small file system to fill), mounted on
+/// `path` and lazily unmounted on drop. `None` when this process may not
+/// mount (not root); CI runs as root.
+pub struct SmallFs(pub PathBuf);
+
+impl SmallFs {
+    pub fn mount(path: PathBuf, megabytes: u64) -> Option<SmallFs> {
+        fs::create_dir_all(&path).ok()?;
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o"])
+            .arg(format!("size={megabytes}m,mode=0700"))
+            .arg("tmpfs")
+            .arg(&path)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .ok()?;
+        status.success().then_some(SmallFs(path))
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}

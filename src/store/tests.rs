@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use super::testkit::{
-    TestDir, append, bootstrapped, entries, hard_state, identity, initial_snapshot,
+    SmallFs, TestDir, append, bootstrapped, entries, hard_state, identity, initial_snapshot,
 };
 use super::*;
 use crate::raft::EntryKind;
@@ -435,6 +435,44 @@ fn the_map_counts_lmdbs_pages_beside_the_wals_bytes() {
     );
     big[0].data = vec![1; 7 << 20];
     append(&mut store, &big, hard_state(1, 10)).unwrap();
+}
+
+/// LMDB reports a write cut short as EIO: that is a full disk (the
+/// transaction rolled back, 507) only when the file system is within
+/// 1 MiB of full; otherwise the disk is failing and the error says so.
+#[test]
+fn an_eio_from_a_commit_is_a_full_disk_only_on_a_nearly_full_file_system() {
+    const EIO: i32 = 5;
+    let dir = TestDir::new("commit-eio");
+    let store = bootstrapped(&dir);
+    let roomy = store.db.commit_error(lmdb::Error::Other(EIO));
+    assert!(matches!(roomy, StoreError::Lmdb(_)), "{roomy:?}");
+    drop(store);
+
+    let Some(small) = SmallFs::mount(dir.0.join("small"), 4) else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI runs as root and can mount a tmpfs"
+        );
+        eprintln!("cannot mount a tmpfs (not root?): a nearly full file system not tested");
+        return;
+    };
+    let mut store = Store::open(&small.0.join("data"), 16).unwrap();
+    store.bootstrap(identity(), &initial_snapshot()).unwrap();
+    let free = files::free_bytes(&small.0).unwrap();
+    fs::write(
+        small.0.join("filler"),
+        vec![0u8; (free - (512 << 10)) as usize],
+    )
+    .unwrap();
+    let free = files::free_bytes(&small.0).unwrap();
+    assert!(free < 1 << 20 && free > 0, "{free} bytes free");
+    let full = store.db.commit_error(lmdb::Error::Other(EIO));
+    assert_eq!(full, StoreError::NoSpace);
+    // Only EIO: another error is what it is, full disk or not.
+    let other = store.db.commit_error(lmdb::Error::Other(13));
+    assert!(matches!(other, StoreError::Lmdb(_)), "{other:?}");
+    drop(store);
 }
 
 #[test]
