@@ -733,7 +733,7 @@ fn a_segment_that_cannot_be_synced_at_open_is_refused() {
     append(&mut store, &entries(1, 5, 1), hard_state(1, 3)).unwrap();
     let before = store.load().unwrap().unwrap();
     drop(store);
-    super::recover::fail_next_sync();
+    super::seams::fail_next_scan_sync();
     let store = Store::open(&dir.0, 16).unwrap();
     match store.load() {
         Err(StoreError::Io(what)) => {

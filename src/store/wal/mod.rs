@@ -373,4 +373,6 @@ fn new_segment(
 #[cfg(test)]
 mod crash_tests;
 #[cfg(test)]
+mod seams;
+#[cfg(test)]
 mod tests;

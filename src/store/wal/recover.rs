@@ -180,7 +180,7 @@ fn io_error(path: &Path, error: std::io::Error) -> StoreError {
 fn read_synced(path: &Path) -> Result<Vec<u8>, StoreError> {
     let mut file = fs::File::open(path).map_err(|e| io_error(path, e))?;
     #[cfg(test)]
-    let failed = FAIL_SYNC.with(|fail| fail.replace(false));
+    let failed = super::seams::take_scan_sync_failure();
     #[cfg(not(test))]
     let failed = false;
     let synced = if failed {
@@ -198,17 +198,6 @@ fn read_synced(path: &Path) -> Result<Vec<u8>, StoreError> {
     let mut bytes = Vec::new();
     std::io::Read::read_to_end(&mut file, &mut bytes).map_err(|e| io_error(path, e))?;
     Ok(bytes)
-}
-
-#[cfg(test)]
-thread_local! {
-    static FAIL_SYNC: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-/// Tests: the next segment sync of [`scan`] on this thread fails (EIO).
-#[cfg(test)]
-pub fn fail_next_sync() {
-    FAIL_SYNC.with(|fail| fail.set(true));
 }
 
 /// The segments in `dir`, by sequence number.

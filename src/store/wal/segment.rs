@@ -214,7 +214,7 @@ impl Segment {
     /// only once written. The space must be reserved.
     pub fn write(&mut self, frames: &[u8]) -> io::Result<()> {
         #[cfg(test)]
-        if let Some(written) = FAIL_WRITE.with(|fail| fail.take()) {
+        if let Some(written) = super::seams::take_write_failure() {
             // What a write cut short by a full disk leaves: a prefix.
             let cut = frames.get(..written).unwrap_or(frames);
             self.file.write_all_at(cut, self.end)?;
@@ -229,7 +229,7 @@ impl Segment {
     pub fn sync(&self) -> io::Result<()> {
         self.file.sync_data()?;
         #[cfg(test)]
-        SYNCS.with(|syncs| syncs.set(syncs.get() + 1));
+        super::seams::count_sync();
         Ok(())
     }
 
@@ -238,25 +238,6 @@ impl Segment {
         write_zeros(&self.file, from, until)?;
         self.file.sync_data()
     }
-}
-
-#[cfg(test)]
-thread_local! {
-    static FAIL_WRITE: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
-    static SYNCS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
-}
-
-/// Tests: segment syncs done on this thread so far.
-#[cfg(test)]
-pub fn syncs() -> u64 {
-    SYNCS.with(std::cell::Cell::get)
-}
-
-/// Tests: the next segment write on this thread writes only its first
-/// `written` bytes and fails with ENOSPC.
-#[cfg(test)]
-pub fn fail_next_write(written: usize) {
-    FAIL_WRITE.with(|fail| fail.set(Some(written)));
 }
 
 impl Drop for Segment {

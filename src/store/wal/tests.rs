@@ -829,7 +829,7 @@ fn a_write_cut_short_by_a_full_disk_is_zeroed_and_the_next_frame_goes_in_its_pla
     let batch = entries(4, 13, 1);
     let mut frame = record::encode_batch(&[OpRef::Entries(&batch)]);
     let len = frame.len() as u64;
-    segment::fail_next_write(len as usize / 2);
+    seams::fail_next_write(len as usize / 2);
     let state = Header {
         base_index: 3,
         ..start()
@@ -857,12 +857,12 @@ fn every_append_is_synced_before_it_returns() {
     let dir = TestDir::new("syncs");
     let mut wal = Wal::create(&dir.0, start(), SEGMENT_MIN).unwrap();
     let mut next = 1;
-    let mut before = segment::syncs();
+    let mut before = seams::syncs();
     while wal.segment_count() == 1 {
         let rolls = wal.segment_count();
         append(&mut wal, next, next + 9, 1);
         next += 10;
-        let after = segment::syncs();
+        let after = seams::syncs();
         let expected = if wal.segment_count() > rolls { 3 } else { 1 };
         assert_eq!(after - before, expected, "syncs for the append at {next}");
         before = after;
