@@ -363,3 +363,150 @@ fn compact(store: &Mutex<Store>, job: Job) -> Done {
     };
     Done { job, outcome }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The writer on its own, with a store of its own: the count of
+    //! queued jobs, order, group commit and the epoch rule.
+
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::sync::mpsc::sync_channel;
+
+    use super::*;
+    use crate::store::testkit::{TestDir, bootstrapped, entries, hard_state};
+
+    fn write(epoch: u64, first: u64, last: u64) -> Job {
+        Job {
+            epoch,
+            work: Work::Write(Batch {
+                entries: entries(first, last, 1),
+                hard_state: Some(hard_state(1, 0)),
+                app: AppRecord::default(),
+                messages: Vec::new(),
+            }),
+        }
+    }
+
+    fn first_index(done: &Done) -> u64 {
+        match &done.job.work {
+            Work::Write(batch) => batch.entries[0].index,
+            _ => panic!("not a write"),
+        }
+    }
+
+    fn writer(name: &str) -> (TestDir, Writer, Receiver<Input>) {
+        let dir = TestDir::new(name);
+        let store = bootstrapped(&dir);
+        let (wake, woken) = sync_channel(1024);
+        let writer = Writer::start(store, wake).unwrap();
+        (dir, writer, woken)
+    }
+
+    /// Every job queued counts until its outcome is taken; outcomes come
+    /// back in the order queued; and with nothing queued there is
+    /// nothing to wait for.
+    #[test]
+    fn queued_jobs_count_until_taken_and_come_back_in_order() {
+        let (_dir, mut writer, _woken) = writer("writer-count");
+        assert_eq!(writer.queued(), 0);
+        assert!(writer.wait_done().is_none());
+        for n in 0..3 {
+            assert!(writer.queue(write(0, 1 + 10 * n, 10 + 10 * n)));
+            assert_eq!(writer.queued() as u64, n + 1);
+        }
+        let mut firsts = Vec::new();
+        for left in (0..3).rev() {
+            let done = writer.wait_done().expect("a queued job's outcome");
+            assert!(matches!(done.outcome, Outcome::Written { .. }));
+            firsts.push(first_index(&done));
+            assert_eq!(writer.queued(), left);
+        }
+        assert_eq!(firsts, [1, 11, 21]);
+        assert!(writer.wait_done().is_none());
+        assert!(writer.try_done().is_none());
+        writer.queue(write(0, 31, 40));
+        let done = loop {
+            if let Some(done) = writer.try_done() {
+                break done;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        };
+        assert_eq!(first_index(&done), 31);
+        assert_eq!(writer.queued(), 0);
+        writer.stop();
+        let loaded = writer.store().load().unwrap().unwrap();
+        assert_eq!(loaded.entries.last().map(|e| e.index), Some(40));
+    }
+
+    /// Jobs queued while a write holds the store go in one WAL batch
+    /// behind one fdatasync: only its first job counts the sync.
+    #[test]
+    fn jobs_queued_during_a_write_share_one_batch() {
+        let (_dir, mut writer, _woken) = writer("writer-group");
+        let store = Arc::clone(&writer.store);
+        {
+            let _held = store.lock().unwrap();
+            // Queued while the store is held: the writer thread takes the
+            // first and waits for the store; the rest queue behind it.
+            for n in 0..5 {
+                assert!(writer.queue(write(0, 1 + 10 * n, 10 + 10 * n)));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let mut synced = Vec::new();
+        while let Some(done) = writer.wait_done() {
+            match done.outcome {
+                Outcome::Written { synced: s, .. } => synced.push(s),
+                _ => panic!("a job failed"),
+            }
+        }
+        assert_eq!(synced.len(), 5);
+        assert!(synced[0]);
+        assert!(
+            synced.iter().filter(|s| !**s).count() >= 3,
+            "at most two batches for five jobs: {synced:?}"
+        );
+    }
+
+    /// After a failed write, the jobs already queued in its epoch are
+    /// dropped unwritten (they would follow a gap); those of the next
+    /// epoch are written.
+    #[test]
+    fn a_failed_write_drops_the_rest_of_its_epoch_only() {
+        let (_dir, mut writer, _woken) = writer("writer-epoch");
+        let store = Arc::clone(&writer.store);
+        {
+            let _held = store.lock().unwrap();
+            // Entry 1 first: a gap (nothing stored yet) fails.
+            assert!(writer.queue(write(0, 5, 6)));
+            assert!(writer.queue(write(0, 7, 8)));
+            assert!(writer.queue(write(0, 9, 10)));
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let mut outcomes = Vec::new();
+        while let Some(done) = writer.wait_done() {
+            outcomes.push(done.outcome);
+        }
+        assert!(matches!(outcomes[0], Outcome::Failed(_)), "the gap fails");
+        assert!(
+            outcomes[1..].iter().all(|o| matches!(o, Outcome::Dropped)),
+            "the rest of epoch 0 is dropped"
+        );
+        assert!(writer.queue(write(0, 1, 2)));
+        let done = writer.wait_done().unwrap();
+        assert!(
+            matches!(done.outcome, Outcome::Dropped),
+            "epoch 0 stays failed"
+        );
+        assert!(writer.queue(write(1, 1, 2)));
+        let done = writer.wait_done().unwrap();
+        assert!(
+            matches!(done.outcome, Outcome::Written { .. }),
+            "epoch 1 is written"
+        );
+        writer.stop();
+        let loaded = writer.store().load().unwrap().unwrap();
+        assert_eq!(loaded.entries.last().map(|e| e.index), Some(2));
+    }
+}

@@ -1492,6 +1492,6 @@ fn databases_in(env: &Environment, dir: &Path) -> Result<Vec<&'static str>, Stor
 }
 
 #[cfg(test)]
-mod testkit;
+pub(crate) mod testkit;
 #[cfg(test)]
 mod tests;
