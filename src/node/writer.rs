@@ -469,6 +469,52 @@ mod tests {
         );
     }
 
+    /// A compaction is stored off the writer thread, counts as queued
+    /// until its outcome is taken, and comes back written, with the
+    /// store's log dropped up to it.
+    #[test]
+    fn a_compaction_comes_back_written_with_the_log_dropped_up_to_it() {
+        let (_dir, mut writer, _woken) = writer("writer-compact");
+        assert!(writer.queue(write(0, 1, 10)));
+        assert!(matches!(
+            writer.wait_done().unwrap().outcome,
+            Outcome::Written { .. }
+        ));
+        let mut meta = crate::store::testkit::initial_snapshot().meta;
+        meta.index = 8;
+        meta.term = 1;
+        assert!(writer.compact(0, meta.clone(), State::new()));
+        assert_eq!(writer.queued(), 1);
+        let done = writer.wait_done().expect("the compaction's outcome");
+        match &done.job.work {
+            Work::Compact { snapshot, stored } => {
+                assert_eq!(snapshot.meta, meta);
+                assert!(stored.is_ok(), "{stored:?}");
+            }
+            _ => panic!("not the compaction"),
+        }
+        assert!(matches!(done.outcome, Outcome::Written { .. }));
+        assert_eq!(writer.queued(), 0);
+        let usage = writer.store().usage().unwrap();
+        assert_eq!(usage.log_entries, 2, "entries 9 and 10 are left");
+        writer.stop();
+        let loaded = writer.store().load().unwrap().unwrap();
+        assert_eq!(loaded.snapshot.meta.index, 8);
+    }
+
+    /// The store is there for the node thread's checks unless a write
+    /// holds it.
+    #[test]
+    fn try_store_answers_only_while_no_write_holds_the_store() {
+        let (_dir, writer, _woken) = writer("writer-try");
+        assert!(writer.try_store().is_some());
+        let store = Arc::clone(&writer.store);
+        let held = store.lock().unwrap();
+        assert!(writer.try_store().is_none());
+        drop(held);
+        assert!(writer.try_store().is_some());
+    }
+
     /// After a failed write, the jobs already queued in its epoch are
     /// dropped unwritten (they would follow a gap); those of the next
     /// epoch are written.

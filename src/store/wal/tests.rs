@@ -617,6 +617,13 @@ fn a_background_allocation_is_waited_for_taken_and_never_started_twice() {
         assert_eq!(active.extending_to(), None);
         assert_eq!(active.allocated, first + 4 * MIB);
     }
+
+    // Dropped while a thread allocates: the drop waits for it, so the
+    // file is used again (a reopen, a wipe) only once it is done.
+    active.extend_in_background(64 * MIB);
+    let path = active.path.clone();
+    drop(active);
+    assert_eq!(fs::metadata(&path).unwrap().len(), 64 * MIB);
 }
 
 /// A batch of entry `index` whose placed frame is exactly `len` bytes
