@@ -502,6 +502,62 @@ mod tests {
         assert_eq!(loaded.snapshot.meta.index, 8);
     }
 
+    /// A compaction ends the batch it is queued in: the writes before it
+    /// go in one batch, it drops the log up to its snapshot, and the
+    /// writes after it go in the next batch.
+    #[test]
+    fn a_compaction_ends_its_batch_and_writes_after_it_wait_for_it() {
+        let (_dir, mut writer, _woken) = writer("writer-compact-order");
+        assert!(writer.queue(write(0, 1, 10)));
+        assert!(writer.wait_done().is_some());
+        let mut snapshot = crate::store::testkit::initial_snapshot();
+        snapshot.meta.index = 8;
+        snapshot.meta.term = 1;
+        let stored = store_snapshot(&writer.store, &snapshot);
+        assert!(stored.is_ok(), "{stored:?}");
+        let store = Arc::clone(&writer.store);
+        {
+            let _held = store.lock().unwrap();
+            // The writer thread takes this one and waits for the store;
+            // the compaction and the write after it queue behind.
+            assert!(writer.queue(write(0, 11, 12)));
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            let compaction = Job {
+                epoch: 0,
+                work: Work::Compact {
+                    snapshot: snapshot.clone(),
+                    stored,
+                },
+            };
+            assert!(writer.queue(compaction));
+            assert!(writer.queue(write(0, 13, 14)));
+        }
+        let mut outcomes = Vec::new();
+        while let Some(done) = writer.wait_done() {
+            let compaction = matches!(done.job.work, Work::Compact { .. });
+            match done.outcome {
+                Outcome::Written { synced, .. } => outcomes.push((compaction, synced)),
+                _ => panic!("a job failed"),
+            }
+        }
+        // The write after the compaction is a batch of its own (synced).
+        assert_eq!(outcomes, [(false, true), (true, false), (false, true)]);
+        let usage = writer.store().usage().unwrap();
+        assert_eq!(usage.log_entries, 6, "entries 9 to 14 are left");
+    }
+
+    /// Stopping waits for what is queued: every job is on disk after.
+    #[test]
+    fn stop_writes_everything_queued_first() {
+        let (_dir, mut writer, _woken) = writer("writer-stop");
+        for n in 0..20 {
+            assert!(writer.queue(write(0, 1 + 10 * n, 10 + 10 * n)));
+        }
+        writer.stop();
+        let loaded = writer.store().load().unwrap().unwrap();
+        assert_eq!(loaded.entries.last().map(|e| e.index), Some(200));
+    }
+
     /// The store is there for the node thread's checks unless a write
     /// holds it.
     #[test]
