@@ -14,7 +14,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::ops::{json_str, take_ids, take_ids_anywhere};
-use common::{Cluster, churn, post, request, wait_for};
+use common::{Cluster, churn, post, request, request_following, wait_for};
 
 /// Elections take 0.8–1.6 s; on a loaded two-core machine with other
 /// tests running, allow many of them.
@@ -178,6 +178,24 @@ fn survivor_refuses_then_serves_again(name: &str, survivor_is_leader: bool) {
     };
     let addr = cluster.nodes[survivor].http();
     let before = take_ids_anywhere(&addrs(&cluster), 3, LEADER_WAIT).expect("IDs before");
+    // A session to read: a read is the leader's too (its lease), so a
+    // follower sends it there and the survivor refuses it below.
+    let session = wait_for(LEADER_WAIT, || {
+        request_following("POST", &addr, "/api/v1/sessions?name=read&ttl=600000", b"")
+            .filter(|r| r.status == 200)
+            .map(|r| r.body.trim().trim_matches('"').to_string())
+    })
+    .expect("a session before the kills");
+    let read = format!("/api/v1/sessions/{session}");
+    let answer = common::get(&addr, &read).expect("an answer to the read");
+    if survivor_is_leader {
+        assert_eq!(answer.status, 200, "{answer:?}");
+    } else {
+        assert!(
+            matches!(answer.status, 301 | 307) && answer.header("location").is_some(),
+            "a follower redirects a read to the leader: {answer:?}"
+        );
+    }
     let others: Vec<usize> = (0..3).filter(|i| *i != survivor).collect();
     for &other in &others {
         cluster.nodes[other].kill();
@@ -185,9 +203,15 @@ fn survivor_refuses_then_serves_again(name: &str, survivor_is_leader: bool) {
 
     // Refused once its lease or its view of the leader lapses: a
     // generous bound, as the order (served, then refused) is the point.
-    let refused = wait_for(LEADER_WAIT, || {
-        post(&addr, "/?count=2").filter(|r| r.status == 503)
-    });
+    // Polled closely, so that the read below comes right after.
+    let deadline = Instant::now() + LEADER_WAIT;
+    let refused = loop {
+        let answer = post(&addr, "/?count=2").filter(|r| r.status == 503);
+        if answer.is_some() || Instant::now() > deadline {
+            break answer;
+        }
+        thread::sleep(Duration::from_millis(2));
+    };
     let Some(refused) = refused else {
         panic!(
             "the survivor kept answering {:?}\n{}",
@@ -195,6 +219,10 @@ fn survivor_refuses_then_serves_again(name: &str, survivor_is_leader: bool) {
             cluster.logs()
         );
     };
+    // Reads end with IDs, at once: both wait for the lease, which ends
+    // a tenth of a second before a leader without a quorum steps down.
+    let stale = common::get(&addr, &read).expect("an answer to the read");
+    assert_eq!(stale.status, 503, "a read after the lease: {stale:?}");
     assert_eq!(refused.header("retry-after"), Some("1"), "{refused:?}");
     assert_eq!(refused.body.trim_end(), "Leader unavailable", "{refused:?}");
     assert_eq!(refused.reason, "Leader unavailable", "{refused:?}");
