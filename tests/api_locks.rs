@@ -483,9 +483,9 @@ fn acknowledged_writes_survive_leadership_handed_around_during_writes() {
         );
         let leader = leader_index(&cluster, Duration::from_secs(30));
         let next = (leader + 1 + round % 2) % 3;
-        let next_id =
-            common::ops::json_u64(&cluster.nodes[next].status().unwrap_or_default(), "Id")
-                .expect("the next leader's id");
+        let next_id = cluster.nodes[next]
+            .status_u64("Id")
+            .expect("the next leader's id");
         let path = format!("/api/v1/cluster/transfer?to={next_id}");
         let _ = request_following("POST", &addrs[leader], &path, b"");
         assert_all_answer(&cluster, round);

@@ -16,6 +16,7 @@ use api_support::{
     Api, Json, LogsOnPanic, assert_ok, base64, claim_grant, follower_index, leader_index,
     lock_grant, wait_followers_know_leader,
 };
+use common::ops::metric;
 use common::{Cluster, Node, request, request_following, wait_for};
 
 /// This node's `/api/v1/status`, parsed.
@@ -397,16 +398,6 @@ fn acknowledged_state_survives_kill_9_during_writes_and_compactions() {
     );
 }
 
-/// A number from this node's `/metrics`.
-fn metric(node: &Node, name: &str) -> Option<u64> {
-    let body = common::get(&node.http(), "/metrics")
-        .filter(|r| r.status == 200)?
-        .body;
-    body.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .and_then(|v| v.trim().parse().ok())
-}
-
 /// Compaction gives the disk back: the WAL segments below a snapshot are
 /// deleted, so a node that wrote 1.6 MB of log in 256 KiB segments (a
 /// 4 MiB map) keeps only the last few.
@@ -431,13 +422,13 @@ fn compaction_deletes_the_wal_segments_below_the_snapshot() {
         );
     }
     let trimmed = wait_for(Duration::from_secs(20), || {
-        let bytes = metric(&cluster.nodes[0], "ticketd_storage_wal_bytes")?;
+        let bytes = metric(&cluster.nodes[0].http(), "ticketd_storage_wal_bytes")?;
         (bytes <= 3 << 18).then_some(bytes)
     });
     assert!(
         trimmed.is_some(),
         "1.6 MB of log written, the WAL still holds {:?} bytes",
-        metric(&cluster.nodes[0], "ticketd_storage_wal_bytes")
+        metric(&cluster.nodes[0].http(), "ticketd_storage_wal_bytes")
     );
     assert!(index_of(&cluster.nodes[0], "SnapshotIndex") > 1000);
 }

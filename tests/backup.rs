@@ -13,7 +13,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::ops::{json_str, raw_exchange, run_ticketd, take_ids_anywhere};
+use common::ops::{json_str, metric, raw_exchange, run_ticketd, take_ids_anywhere};
 use common::{Cluster, Node, TempDir, get, post, request_with_headers, wait_for};
 
 const LEADER_WAIT: Duration = Duration::from_secs(20);
@@ -30,14 +30,6 @@ fn fetch_backup(addr: &str, token: Option<&str>) -> Option<(u16, Vec<u8>, String
     let head = String::from_utf8_lossy(&raw[..split]).into_owned();
     let status = head.get(9..12)?.parse().ok()?;
     Some((status, raw[split + 4..].to_vec(), head))
-}
-
-/// A number from this node's `/metrics`.
-fn metric(addr: &str, name: &str) -> Option<u64> {
-    let body = get(addr, "/metrics").filter(|r| r.status == 200)?.body;
-    body.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .and_then(|v| v.trim().parse().ok())
 }
 
 fn body_of(addr: &str, method: &str, path: &str) -> (u16, String) {

@@ -418,9 +418,7 @@ fn the_map_counts_lmdbs_pages_beside_the_wals_bytes() {
     let dir = TestDir::new("map-lmdb");
     let mut store = bootstrapped(&dir);
     append(&mut store, &entries(1, 10, 1), hard_state(1, 10)).unwrap();
-    let mut snapshot = initial_snapshot();
-    snapshot.meta.index = 10;
-    snapshot.meta.term = 1;
+    let mut snapshot = snapshot_at(10, 1);
     snapshot.data = vec![9; 6 << 20];
     store.compact(&snapshot).unwrap();
     let usage = store.usage().unwrap();

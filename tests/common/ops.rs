@@ -220,3 +220,13 @@ pub fn take_ids_anywhere(addrs: &[String], count: u64, timeout: Duration) -> Opt
 pub fn serves_ids(addr: &str) -> bool {
     post(addr, "/").is_some_and(|r| r.status == 200)
 }
+
+/// A number from the `/metrics` of the node at `addr`.
+pub fn metric(addr: &str, name: &str) -> Option<u64> {
+    let body = super::get(addr, "/metrics")
+        .filter(|r| r.status == 200)?
+        .body;
+    body.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.trim().parse().ok())
+}
