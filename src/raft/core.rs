@@ -66,8 +66,6 @@ pub struct Raft {
     /// Leader only: a TimeoutNow went out in this term, so another node
     /// may be elected before the lease runs out; no lease for this term.
     pub(crate) lease_revoked: bool,
-    /// Leader only: the commit index moved and followers should hear.
-    pub(crate) commit_news: bool,
     pub(crate) messages: Vec<Message>,
     /// The hard state as of the last `Ready` handed out.
     pub(crate) hard_state_sent: HardState,
@@ -148,7 +146,6 @@ impl Raft {
             transfer_announced: 0,
             transfer_announced_tick: 0,
             lease_revoked: false,
-            commit_news: false,
             messages: Vec::new(),
             hard_state_sent: HardState::default(),
             in_ready: None,

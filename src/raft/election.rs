@@ -175,7 +175,6 @@ impl Raft {
         self.votes.clear();
         self.transfer = None;
         self.lease_revoked = false;
-        self.commit_news = false;
         self.term_start_index = 0;
         self.reset_election_timer();
     }

@@ -70,6 +70,14 @@
 //!
 //! # Choices
 //!
+//! * **The commit index rides on the next append.** A leader whose
+//!   commit index moves sends no message for that alone: under load the
+//!   next batch's AppendEntries follows within a fraction of a tick and
+//!   carries it, and a message of its own (with the follower's answer)
+//!   would double the peer traffic per batch. A follower that no append
+//!   has told gets a heartbeat at the leader's next tick, so it learns a
+//!   commit at most a tick late. Followers only apply what is committed;
+//!   nothing a client sees waits for this.
 //! * **Pre-vote and check-quorum** (thesis §9.6, §6.2). A node whose
 //!   timer fires first asks whether it could win, without changing terms;
 //!   a node that heard from a leader within the minimum election timeout

@@ -41,6 +41,10 @@ pub struct Progress {
     pub removed_at: Option<LogIndex>,
     /// When the leader first saw that removal committed.
     pub removal_committed_tick: Option<u64>,
+    /// The highest commit index an AppendEntries told it that it could
+    /// use: the message's commit index, capped at the last index the
+    /// message vouched for (a follower commits no further than that).
+    pub commit_sent: LogIndex,
 }
 
 impl Progress {
@@ -57,6 +61,7 @@ impl Progress {
             probe_tick: 0,
             removed_at: None,
             removal_committed_tick: None,
+            commit_sent: 0,
         }
     }
 

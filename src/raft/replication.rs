@@ -20,6 +20,7 @@ impl Raft {
             self.maybe_promote_learner();
             self.forget_departed();
         }
+        self.send_commit_news();
         if self.now - self.leader_since >= self.config.election_ticks_min
             && self.quorum_ack_tick() + self.config.election_ticks_min <= self.now
         {
@@ -107,28 +108,47 @@ impl Raft {
 
     pub(crate) fn has_appends_to_send(&self) -> bool {
         let last = self.log.last_index();
-        self.commit_news
-            || self.progress.values().any(|p| {
-                p.state == ProgressState::Replicate
-                    && p.next_index <= last
-                    && p.can_send(self.config.max_inflight)
-            })
+        self.progress.values().any(|p| {
+            p.state == ProgressState::Replicate
+                && p.next_index <= last
+                && p.can_send(self.config.max_inflight)
+        })
     }
 
     /// Sends whatever each follower can take now (called when a `Ready`
     /// is built, so that proposals made in one batch share messages).
+    ///
+    /// A commit index that moved rides on these appends; it gets no
+    /// message of its own here. Under load the next batch follows within
+    /// a fraction of a tick and carries it, so a message for it alone
+    /// (and the follower's answer) would double the traffic per batch;
+    /// when nothing follows, [`Raft::send_commit_news`] tells it at the
+    /// next tick.
     pub(crate) fn send_appends(&mut self) {
         let peers: Vec<NodeId> = self.progress.keys().copied().collect();
-        let commit_news = std::mem::take(&mut self.commit_news);
         for peer in peers {
-            let sent = self.send_append(peer, false);
-            let replicating = self
-                .progress
-                .get(&peer)
-                .is_some_and(|p| p.state == ProgressState::Replicate);
-            if !sent && commit_news && replicating {
-                self.send_heartbeat(peer);
-            }
+            self.send_append(peer, false);
+        }
+    }
+
+    /// At each tick: a heartbeat to every replicating follower that could
+    /// commit more than any append has told it (up to what it is known to
+    /// hold). A follower thus learns of a commit at most a tick after the
+    /// leader, also one whose acknowledgement came after the commit, not
+    /// a heartbeat interval after (its state machine, its compaction and
+    /// `/readyz` follow its commit index).
+    fn send_commit_news(&mut self) {
+        let commit = self.log.commit;
+        let behind: Vec<NodeId> = self
+            .progress
+            .iter()
+            .filter(|(_, p)| {
+                p.state == ProgressState::Replicate && p.commit_sent < commit.min(p.match_index)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for peer in behind {
+            self.send_heartbeat(peer);
         }
     }
 
@@ -159,7 +179,9 @@ impl Raft {
                 return sent;
             }
             let last_sent = entries.last().map_or(prev_index, |e| e.index);
+            let commit = self.log.commit;
             if let Some(progress) = self.progress.get_mut(&peer) {
+                progress.commit_sent = progress.commit_sent.max(commit.min(last_sent));
                 match progress.state {
                     ProgressState::Replicate => {
                         progress.next_index = last_sent + 1;
@@ -242,6 +264,7 @@ impl Raft {
             }
             return;
         };
+        progress.commit_sent = progress.commit_sent.max(self.log.commit.min(match_index));
         let body = MessageBody::Append {
             prev_index: match_index,
             prev_term,
@@ -486,7 +509,18 @@ impl Raft {
             progress.become_probe();
             progress.next_index = next.min(index).max(progress.match_index + 1);
         }
-        self.send_append(from, false);
+        // A replicating follower's next entries go out with the next
+        // `Ready` (`send_appends`): the proposals and answers the driver
+        // steps before it then share one message per follower, where
+        // sending here would split a batch into one append per answer. A
+        // probe or a snapshot's end is answered at once.
+        if self
+            .progress
+            .get(&from)
+            .is_some_and(|p| p.state != ProgressState::Replicate)
+        {
+            self.send_append(from, false);
+        }
     }
 
     /// The last index at or below `upto` whose entry has `term`.
@@ -524,7 +558,6 @@ impl Raft {
         if self.log.term_at(candidate) != Some(self.term) || !self.log.commit_to(candidate) {
             return;
         }
-        self.commit_news = true;
         if self.membership_index <= self.log.commit && !self.membership.contains(self.config.id) {
             // Our own removal is committed: hand over by stepping down.
             self.become_follower(self.term, 0);

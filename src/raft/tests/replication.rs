@@ -141,27 +141,136 @@ fn an_unanswered_snapshot_is_sent_again_after_a_maximal_election_timeout() {
     }
 }
 
+/// Ticks and drains `cluster` until `leader` sends a heartbeat: the tick
+/// after that one sends none (heartbeats go every 2 ticks).
+fn just_after_a_heartbeat(cluster: &mut Cluster, leader: NodeId) {
+    for _ in 0..10 {
+        cluster.tick_all();
+        let mut sent = 0;
+        cluster.drain_dropping(|m| {
+            sent += u64::from(m.from == leader);
+            false
+        });
+        if sent > 0 {
+            return;
+        }
+    }
+    panic!("no heartbeat in 10 ticks");
+}
+
+/// Drains `cluster`, counting what `leader` sends each node: (appends
+/// with entries, appends without).
+fn drain_counting(cluster: &mut Cluster, leader: NodeId) -> BTreeMap<NodeId, (u64, u64)> {
+    let mut sent: BTreeMap<NodeId, (u64, u64)> = BTreeMap::new();
+    cluster.drain_dropping(|m| {
+        if let (true, MessageBody::Append { entries, .. }) = (m.from == leader, &m.body) {
+            let count = sent.entry(m.to).or_default();
+            if entries.is_empty() {
+                count.1 += 1;
+            } else {
+                count.0 += 1;
+            }
+        }
+        false
+    });
+    sent
+}
+
+fn follower_commits(cluster: &Cluster, leader: NodeId) -> Vec<LogIndex> {
+    cluster
+        .nodes
+        .values()
+        .filter(|n| n.id() != leader)
+        .map(|n| n.commit_index())
+        .collect()
+}
+
 #[test]
-fn a_follower_hears_of_a_commit_at_once_not_at_the_next_heartbeat() {
-    // Two nodes: the follower's acknowledgement commits the entry, and the
-    // leader's reaction to it carries the commit index back. (With more
-    // followers, one whose acknowledgement comes after the commit hears of
-    // it at the next heartbeat, which checks the log only where it is
-    // known to match.)
-    let mut cluster = Cluster::new(2);
+fn a_commit_rides_on_the_next_append_and_costs_no_message_of_its_own() {
+    let mut cluster = Cluster::new(3);
     cluster.run(50);
     let leader = cluster.leader().unwrap();
+    just_after_a_heartbeat(&mut cluster, leader);
+    let propose = |cluster: &mut Cluster| {
+        let node = cluster.nodes.get_mut(&leader).unwrap();
+        node.propose(b"x".to_vec()).unwrap().1
+    };
+    let first = propose(&mut cluster);
+    // No tick: one append per follower, and no message for the commit.
+    let sent = drain_counting(&mut cluster, leader);
+    assert_eq!(sent.values().copied().collect::<Vec<_>>(), vec![(1, 0); 2]);
+    assert_eq!(cluster.nodes[&leader].commit_index(), first);
+    assert!(
+        follower_commits(&cluster, leader)
+            .iter()
+            .all(|&c| c < first)
+    );
+    // The next batch's append carries it.
+    let second = propose(&mut cluster);
+    let sent = drain_counting(&mut cluster, leader);
+    assert_eq!(sent.values().copied().collect::<Vec<_>>(), vec![(1, 0); 2]);
+    assert_eq!(follower_commits(&cluster, leader), vec![first; 2]);
+    // Nothing follows: the next tick (no heartbeat's) tells them.
+    cluster.tick_all();
+    let sent = drain_counting(&mut cluster, leader);
+    assert_eq!(sent.values().copied().collect::<Vec<_>>(), vec![(0, 1); 2]);
+    assert_eq!(follower_commits(&cluster, leader), vec![second; 2]);
+}
+
+#[test]
+fn a_follower_that_acknowledges_after_the_commit_hears_of_it_at_the_next_tick() {
+    // Node `slow`'s answers are held back while `fast`'s commit the
+    // entry: a message that tells it of the commit must come after its
+    // acknowledgement, or it commits only what it was known to hold.
+    let mut cluster = Cluster::new(3);
+    cluster.run(50);
+    let leader = cluster.leader().unwrap();
+    let (slow, fast) = match leader {
+        1 => (3, 2),
+        2 => (3, 1),
+        _ => (2, 1),
+    };
+    just_after_a_heartbeat(&mut cluster, leader);
     let (_, index) = cluster
         .nodes
         .get_mut(&leader)
         .unwrap()
         .propose(b"x".to_vec())
         .unwrap();
-    // No tick, so no heartbeat.
-    cluster.drain();
-    for node in cluster.nodes.values() {
-        assert_eq!(node.commit_index(), index, "node {}", node.id());
+    let mut held = Vec::new();
+    let mut hold_slow = |cluster: &mut Cluster| {
+        let mut to_slow = 0;
+        cluster.drain_dropping(|m| {
+            to_slow += u64::from(m.from == leader && m.to == slow);
+            let lost = m.from == slow && m.to == leader;
+            if lost {
+                held.push(m.clone());
+            }
+            lost
+        });
+        to_slow
+    };
+    assert_eq!(hold_slow(&mut cluster), 1, "the entry's append");
+    assert_eq!(cluster.nodes[&leader].commit_index(), index);
+    // A tick without a heartbeat tells the fast follower, and nothing
+    // goes to the slow one: it would commit no more than before.
+    cluster.tick_all();
+    assert_eq!(hold_slow(&mut cluster), 0);
+    assert_eq!(cluster.nodes[&fast].commit_index(), index);
+    assert_eq!(cluster.nodes[&slow].commit_index(), index - 1);
+    // A heartbeat tick, still unanswered.
+    cluster.tick_all();
+    assert_eq!(hold_slow(&mut cluster), 1);
+    assert_eq!(cluster.nodes[&slow].commit_index(), index - 1);
+    // The answers arrive; the next tick (no heartbeat's) tells it.
+    for message in std::mem::take(&mut held) {
+        cluster.nodes.get_mut(&leader).unwrap().step(message);
     }
+    cluster.drain();
+    assert_eq!(cluster.nodes[&slow].commit_index(), index - 1);
+    cluster.tick_all();
+    cluster.drain();
+    assert_eq!(cluster.nodes[&slow].commit_index(), index);
 }
 
 /// The hint in `node`'s refusal of an append after (`prev_index`,
@@ -726,4 +835,63 @@ fn a_snapshot_records_the_membership_in_force_at_its_index() {
         recorded.contains(4) && !recorded.is_voter(4),
         "{recorded:?}"
     );
+}
+
+#[test]
+fn proposals_and_answers_stepped_before_a_ready_share_one_append_per_follower() {
+    // The driver steps everything queued before it builds a `Ready`: a
+    // proposal, an answer, another proposal, another answer. The
+    // answers must not each send what was proposed so far.
+    let mut cluster = Cluster::new(3);
+    cluster.run(50);
+    let leader = cluster.leader().unwrap();
+    let followers: Vec<NodeId> = (1..=3).filter(|&id| id != leader).collect();
+    let node = cluster.nodes.get_mut(&leader).unwrap();
+    let (term, first) = node.propose(b"a".to_vec()).unwrap();
+    let ready = node.ready();
+    node.advance();
+    assert_eq!(ready.messages.len(), 2, "one append per follower");
+    let answer = |from: NodeId| {
+        message(
+            from,
+            leader,
+            term,
+            MessageBody::AppendResponse {
+                success: true,
+                index: first,
+                hint_index: 0,
+                hint_term: 0,
+                lease_tick: node_now(&cluster, leader),
+            },
+        )
+    };
+    let answers: Vec<Message> = followers.iter().map(|&f| answer(f)).collect();
+    let node = cluster.nodes.get_mut(&leader).unwrap();
+    for answer in answers {
+        node.propose(b"b".to_vec()).unwrap();
+        node.step(answer);
+    }
+    assert_eq!(node.commit_index(), first);
+    let ready = node.ready();
+    node.advance();
+    let mut appends: BTreeMap<NodeId, Vec<LogIndex>> = BTreeMap::new();
+    for m in &ready.messages {
+        if let MessageBody::Append { entries, .. } = &m.body {
+            let indexes = entries.iter().map(|e| e.index).collect();
+            assert!(
+                appends.insert(m.to, indexes).is_none(),
+                "a second append to {}",
+                m.to
+            );
+        }
+    }
+    let both = vec![first + 1, first + 2];
+    assert_eq!(
+        appends,
+        followers.iter().map(|&f| (f, both.clone())).collect()
+    );
+}
+
+fn node_now(cluster: &Cluster, id: NodeId) -> u64 {
+    cluster.nodes[&id].now_tick()
 }
