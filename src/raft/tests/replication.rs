@@ -895,3 +895,52 @@ fn proposals_and_answers_stepped_before_a_ready_share_one_append_per_follower() 
 fn node_now(cluster: &Cluster, id: NodeId) -> u64 {
     cluster.nodes[&id].now_tick()
 }
+
+#[test]
+fn an_answer_that_opens_a_full_window_sends_the_rest_with_the_next_ready() {
+    // 20 entries, a window of 4 messages of 4: 4 wait. The second
+    // follower's answer commits nothing new (the first's did), so only
+    // the open window says there is work for a `Ready`.
+    let mut cluster = Cluster::new(3);
+    cluster.run(50);
+    let leader = cluster.leader().unwrap();
+    let followers: Vec<NodeId> = (1..=3).filter(|&id| id != leader).collect();
+    let node = cluster.nodes.get_mut(&leader).unwrap();
+    let term = node.term();
+    let first = node.last_index() + 1;
+    for i in 0..20u8 {
+        node.propose(vec![i]).unwrap();
+    }
+    let ready = node.ready();
+    node.advance();
+    assert_eq!(ready.messages.len(), 8, "a full window per follower");
+    assert!(!node.has_ready());
+    for &from in &followers {
+        let now = node.now_tick();
+        node.step(message(
+            from,
+            leader,
+            term,
+            MessageBody::AppendResponse {
+                success: true,
+                index: first + 3,
+                hint_index: 0,
+                hint_term: 0,
+                lease_tick: now,
+            },
+        ));
+        assert!(node.has_ready(), "after {from}'s answer");
+        let ready = node.ready();
+        node.advance();
+        let rest: Vec<LogIndex> = ready
+            .messages
+            .iter()
+            .filter(|m| m.to == from)
+            .flat_map(|m| match &m.body {
+                MessageBody::Append { entries, .. } => entries.iter().map(|e| e.index).collect(),
+                _ => Vec::new(),
+            })
+            .collect();
+        assert_eq!(rest, (first + 16..first + 20).collect::<Vec<_>>());
+    }
+}
