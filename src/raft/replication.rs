@@ -513,7 +513,7 @@ impl Raft {
         // `Ready` (`send_appends`): the proposals and answers the driver
         // steps before it then share one message per follower, where
         // sending here would split a batch into one append per answer. A
-        // probe or a snapshot's end is answered at once.
+        // probe is answered at once.
         if self
             .progress
             .get(&from)
