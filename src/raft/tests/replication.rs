@@ -944,3 +944,30 @@ fn an_answer_that_opens_a_full_window_sends_the_rest_with_the_next_ready() {
         assert_eq!(rest, (first + 16..first + 20).collect::<Vec<_>>());
     }
 }
+
+#[test]
+fn a_commit_an_append_already_carried_gets_no_heartbeat_at_the_tick() {
+    // x is committed, the followers not told; y's append carries x's
+    // commit. A tick before y is answered has nothing to tell anyone.
+    let mut cluster = Cluster::new(3);
+    cluster.run(50);
+    let leader = cluster.leader().unwrap();
+    just_after_a_heartbeat(&mut cluster, leader);
+    let node = cluster.nodes.get_mut(&leader).unwrap();
+    let (_, x) = node.propose(b"x".to_vec()).unwrap();
+    drain_counting(&mut cluster, leader);
+    let node = cluster.nodes.get_mut(&leader).unwrap();
+    assert_eq!(node.commit_index(), x);
+    node.propose(b"y".to_vec()).unwrap();
+    let ready = node.ready();
+    node.advance();
+    assert!(ready.messages.iter().all(|m| matches!(
+        &m.body,
+        MessageBody::Append { entries, commit, .. } if entries.len() == 1 && *commit == x
+    )));
+    node.tick();
+    assert!(
+        flush(node).is_empty(),
+        "no heartbeat for a commit already sent"
+    );
+}
