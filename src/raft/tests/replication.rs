@@ -842,34 +842,16 @@ fn proposals_and_answers_stepped_before_a_ready_share_one_append_per_follower() 
     // The driver steps everything queued before it builds a `Ready`: a
     // proposal, an answer, another proposal, another answer. The
     // answers must not each send what was proposed so far.
-    let mut cluster = Cluster::new(3);
-    cluster.run(50);
-    let leader = cluster.leader().unwrap();
-    let followers: Vec<NodeId> = (1..=3).filter(|&id| id != leader).collect();
+    let (mut cluster, leader, followers) = leader_of_three();
     let node = cluster.nodes.get_mut(&leader).unwrap();
     let (term, first) = node.propose(b"a".to_vec()).unwrap();
     let ready = node.ready();
     node.advance();
     assert_eq!(ready.messages.len(), 2, "one append per follower");
-    let answer = |from: NodeId| {
-        message(
-            from,
-            leader,
-            term,
-            MessageBody::AppendResponse {
-                success: true,
-                index: first,
-                hint_index: 0,
-                hint_term: 0,
-                lease_tick: node_now(&cluster, leader),
-            },
-        )
-    };
-    let answers: Vec<Message> = followers.iter().map(|&f| answer(f)).collect();
-    let node = cluster.nodes.get_mut(&leader).unwrap();
-    for answer in answers {
+    for &from in &followers {
         node.propose(b"b".to_vec()).unwrap();
-        node.step(answer);
+        let now = node.now_tick();
+        node.step(message(from, leader, term, acknowledgement(first, now)));
     }
     assert_eq!(node.commit_index(), first);
     let ready = node.ready();
@@ -892,8 +874,25 @@ fn proposals_and_answers_stepped_before_a_ready_share_one_append_per_follower() 
     );
 }
 
-fn node_now(cluster: &Cluster, id: NodeId) -> u64 {
-    cluster.nodes[&id].now_tick()
+/// A three-node cluster with a leader: (the cluster, the leader, its
+/// followers).
+fn leader_of_three() -> (Cluster, NodeId, Vec<NodeId>) {
+    let mut cluster = Cluster::new(3);
+    cluster.run(50);
+    let leader = cluster.leader().unwrap();
+    let followers = (1..=3).filter(|&id| id != leader).collect();
+    (cluster, leader, followers)
+}
+
+/// A follower's acknowledgement of the leader's log up to `index`.
+fn acknowledgement(index: LogIndex, lease_tick: u64) -> MessageBody {
+    MessageBody::AppendResponse {
+        success: true,
+        index,
+        hint_index: 0,
+        hint_term: 0,
+        lease_tick,
+    }
 }
 
 #[test]
@@ -901,10 +900,7 @@ fn an_answer_that_opens_a_full_window_sends_the_rest_with_the_next_ready() {
     // 20 entries, a window of 4 messages of 4: 4 wait. The second
     // follower's answer commits nothing new (the first's did), so only
     // the open window says there is work for a `Ready`.
-    let mut cluster = Cluster::new(3);
-    cluster.run(50);
-    let leader = cluster.leader().unwrap();
-    let followers: Vec<NodeId> = (1..=3).filter(|&id| id != leader).collect();
+    let (mut cluster, leader, followers) = leader_of_three();
     let node = cluster.nodes.get_mut(&leader).unwrap();
     let term = node.term();
     let first = node.last_index() + 1;
@@ -917,18 +913,7 @@ fn an_answer_that_opens_a_full_window_sends_the_rest_with_the_next_ready() {
     assert!(!node.has_ready());
     for &from in &followers {
         let now = node.now_tick();
-        node.step(message(
-            from,
-            leader,
-            term,
-            MessageBody::AppendResponse {
-                success: true,
-                index: first + 3,
-                hint_index: 0,
-                hint_term: 0,
-                lease_tick: now,
-            },
-        ));
+        node.step(message(from, leader, term, acknowledgement(first + 3, now)));
         assert!(node.has_ready(), "after {from}'s answer");
         let ready = node.ready();
         node.advance();
