@@ -453,38 +453,28 @@ impl Cluster {
     }
 
     pub fn deliver(&mut self, message: Message) -> Result<(), String> {
-        if self.trace && std::env::var_os("SIM_TRACE_MESSAGES").is_some() {
-            eprintln!("[{}] deliver {message:?}", self.now);
-        }
-        let to = message.to;
-        if let Some(stall) = self.nodes.get_mut(&to).and_then(|n| n.stall.as_mut()) {
-            stall.held.push(message);
-            return Ok(());
-        }
-        self.delivered += 1;
-        self.with_node(to, |raft| raft.step(message)).map(|_| ())
+        self.deliver_batch(message.to, vec![message])
     }
 
     /// Steps `messages` (all to `to`, in order) before one `Ready`, as
     /// the driver steps what its inbox holds before it builds one.
     fn deliver_batch(&mut self, to: NodeId, messages: Vec<Message>) -> Result<(), String> {
+        if self.trace && std::env::var_os("SIM_TRACE_MESSAGES").is_some() {
+            for message in &messages {
+                eprintln!("[{}] deliver {message:?}", self.now);
+            }
+        }
         if let Some(stall) = self.nodes.get_mut(&to).and_then(|n| n.stall.as_mut()) {
             stall.held.extend(messages);
             return Ok(());
         }
-        if self.trace && std::env::var_os("SIM_TRACE_MESSAGES").is_some() {
-            eprintln!("[{}] deliver to {to} in one batch: {messages:?}", self.now);
-        }
-        let count = messages.len() as u64;
-        let stepped = self.with_node(to, |raft| {
+        self.delivered += messages.len() as u64;
+        self.with_node(to, |raft| {
             for message in messages {
                 raft.step(message);
             }
-        })?;
-        if stepped.is_some() {
-            self.delivered += count;
-        }
-        Ok(())
+        })
+        .map(|_| ())
     }
 
     /// What the network has due arrives: in send order with a `Ready`
