@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use api_support::{Api, Json, LogsOnPanic, lock_grant};
 use common::Cluster;
+use common::ops::metric;
 
 /// Issues tickets of `data` on resource `big` until one is refused with
 /// 507: the names acknowledged before, and the refusal.
@@ -228,4 +229,86 @@ fn a_full_file_system_refuses_writes_frees_from_the_reserve_and_recovers() {
     assert!(!sessions.has(&closer), "the closed session came back");
     assert!(sessions.has(&holder), "a live session was lost");
     cluster.nodes[0].kill();
+}
+
+/// Whether `node` says its storage is full, in its status and metrics.
+fn says_full(node: &common::Node) -> bool {
+    node.status()
+        .is_some_and(|s| s.contains("\"StorageFull\":true"))
+        && metric(&node.http(), "ticketd_storage_full") == Some(1)
+}
+
+/// A follower whose map fills before its leader's stops taking the log
+/// but keeps running and says so (a 507 is its leader's to give, and a
+/// follower's full map is no reason to stop); the other two go on
+/// committing, and restarted with room it catches up and holds its share
+/// of the quorum again, with everything acknowledged.
+#[test]
+fn a_follower_with_a_full_map_keeps_running_and_catches_up_after_a_restart() {
+    let mut cluster = Cluster::new("follower-full", 3);
+    cluster.nodes[2].extra_args = vec!["--db_size".into(), "1".into()];
+    // Nodes 0 and 1 elect one of themselves before the small one starts.
+    cluster.nodes[0].start();
+    cluster.nodes[1].start();
+    let _logs = LogsOnPanic::new(&cluster);
+    let leader = cluster.wait_leader(Duration::from_secs(15));
+    let other = 1 - leader;
+    cluster.nodes[2].start();
+    let api = Api::new(&cluster.nodes[leader].http());
+    let session = api.open_session("filler", 600_000);
+    let data = vec![b'x'; 1000];
+
+    // Every write is acknowledged, before and after the small one fills.
+    let mut acknowledged = Vec::new();
+    let mut full_at = None;
+    for i in 0..5_000 {
+        let name = format!("t{i}");
+        let answer = api.issue(&session, "big", &name, &data);
+        assert_eq!(answer.status, 200, "ticket {i}: {}", answer.body);
+        acknowledged.push(name);
+        if full_at.is_none() && i % 25 == 0 && says_full(&cluster.nodes[2]) {
+            full_at = Some(i);
+        }
+        if full_at.is_some_and(|at| i >= at + 200) {
+            break;
+        }
+    }
+    assert!(full_at.is_some(), "the small follower never filled");
+    assert!(cluster.nodes[2].is_healthy(), "the full follower stopped");
+    assert!(says_full(&cluster.nodes[2]));
+    let commit = cluster.nodes[leader].status_u64("CommitIndex").unwrap();
+    let behind = cluster.nodes[2].status_u64("LastIndex").unwrap();
+    assert!(
+        behind < commit,
+        "a full follower took the log to {behind} of {commit}"
+    );
+
+    // Restarted with room, it catches up.
+    cluster.nodes[2].kill();
+    cluster.nodes[2].extra_args = vec!["--db_size".into(), "64".into()];
+    cluster.nodes[2].start();
+    let caught_up = common::wait_for(Duration::from_secs(30), || {
+        (cluster.nodes[2].status_u64("AppliedIndex")? >= commit).then_some(())
+    });
+    assert!(
+        caught_up.is_some(),
+        "the restarted follower never caught up"
+    );
+    assert!(!says_full(&cluster.nodes[2]));
+
+    // It counts towards the quorum: with the other follower down, a write
+    // still commits, and with the leader down too, it and the other one
+    // elect a leader that has everything.
+    cluster.nodes[other].kill();
+    let last = api.issue(&session, "big", "with-the-small-one", &data);
+    assert_eq!(last.status, 200, "{}", last.body);
+    acknowledged.push("with-the-small-one".into());
+    cluster.nodes[leader].kill();
+    cluster.nodes[other].start();
+    let new_leader = cluster.wait_leader(Duration::from_secs(15));
+    let dump = Api::new(&cluster.nodes[new_leader].http()).json("GET", "/dump/resources/big", b"");
+    let tickets = dump.get("big").get("Tickets");
+    for name in &acknowledged {
+        assert!(tickets.has(name), "ticket {name} was lost");
+    }
 }
