@@ -193,6 +193,9 @@ struct Options {
     backoff_max: Duration,
     /// `fsync-floor`: the directory of the file.
     dir: Option<PathBuf>,
+    /// Processes whose CPU time over the measured window is reported
+    /// (`--cpu-of`), beside this one's own.
+    cpu_of: Vec<u32>,
 }
 
 enum Parsed {
@@ -293,6 +296,12 @@ fn parse(args: &[String]) -> Result<Parsed, String> {
         "MS",
     );
     spec.optopt("", "dir", "fsync-floor: directory of the test file", "DIR");
+    spec.optopt(
+        "",
+        "cpu-of",
+        "also report these processes' CPU time over the measured window",
+        "PID[,PID...]",
+    );
     spec.optopt("", "free-ports", "print N free loopback ports", "N");
     spec.optflag("h", "help", "print this help");
     let m = spec.parse(args).map_err(|e| e.to_string())?;
@@ -347,6 +356,19 @@ fn parse(args: &[String]) -> Result<Parsed, String> {
         None => None,
     };
     let label = m.opt_str("label").unwrap_or_default();
+    let cpu_of = match m.opt_str("cpu-of") {
+        Some(raw) => raw
+            .split(',')
+            .map(|pid| match pid.parse::<u32>() {
+                Ok(n) if n > 0 => Ok(n),
+                _ => Err(format!("--cpu-of {pid:?} is not a process id")),
+            })
+            .collect::<Result<_, _>>()?,
+        None => Vec::new(),
+    };
+    if !cpu_of.is_empty() && ops_total.is_some() {
+        return Err("--cpu-of needs a timed run (--secs), not --ops".into());
+    }
     Ok(Parsed::Run(Options {
         addrs,
         scenario,
@@ -359,6 +381,7 @@ fn parse(args: &[String]) -> Result<Parsed, String> {
         leader_wait,
         backoff_max,
         dir,
+        cpu_of,
     }))
 }
 
@@ -877,7 +900,14 @@ struct Report {
     /// When the last connection finished, in ns since the Unix epoch.
     end_unix_ns: u128,
     first_error: Option<String>,
+    /// With `--cpu-of`: CPU milliseconds over the measured window, this
+    /// process's own and then each listed one's (None: unreadable).
+    cpu_ms: Option<CpuMs>,
 }
+
+/// CPU milliseconds over the measured window: this process's own, then
+/// each `--cpu-of` process's by id (None: it could not be read).
+type CpuMs = (Option<u64>, Vec<(u32, Option<u64>)>);
 
 impl Report {
     fn line(&self, options: &Options) -> String {
@@ -908,7 +938,21 @@ impl Report {
             t.resent_gone,
             t.errors,
             self.end_unix_ns,
-        )
+        ) + &self.cpu_fields()
+    }
+
+    /// ` cpu_self_ms=N cpu_ms=PID:N/PID:N` (`?` for a process that could
+    /// not be read), or nothing without `--cpu-of`.
+    fn cpu_fields(&self) -> String {
+        let Some((own, others)) = &self.cpu_ms else {
+            return String::new();
+        };
+        let show = |ms: &Option<u64>| ms.map_or_else(|| "?".to_string(), |ms| ms.to_string());
+        let others: Vec<String> = others
+            .iter()
+            .map(|(pid, ms)| format!("{pid}:{}", show(ms)))
+            .collect();
+        format!(" cpu_self_ms={} cpu_ms={}", show(own), others.join("/"))
     }
 
     /// Why this run must not count as a measurement, if it must not.
@@ -970,6 +1014,7 @@ fn run(options: &Options) -> Report {
             }
         }
     }
+    let cpu_ms = (!options.cpu_of.is_empty()).then(|| cpu_over(options, measure_from, deadline));
     let mut finished = measure_from;
     for thread in threads {
         let Ok((one, done)) = thread.join() else {
@@ -986,7 +1031,51 @@ fn run(options: &Options) -> Report {
         elapsed: finished.saturating_duration_since(measure_from),
         end_unix_ns: unix_ns(),
         first_error,
+        cpu_ms,
     }
+}
+
+/// CPU milliseconds of this process and of `--cpu-of`'s between `from`
+/// and `until`, read from `/proc` at each end (the connection threads
+/// run meanwhile; this one only sleeps).
+fn cpu_over(options: &Options, from: Instant, until: Instant) -> CpuMs {
+    let read_all = || {
+        let own = cpu_ticks("self");
+        let others: Vec<Option<u64>> = options
+            .cpu_of
+            .iter()
+            .map(|pid| cpu_ticks(&pid.to_string()))
+            .collect();
+        (own, others)
+    };
+    std::thread::sleep(from.saturating_duration_since(Instant::now()));
+    let before = read_all();
+    std::thread::sleep(until.saturating_duration_since(Instant::now()));
+    let after = read_all();
+    let spent = |a: Option<u64>, b: Option<u64>| Some(b?.checked_sub(a?)? * TICK_MS);
+    let others = options
+        .cpu_of
+        .iter()
+        .zip(before.1.iter().zip(&after.1))
+        .map(|(pid, (a, b))| (*pid, spent(*a, *b)))
+        .collect();
+    (spent(before.0, after.0), others)
+}
+
+/// Milliseconds per clock tick in `/proc/PID/stat` (`USER_HZ`, 100 on
+/// every Linux architecture ticketd builds for).
+const TICK_MS: u64 = 10;
+
+/// utime + stime of a process, in clock ticks, from `/proc/PID/stat`
+/// (fields 14 and 15, counted after the parenthesised command name,
+/// which may hold spaces).
+fn cpu_ticks(pid: &str) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    utime.checked_add(stime)
 }
 
 /// What a connection sets up once before its operations.
@@ -1495,6 +1584,7 @@ fn fsync_loop(file: &File, options: &Options) -> io::Result<Report> {
         elapsed: Instant::now().saturating_duration_since(measure_from),
         end_unix_ns: unix_ns(),
         first_error: None,
+        cpu_ms: None,
     })
 }
 
@@ -1600,6 +1690,7 @@ mod tests {
             leader_wait: Duration::from_millis(leader_wait_ms),
             backoff_max: Duration::from_millis(10),
             dir: None,
+            cpu_of: Vec::new(),
         }
     }
 
@@ -1704,6 +1795,31 @@ mod tests {
     }
 
     #[test]
+    fn cpu_time_is_read_from_proc_and_printed_per_process() {
+        assert!(cpu_ticks("self").is_some(), "this process's own stat");
+        assert_eq!(cpu_ticks("0"), None, "no process 0 in /proc");
+        let mut report = Report {
+            tally: Tally::default(),
+            elapsed: Duration::from_secs(1),
+            end_unix_ns: 0,
+            first_error: None,
+            cpu_ms: None,
+        };
+        assert_eq!(report.cpu_fields(), "", "nothing without --cpu-of");
+        report.cpu_ms = Some((Some(120), vec![(7, Some(3400)), (9, None)]));
+        assert_eq!(report.cpu_fields(), " cpu_self_ms=120 cpu_ms=7:3400/9:?");
+        let bad = parse(&[
+            "--scenario".into(),
+            "ids".into(),
+            "--addr".into(),
+            "127.0.0.1:1".into(),
+            "--cpu-of".into(),
+            "x".into(),
+        ]);
+        assert!(bad.is_err(), "--cpu-of takes process ids");
+    }
+
+    #[test]
     fn a_run_that_served_nothing_or_erred_fails() {
         let report = |f: fn(&mut Tally)| {
             let mut tally = Tally {
@@ -1716,6 +1832,7 @@ mod tests {
                 elapsed: Duration::from_secs(1),
                 end_unix_ns: 0,
                 first_error: None,
+                cpu_ms: None,
             }
         };
         assert_eq!(report(|_| {}).failure(), None);

@@ -425,12 +425,50 @@ ceiling_at_floor() {
     wait_us=$(awk -v ms="$(get floor.lock.mean_ms)" 'BEGIN {printf "%.0f", ms == "-" ? 300 : 1000 * ms}')
     record ceiling.wait_us "$wait_us" us
     start_bare --handoff --wait-us "$wait_us" && {
-        for c in 32 64; do measure "handoff_floor.ids.c$c" "$BARE_ADDR" ids "$c" --secs "$SECS" --warmup "$WARMUP"; done
+        run_cpu handoff_floor.ids.c32 "$BARE_ADDR" ids 32 "server:$BARE_PID"
+        run handoff_floor.ids.c64 "$BARE_ADDR" ids 64
         stop_pid "$BARE_PID"
     }
 }
 
 run() { measure "$@" --secs "$SECS" --warmup "$WARMUP"; }
+
+# run_cpu NAME ADDRS SCENARIO CONNS ROLE:PID...: `run`, and the CPU each
+# process spent per request over the measured window (the load
+# generator reads /proc at both ends): NAME.cpu_us_per_req.ROLE, summed
+# over the processes of one role, .load for the generator itself, and
+# .total. Where the CPU goes says what a run could reach on these cores.
+run_cpu() {
+    local name=$1 addrs=$2 sc=$3 conns=$4 r kv pid_ms
+    shift 4
+    local -A role_of=() spent=()
+    local pids=()
+    for r in "$@"; do
+        role_of[${r#*:}]=${r%%:*}
+        pids+=("${r#*:}")
+    done
+    run "$name" "$addrs" "$sc" "$conns" --cpu-of "$(IFS=,; echo "${pids[*]}")"
+    local -A f=()
+    for kv in $(tail -n 1 "$WORK/load.out"); do
+        [[ $kv == *=* ]] && f[${kv%%=*}]=${kv#*=}
+    done
+    local reqs=${f[reqs]:-0} own=${f[cpu_self_ms]:-?}
+    if ((reqs == 0)) || [[ -z ${f[cpu_ms]:-} || $own == "?" || ${f[cpu_ms]} == *"?"* ]]; then
+        fail "$name: no CPU figures (requests ${reqs}, cpu ${f[cpu_ms]:-none})"
+        return 0
+    fi
+    spent[load]=$own
+    for pid_ms in ${f[cpu_ms]//\// }; do
+        r=${role_of[${pid_ms%%:*}]}
+        spent[$r]=$((${spent[$r]:-0} + ${pid_ms#*:}))
+    done
+    local total=0
+    for r in "${!spent[@]}"; do
+        total=$((total + spent[$r]))
+        record "$name.cpu_us_per_req.$r" "$(awk -v ms="${spent[$r]}" -v n="$reqs" 'BEGIN {printf "%.1f", 1000 * ms / n}')" us
+    done
+    record "$name.cpu_us_per_req.total" "$(awk -v ms="$total" -v n="$reqs" 'BEGIN {printf "%.1f", 1000 * ms / n}')" us
+}
 
 # persist_mark, then persist_record NAME: the leader's mean persist per
 # batch between the two (its persist histogram's sum and count), the
@@ -482,7 +520,11 @@ part_ticketd() {
     # floor measured just before (the disk is shared and its cost drifts).
     ceiling_at_floor
     persist_mark
-    run ticketd3.lock.c32 "$addrs" lock-unlock 32
+    local i roles=()
+    for i in "${!T_PIDS[@]}"; do
+        if [[ $i == "$T_LEADER" ]]; then roles+=("leader:${T_PIDS[i]}"); else roles+=("followers:${T_PIDS[i]}"); fi
+    done
+    run_cpu ticketd3.lock.c32 "$addrs" lock-unlock 32 "${roles[@]}"
     persist_record ticketd3.lock.c32
     # The same lock run once more, with the fsync floor measured during
     # it: that floor pays the same CPU and disk contention as the
@@ -755,6 +797,9 @@ table() {
     row "leader persist per batch, lock run with the floor measured during it" ticketd3.lock_with_floor.c32.persist_mean_ms ms "fsync floor mean, during that run" floor.during_lock.mean_ms
     info "leader's fdatasync alone per batch (lock run; with the floor during it)" "$(get ticketd3.lock.c32.sync_mean_ms); $(get ticketd3.lock_with_floor.c32.sync_mean_ms) ms"
     info "entries per persist (lock run)" "$(get ticketd3.lock.c32.entries_per_persist)"
+    local l=ticketd3.lock.c32.cpu_us_per_req h=handoff_floor.ids.c32.cpu_us_per_req
+    info "CPU per request, lock run, 32 conns (µs)" "leader $(get $l.leader), followers $(get $l.followers), load generator $(get $l.load): $(get $l.total)"
+    info "CPU per request, write ceiling with the floor's pause, 32 conns (µs)" "server $(get $h.server), load generator $(get $h.load): $(get $h.total)"
     info "fsync floor, 4 KiB + fdatasync: mean / p99 (start; before the lock run; end)" "$(get floor.start.mean_ms) / $(get floor.start.p99_ms); $(get floor.lock.mean_ms) / $(get floor.lock.p99_ms); $(get floor.end.mean_ms) / $(get floor.end.p99_ms) ms"
     row "lock+unlock max latency, $(si "$SESSIONS") sessions" scale.lock.c32.max_ms ms "target" "=20" "<=" 1
     info "lock+unlock with $(si "$SESSIONS") sessions: pairs/s, p99" "$(si "$(get scale.lock.c32.ops_per_sec)")/s, $(get scale.lock.c32.p99_ms) ms"
