@@ -1,7 +1,8 @@
 //! The data directory on disk: private (0700, files 0600), and its new
 //! names made durable — the directory and the one holding it are fsynced
 //! after the store is created (checked with strace, which `.ci/run`'s
-//! machine has; under CI a missing strace is a failure, not a skip).
+//! machine has; under CI a missing strace is a failure, not a skip) —
+//! and refused when what it holds disagrees with itself.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -12,6 +13,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::{TempDir, free_port, post, wait_for};
+use ticketd::store::{AppRecord, Store, Write};
 
 fn mode(path: &std::path::Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
@@ -106,4 +108,85 @@ fn fsynced_after_open(lines: &[&str], name: &str) -> bool {
         }
         false
     })
+}
+
+/// Writes `app` as the newest application record of the (stopped) node's
+/// store in `dir`, the way the node writes one with every batch.
+fn record_app(dir: &std::path::Path, app: impl FnOnce(AppRecord) -> AppRecord) {
+    let mut store = Store::open(dir, 1024).unwrap();
+    let loaded = store.load().unwrap().expect("a bootstrapped store");
+    let write = Write {
+        app: Some(app(loaded.app)),
+        ..Write::default()
+    };
+    store.persist(&write).unwrap();
+}
+
+/// The counter a node replays must be the one it recorded with the same
+/// index: a data directory whose log and application record disagree
+/// (a restored or mixed-up copy) could hand out IDs again, so the node
+/// refuses to start on it and says why; an agreeing one starts.
+#[test]
+fn a_node_refuses_a_data_dir_whose_recorded_counter_disagrees_with_its_log() {
+    let dir = TempDir::new("recorded-counter");
+    let data = dir.path().join("data");
+    let (peer, http) = (free_port(), free_port());
+    let args = [
+        "--peer_port".to_string(),
+        peer.to_string(),
+        "--http_port".to_string(),
+        http.to_string(),
+        "--path".to_string(),
+        data.display().to_string(),
+    ];
+    let start = || {
+        Command::new(env!("CARGO_BIN_EXE_ticketd"))
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let addr = format!("127.0.0.1:{http}");
+    let serves = || post(&addr, "/?count=1000").is_some_and(|r| r.status == 200);
+
+    // Enough IDs for several refills, so that the counter the newest
+    // record holds is not the one at the log's start.
+    let mut node = start();
+    for _ in 0..40 {
+        assert!(wait_for(Duration::from_secs(10), || serves().then_some(())).is_some());
+    }
+    node.kill().unwrap();
+    node.wait().unwrap();
+
+    // The same record written again: the node starts and serves.
+    record_app(&data, |app| app);
+    let mut node = start();
+    assert!(
+        wait_for(Duration::from_secs(10), || serves().then_some(())).is_some(),
+        "an agreeing data dir was refused"
+    );
+    node.kill().unwrap();
+    node.wait().unwrap();
+
+    // A counter recorded above what the log replays to.
+    record_app(&data, |app| AppRecord {
+        high: app.high + 1_000_000,
+        ..app
+    });
+    let mut node = start();
+    let exited = wait_for(Duration::from_secs(10), || node.try_wait().ok().flatten());
+    if exited.is_none() {
+        let serving = serves();
+        node.kill().unwrap();
+        panic!("it kept running on it (serving IDs: {serving})");
+    }
+    let output = node.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "it exited 0: {stderr}");
+    assert!(
+        stderr.contains("data directory is inconsistent"),
+        "no reason given: {stderr}"
+    );
 }

@@ -713,6 +713,19 @@ impl Driver {
             },
         }
         self.applied_through = meta.0;
+        // Proposals the snapshot passed over are never applied here, so
+        // nothing else would answer them before the proposal timeout:
+        // whether they committed is unknown to this node, as after any
+        // lost leadership.
+        let passed: Vec<LogIndex> = self.pending.range(..=meta.0).map(|(i, _)| *i).collect();
+        for index in passed {
+            if let Some(pending) = self.pending.remove(&index) {
+                self.fail(
+                    pending.purpose,
+                    NodeError::Unavailable("leadership changed before commit; retry".into()),
+                );
+            }
+        }
     }
 
     /// Step 1 of a `Ready`: one WAL batch, one fdatasync. False when
