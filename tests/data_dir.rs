@@ -12,7 +12,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{TempDir, free_port, post, wait_for};
+use common::{Cluster, TempDir, free_port, post, wait_for};
 use ticketd::store::{AppRecord, Store, Write};
 
 fn mode(path: &std::path::Path) -> u32 {
@@ -128,65 +128,42 @@ fn record_app(dir: &std::path::Path, app: impl FnOnce(AppRecord) -> AppRecord) {
 /// refuses to start on it and says why; an agreeing one starts.
 #[test]
 fn a_node_refuses_a_data_dir_whose_recorded_counter_disagrees_with_its_log() {
-    let dir = TempDir::new("recorded-counter");
-    let data = dir.path().join("data");
-    let (peer, http) = (free_port(), free_port());
-    let args = [
-        "--peer_port".to_string(),
-        peer.to_string(),
-        "--http_port".to_string(),
-        http.to_string(),
-        "--path".to_string(),
-        data.display().to_string(),
-    ];
-    let start = || {
-        Command::new(env!("CARGO_BIN_EXE_ticketd"))
-            .args(&args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
-    };
-    let addr = format!("127.0.0.1:{http}");
+    let mut cluster = Cluster::new("recorded-counter", 1);
+    let data = cluster.nodes[0].data_dir.clone();
+    let addr = cluster.nodes[0].http();
     let serves = || post(&addr, "/?count=1000").is_some_and(|r| r.status == 200);
 
     // Enough IDs for several refills, so that the counter the newest
     // record holds is not the one at the log's start.
-    let mut node = start();
+    cluster.nodes[0].start();
     for _ in 0..40 {
         assert!(wait_for(Duration::from_secs(10), || serves().then_some(())).is_some());
     }
-    node.kill().unwrap();
-    node.wait().unwrap();
+    cluster.nodes[0].kill();
 
     // The same record written again: the node starts and serves.
     record_app(&data, |app| app);
-    let mut node = start();
+    cluster.nodes[0].start();
     assert!(
         wait_for(Duration::from_secs(10), || serves().then_some(())).is_some(),
         "an agreeing data dir was refused"
     );
-    node.kill().unwrap();
-    node.wait().unwrap();
+    cluster.nodes[0].kill();
 
     // A counter recorded above what the log replays to.
     record_app(&data, |app| AppRecord {
         high: app.high + 1_000_000,
         ..app
     });
-    let mut node = start();
-    let exited = wait_for(Duration::from_secs(10), || node.try_wait().ok().flatten());
-    if exited.is_none() {
+    cluster.nodes[0].start();
+    let Some(status) = cluster.nodes[0].wait_exit(Duration::from_secs(10)) else {
         let serving = serves();
-        node.kill().unwrap();
         panic!("it kept running on it (serving IDs: {serving})");
-    }
-    let output = node.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success(), "it exited 0: {stderr}");
+    };
+    let log = cluster.nodes[0].log();
+    assert!(!status.success(), "it exited 0: {log}");
     assert!(
-        stderr.contains("data directory is inconsistent"),
-        "no reason given: {stderr}"
+        log.contains("data directory is inconsistent"),
+        "no reason given: {log}"
     );
 }
