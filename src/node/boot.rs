@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
-use std::sync::mpsc::{SyncSender, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 
 use log::{info, warn};
@@ -120,12 +120,15 @@ pub fn cluster_id_of(membership: &Membership) -> u64 {
     hash.max(1)
 }
 
-/// Opens (or bootstraps) the data directory and starts the node thread.
+/// Opens (or bootstraps) the data directory and builds the node: its
+/// transport and writer thread run, the node thread's driver does not
+/// yet (tests drive it by hand).
 ///
 /// # Errors
-/// `BootError` when the directory belongs to another cluster, is
-/// corrupt or of an unknown version, or a port cannot be bound.
-pub fn start(config: NodeConfig) -> Result<(NodeHandle, JoinHandle<()>), BootError> {
+/// As [`start`].
+pub(super) fn assemble(
+    config: NodeConfig,
+) -> Result<(NodeHandle, Driver, Receiver<Input>), BootError> {
     let mut store = Store::open(&config.data_dir, config.db_size_mb).map_err(|e| {
         BootError(format!(
             "cannot open data directory {}: {e}",
@@ -210,6 +213,16 @@ pub fn start(config: NodeConfig) -> Result<(NodeHandle, JoinHandle<()>), BootErr
     let mut driver = Driver::new(config, raft, writer, state, transport, shared, loaded.app);
     driver.members = MemberState::new(applied_membership, identity.incarnation);
     driver.members.cluster_id = identity.cluster_id;
+    Ok((handle, driver, receiver))
+}
+
+/// Opens (or bootstraps) the data directory and starts the node thread.
+///
+/// # Errors
+/// `BootError` when the directory belongs to another cluster, is
+/// corrupt or of an unknown version, or a port cannot be bound.
+pub fn start(config: NodeConfig) -> Result<(NodeHandle, JoinHandle<()>), BootError> {
+    let (handle, driver, receiver) = assemble(config)?;
     let thread = std::thread::Builder::new()
         .name("node".into())
         .spawn(move || driver.run(receiver))

@@ -161,10 +161,7 @@ impl Driver {
 
     /// Runs until shutdown; the process exits on a storage failure.
     pub fn run(mut self, inbox: Receiver<Input>) {
-        self.applied_through = self.raft.snapshot().meta.index;
-        self.check_recorded(self.applied_through);
-        self.publish();
-        self.handle_ready();
+        self.begin();
         while !self.shutdown_done() {
             let wait = self.next_tick.saturating_duration_since(Instant::now());
             match inbox.recv_timeout(wait) {
@@ -191,6 +188,15 @@ impl Driver {
         self.writer.stop();
         self.fail_all_pending();
         self.transport.shutdown();
+    }
+
+    /// What the node does once before its first input: replay the log
+    /// up to the snapshot's state.
+    fn begin(&mut self) {
+        self.applied_through = self.raft.snapshot().meta.index;
+        self.check_recorded(self.applied_through);
+        self.publish();
+        self.handle_ready();
     }
 
     fn handle_input(&mut self, input: Input) {
@@ -928,3 +934,7 @@ impl Driver {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "driver_tests.rs"]
+mod tests;

@@ -25,6 +25,9 @@
 use std::panic::AssertUnwindSafe;
 use std::sync::mpsc::{Receiver, Sender, SyncSender, channel};
 use std::sync::{Arc, Mutex, MutexGuard};
+
+#[cfg(test)]
+pub(super) use hold::Hold;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -111,6 +114,9 @@ pub(super) struct Writer {
     queued: usize,
     /// Jobs are tagged with this; a failure starts the next.
     pub epoch: u64,
+    /// Test builds: holds the thread before each batch it takes.
+    #[cfg(test)]
+    pub hold: Arc<Hold>,
 }
 
 impl Writer {
@@ -123,9 +129,22 @@ impl Writer {
         let (jobs, job_rx) = channel::<Job>();
         let (done_tx, done) = channel::<Done>();
         let thread_store = Arc::clone(&store);
+        #[cfg(test)]
+        let hold = Arc::new(Hold::default());
+        #[cfg(test)]
+        let thread_hold = Arc::clone(&hold);
         let thread = std::thread::Builder::new()
             .name("writer".into())
-            .spawn(move || write_jobs(&thread_store, &job_rx, &done_tx, &wake))?;
+            .spawn(move || {
+                write_jobs(
+                    &thread_store,
+                    &job_rx,
+                    &done_tx,
+                    &wake,
+                    #[cfg(test)]
+                    &thread_hold,
+                );
+            })?;
         Ok(Writer {
             store,
             jobs: Some(jobs),
@@ -133,6 +152,8 @@ impl Writer {
             thread: Some(thread),
             queued: 0,
             epoch: 0,
+            #[cfg(test)]
+            hold,
         })
     }
 
@@ -242,9 +263,12 @@ fn write_jobs(
     jobs: &Receiver<Job>,
     done: &Sender<Done>,
     wake: &SyncSender<Input>,
+    #[cfg(test)] hold: &Hold,
 ) {
     let mut failed_epoch = None;
     while let Ok(first) = jobs.recv() {
+        #[cfg(test)]
+        hold.pass();
         // Group commit: everything queued meanwhile goes in the same
         // WAL batch, behind one fdatasync, up to a compaction.
         let mut batch = vec![first];
@@ -362,6 +386,34 @@ fn compact(store: &Mutex<Store>, job: Job) -> Done {
         Work::Write(_) | Work::Abandoned => Outcome::Dropped,
     };
     Done { job, outcome }
+}
+
+#[cfg(test)]
+mod hold {
+    use std::sync::{Condvar, Mutex};
+
+    /// A gate before the writer thread's next batch, for tests that must
+    /// see what the node thread does while a write is still queued.
+    #[derive(Default)]
+    pub struct Hold {
+        held: Mutex<bool>,
+        changed: Condvar,
+    }
+
+    impl Hold {
+        pub fn set(&self, held: bool) {
+            *self.held.lock().unwrap_or_else(|p| p.into_inner()) = held;
+            self.changed.notify_all();
+        }
+
+        /// Waits while held.
+        pub(super) fn pass(&self) {
+            let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+            while *held {
+                held = self.changed.wait(held).unwrap_or_else(|p| p.into_inner());
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,145 @@
+//! The driver on its own: a real node (store, writer thread, transport)
+//! whose node thread is this test, stepping the core by hand and
+//! holding the writer thread where a test needs a write to stay queued.
+//! The peers are addresses nobody listens on; what the node sends them
+//! is lost, and the test plays their answers.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::Driver;
+use crate::node::boot::assemble;
+use crate::node::{Bootstrap, NodeConfig};
+use crate::raft::{Entry, EntryKind, Message, MessageBody, Role, Term};
+use crate::store::testkit::TestDir;
+
+/// Node 1 of three; peers 2 and 3 are never there.
+fn node_one_of_three(dir: &TestDir) -> Driver {
+    let peers: Vec<String> = (1..=3).map(|port| format!("127.0.0.1:{port}")).collect();
+    let config = NodeConfig {
+        data_dir: dir.0.clone(),
+        db_size_mb: 64,
+        peers: peers.clone(),
+        bootstrap: Bootstrap::Peers,
+        peer_addr: peers[0].clone(),
+        peer_listen: "127.0.0.1:0".into(),
+        http_addr: "127.0.0.1:1".into(),
+        expire_interval: Duration::from_millis(500),
+        snapshot_interval: Duration::from_secs(1),
+        compact_entries: 20_000,
+        tick: Duration::from_millis(10),
+        peer_secret: None,
+    };
+    let (_handle, mut driver, _inbox) = assemble(config).expect("assemble a node");
+    driver.begin();
+    // Room to write on the writer thread, as the first periodic pass finds.
+    assert!(driver.check_usage(), "the store answers");
+    driver
+}
+
+fn from_two(term: Term, body: MessageBody) -> Message {
+    Message {
+        from: 2,
+        to: 1,
+        term,
+        body,
+    }
+}
+
+/// Ticks until the node pre-campaigns, then grants its pre-vote and vote
+/// as node 2: the node leads, its no-op not yet handed out.
+fn elect(driver: &mut Driver) -> Term {
+    for _ in 0..10_000 {
+        if driver.raft.role() == Role::PreCandidate {
+            break;
+        }
+        driver.raft.tick();
+    }
+    assert_eq!(
+        driver.raft.role(),
+        Role::PreCandidate,
+        "no election timeout"
+    );
+    driver.handle_ready();
+    let term = driver.raft.term() + 1;
+    let grant = |pre| MessageBody::VoteResponse { pre, granted: true };
+    driver.raft.step(from_two(term, grant(true)));
+    assert_eq!(driver.raft.role(), Role::Candidate);
+    driver.handle_ready();
+    driver.raft.step(from_two(term, grant(false)));
+    assert_eq!(driver.raft.role(), Role::Leader);
+    term
+}
+
+/// Waits for every queued write, on the writer's own terms.
+fn drain(driver: &mut Driver) {
+    while let Some(done) = driver.writer.wait_done() {
+        driver.written(done);
+    }
+}
+
+fn stop(mut driver: Driver) {
+    driver.writer.stop();
+    driver.transport.shutdown();
+}
+
+fn log_on_disk(driver: &Driver) -> Vec<(u64, Term)> {
+    let loaded = driver.writer.store().load();
+    let loaded = loaded.expect("the data dir loads").expect("bootstrapped");
+    loaded.entries.iter().map(|e| (e.index, e.term)).collect()
+}
+
+/// The write barrier of the raft docs ("Asynchronous leader writes"): a
+/// leader's batch is still queued (its writer thread held) when a new
+/// leader's append overwrites that entry. The follower's `Ready` is
+/// written in place, and must land after the queued batch: the node
+/// acknowledges the new leader's entry, so the old batch may not replace
+/// it on disk afterwards (after a restart the node would lack an entry it
+/// acknowledged, which can lose a committed one).
+#[test]
+fn a_write_in_place_lands_after_every_queued_leader_write() {
+    let dir = TestDir::new("barrier");
+    let mut driver = node_one_of_three(&dir);
+    let term = elect(&mut driver);
+    driver.writer.hold.set(true);
+    driver.handle_ready();
+    assert_eq!(driver.writer.queued(), 1, "the no-op's write is queued");
+    assert_eq!(driver.raft.last_index(), 1);
+
+    // Node 2 leads term + 1, with its own entry at index 1.
+    let entry = Entry {
+        term: term + 1,
+        index: 1,
+        kind: EntryKind::Noop,
+        data: Vec::new(),
+    };
+    let append = MessageBody::Append {
+        prev_index: 0,
+        prev_term: 0,
+        entries: vec![entry],
+        commit: 0,
+        lease_tick: 1,
+        transfer_to: 0,
+    };
+    driver.raft.step(from_two(term + 1, append));
+    assert_eq!(driver.raft.role(), Role::Follower);
+
+    // The held write goes on only after a while: the node thread must
+    // wait for it rather than write its own first.
+    let hold = Arc::clone(&driver.writer.hold);
+    let release = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        hold.set(false);
+    });
+    driver.handle_ready();
+    drain(&mut driver);
+    release.join().expect("the releasing thread");
+    assert_eq!(
+        log_on_disk(&driver),
+        vec![(1, term + 1)],
+        "the entry node 1 acknowledged is the one on its disk"
+    );
+    stop(driver);
+}
