@@ -6,8 +6,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::Driver;
 use crate::node::boot::assemble;
@@ -39,13 +40,27 @@ fn node_one_of_three(dir: &TestDir) -> Driver {
     driver
 }
 
-fn from_two(term: Term, body: MessageBody) -> Message {
+fn from(peer: u64, term: Term, body: MessageBody) -> Message {
     Message {
-        from: 2,
+        from: peer,
         to: 1,
         term,
         body,
     }
+}
+
+fn from_two(term: Term, body: MessageBody) -> Message {
+    from(2, term, body)
+}
+
+/// What the core would send now, taken by hand from a `Ready` that
+/// writes nothing.
+fn take_messages(driver: &mut Driver) -> Vec<Message> {
+    let mut ready = driver.raft.ready();
+    assert!(!ready.must_sync, "a Ready with nothing to write");
+    let messages = std::mem::take(&mut ready.messages);
+    driver.raft.advance();
+    messages
 }
 
 /// Ticks until the node pre-campaigns, then grants its pre-vote and vote
@@ -141,5 +156,61 @@ fn a_write_in_place_lands_after_every_queued_leader_write() {
         vec![(1, term + 1)],
         "the entry node 1 acknowledged is the one on its disk"
     );
+    stop(driver);
+}
+
+/// SIGTERM on a leader (`begin_shutdown`): it hands leadership to its
+/// most up-to-date voter, and the node thread stops only once it no
+/// longer leads, or after 3 s of trying.
+#[test]
+fn a_leader_asked_to_stop_hands_over_to_its_most_up_to_date_voter_first() {
+    let dir = TestDir::new("handover");
+    let mut driver = node_one_of_three(&dir);
+    let term = elect(&mut driver);
+    driver.handle_ready();
+    drain(&mut driver);
+    // Node 3 holds the no-op; node 2 has answered nothing.
+    let answer = MessageBody::AppendResponse {
+        success: true,
+        index: 1,
+        hint_index: 0,
+        hint_term: 0,
+        lease_tick: driver.raft.now_tick(),
+    };
+    driver.raft.step(from(3, term, answer));
+    driver.handle_ready();
+    assert_eq!(driver.raft.role(), Role::Leader);
+    assert!(!driver.shutdown_done(), "nobody asked it to stop");
+
+    driver.begin_shutdown();
+    let announced: BTreeSet<u64> = take_messages(&mut driver)
+        .iter()
+        .filter_map(|m| match m.body {
+            MessageBody::Append { transfer_to, .. } => Some(transfer_to),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(announced, BTreeSet::from([3]), "every append names node 3");
+    assert!(
+        !driver.shutdown_done(),
+        "it still leads, and has tried < 3 s"
+    );
+    driver.shutdown_at = Some(Instant::now() - Duration::from_secs(4));
+    assert!(driver.shutdown_done(), "after 3 s it stops anyway");
+    driver.shutdown_at = Some(Instant::now());
+
+    // Node 3 won the election the transfer started.
+    let heartbeat = MessageBody::Append {
+        prev_index: 1,
+        prev_term: term,
+        entries: Vec::new(),
+        commit: 1,
+        lease_tick: 1,
+        transfer_to: 0,
+    };
+    driver.raft.step(from(3, term + 1, heartbeat));
+    driver.handle_ready();
+    assert_eq!(driver.raft.role(), Role::Follower);
+    assert!(driver.shutdown_done(), "no longer leading: it stops");
     stop(driver);
 }
