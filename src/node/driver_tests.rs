@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use super::Driver;
 use crate::node::boot::assemble;
-use crate::node::{Bootstrap, NodeConfig};
+use crate::node::{Bootstrap, NodeConfig, NodeError};
 use crate::raft::{Entry, EntryKind, Message, MessageBody, Role, Term};
 use crate::store::testkit::TestDir;
 
@@ -212,5 +212,67 @@ fn a_leader_asked_to_stop_hands_over_to_its_most_up_to_date_voter_first() {
     driver.handle_ready();
     assert_eq!(driver.raft.role(), Role::Follower);
     assert!(driver.shutdown_done(), "no longer leading: it stops");
+    stop(driver);
+}
+
+/// Where a follower sends clients: the leader's HTTP address as the log
+/// records it, none while the log records none, and "no leader" when it
+/// knows none or leads itself.
+#[test]
+fn a_follower_redirects_to_the_http_address_its_log_records_for_the_leader() {
+    let dir = TestDir::new("redirect");
+    let mut driver = node_one_of_three(&dir);
+    assert_eq!(driver.not_leader(), NodeError::NoLeader, "no leader known");
+
+    // Node 2 leads term 1; the initial membership has no HTTP address
+    // for it.
+    let heartbeat = |commit| MessageBody::Append {
+        prev_index: 0,
+        prev_term: 0,
+        entries: Vec::new(),
+        commit,
+        lease_tick: 1,
+        transfer_to: 0,
+    };
+    driver.raft.step(from_two(1, heartbeat(0)));
+    driver.handle_ready();
+    assert_eq!(driver.raft.leader(), 2);
+    assert_eq!(driver.http_addr_of(2), None);
+    let unknown = NodeError::NotLeader { leader_http: None };
+    assert_eq!(driver.not_leader(), unknown);
+
+    // It publishes its address through the log.
+    let mut membership = driver.raft.membership().clone();
+    if let Some(two) = membership.members.get_mut(&2) {
+        two.http_addr = "127.0.0.1:8002".into();
+    }
+    let entry = Entry {
+        term: 1,
+        index: 1,
+        kind: EntryKind::Config,
+        data: membership.encode(),
+    };
+    let append = MessageBody::Append {
+        prev_index: 0,
+        prev_term: 0,
+        entries: vec![entry],
+        commit: 1,
+        lease_tick: 2,
+        transfer_to: 0,
+    };
+    driver.raft.step(from_two(1, append));
+    driver.handle_ready();
+    let known = Some("127.0.0.1:8002".to_string());
+    assert_eq!(driver.http_addr_of(2), known);
+    let redirect = NodeError::NotLeader { leader_http: known };
+    assert_eq!(driver.not_leader(), redirect);
+    // Its own address it recorded itself, in its first membership.
+    assert_eq!(driver.http_addr_of(1), Some("127.0.0.1:1".to_string()));
+    stop(driver);
+
+    let dir = TestDir::new("redirect-leader");
+    let mut driver = node_one_of_three(&dir);
+    elect(&mut driver);
+    assert_eq!(driver.not_leader(), NodeError::NoLeader, "it leads itself");
     stop(driver);
 }
