@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 
 use super::Driver;
 use crate::node::boot::assemble;
+use crate::node::oneshot;
 use crate::node::{Bootstrap, NodeConfig, NodeError};
-use crate::raft::{Entry, EntryKind, Message, MessageBody, Role, Term};
+use crate::raft::{ConfChange, Entry, EntryKind, Message, MessageBody, Role, Term};
 use crate::store::testkit::TestDir;
 
 /// Node 1 of three; peers 2 and 3 are never there.
@@ -166,19 +167,8 @@ fn a_write_in_place_lands_after_every_queued_leader_write() {
 fn a_leader_asked_to_stop_hands_over_to_its_most_up_to_date_voter_first() {
     let dir = TestDir::new("handover");
     let mut driver = node_one_of_three(&dir);
-    let term = elect(&mut driver);
-    driver.handle_ready();
-    drain(&mut driver);
     // Node 3 holds the no-op; node 2 has answered nothing.
-    let answer = MessageBody::AppendResponse {
-        success: true,
-        index: 1,
-        hint_index: 0,
-        hint_term: 0,
-        lease_tick: driver.raft.now_tick(),
-    };
-    driver.raft.step(from(3, term, answer));
-    driver.handle_ready();
+    let term = elect_and_commit(&mut driver);
     assert_eq!(driver.raft.role(), Role::Leader);
     assert!(!driver.shutdown_done(), "nobody asked it to stop");
 
@@ -274,5 +264,54 @@ fn a_follower_redirects_to_the_http_address_its_log_records_for_the_leader() {
     let mut driver = node_one_of_three(&dir);
     elect(&mut driver);
     assert_eq!(driver.not_leader(), NodeError::NoLeader, "it leads itself");
+    stop(driver);
+}
+
+/// Elects node 1 and commits its no-op (node 3 answers): the leader may
+/// change the membership from here on.
+fn elect_and_commit(driver: &mut Driver) -> Term {
+    let term = elect(driver);
+    driver.handle_ready();
+    drain(driver);
+    let answer = MessageBody::AppendResponse {
+        success: true,
+        index: 1,
+        hint_index: 0,
+        hint_term: 0,
+        lease_tick: driver.raft.now_tick(),
+    };
+    driver.raft.step(from(3, term, answer));
+    driver.handle_ready();
+    assert_eq!(driver.raft.commit_index(), 1);
+    term
+}
+
+/// `POST /api/v1/cluster/members` on the leader: the new member gets an
+/// id never used in the cluster and its change goes into the log; a
+/// second change while that one is pending is refused with a reason.
+#[test]
+fn a_member_added_gets_a_new_id_and_one_change_is_pending_at_a_time() {
+    let dir = TestDir::new("members");
+    let mut driver = node_one_of_three(&dir);
+    elect_and_commit(&mut driver);
+    let add = |peer: &str| ConfChange::AddLearner {
+        id: 0,
+        peer_addr: peer.into(),
+        http_addr: String::new(),
+    };
+    let (reply, answer) = oneshot::channel();
+    driver.change_members(add("127.0.0.1:4"), reply);
+    assert_eq!(answer.recv_timeout(Duration::ZERO), Some(Ok(4)));
+    assert_eq!(driver.raft.last_index(), 2);
+    assert_eq!(
+        driver.raft.membership().members[&4].peer_addr,
+        "127.0.0.1:4"
+    );
+
+    let (reply, answer) = oneshot::channel();
+    driver.change_members(add("127.0.0.1:5"), reply);
+    let refused = answer.recv_timeout(Duration::ZERO);
+    assert!(matches!(refused, Some(Err(_))), "{refused:?}");
+    assert_eq!(driver.raft.last_index(), 2, "nothing proposed");
     stop(driver);
 }
