@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use super::Driver;
 use crate::node::boot::assemble;
 use crate::node::oneshot;
+use crate::node::status::Counters;
 use crate::node::{Bootstrap, NodeConfig, NodeError};
 use crate::raft::{ConfChange, Entry, EntryKind, Message, MessageBody, Role, Term};
 use crate::store::testkit::TestDir;
@@ -230,6 +231,15 @@ fn a_follower_redirects_to_the_http_address_its_log_records_for_the_leader() {
     assert_eq!(driver.http_addr_of(2), None);
     let unknown = NodeError::NotLeader { leader_http: None };
     assert_eq!(driver.not_leader(), unknown);
+    driver.publish();
+    let status = driver.shared.status();
+    assert_eq!(
+        (status.role, status.leader, status.leader_http),
+        (Role::Follower, 2, None)
+    );
+    assert_eq!(status.members.len(), 3);
+    assert!(status.follower_lag.is_empty(), "a follower has none");
+    assert_eq!(Counters::get(&driver.shared.counters.leader_changes), 1);
 
     // It publishes its address through the log.
     let mut membership = driver.raft.membership().clone();
@@ -254,16 +264,36 @@ fn a_follower_redirects_to_the_http_address_its_log_records_for_the_leader() {
     driver.handle_ready();
     let known = Some("127.0.0.1:8002".to_string());
     assert_eq!(driver.http_addr_of(2), known);
-    let redirect = NodeError::NotLeader { leader_http: known };
+    let redirect = NodeError::NotLeader {
+        leader_http: known.clone(),
+    };
     assert_eq!(driver.not_leader(), redirect);
+    // The status HTTP handlers answer from shows the same, at once.
+    driver.publish();
+    let status = driver.shared.status();
+    assert_eq!((status.leader, status.leader_http), (2, known));
+    let two = status.members.iter().find(|(id, _)| *id == 2);
+    assert_eq!(
+        two.map(|(_, m)| m.http_addr.as_str()),
+        Some("127.0.0.1:8002")
+    );
+    assert_eq!(Counters::get(&driver.shared.counters.leader_changes), 1);
     // Its own address it recorded itself, in its first membership.
     assert_eq!(driver.http_addr_of(1), Some("127.0.0.1:1".to_string()));
     stop(driver);
 
     let dir = TestDir::new("redirect-leader");
     let mut driver = node_one_of_three(&dir);
-    elect(&mut driver);
+    elect_and_commit(&mut driver);
     assert_eq!(driver.not_leader(), NodeError::NoLeader, "it leads itself");
+    driver.publish();
+    let status = driver.shared.status();
+    assert_eq!(
+        (status.role, status.leader, status.leader_http),
+        (Role::Leader, 1, None)
+    );
+    let lag: Vec<u64> = status.follower_lag.iter().map(|(id, _)| *id).collect();
+    assert!(lag.contains(&2) && lag.contains(&3), "{lag:?}");
     stop(driver);
 }
 
