@@ -345,3 +345,40 @@ fn a_member_added_gets_a_new_id_and_one_change_is_pending_at_a_time() {
     assert_eq!(driver.raft.last_index(), 2, "nothing proposed");
     stop(driver);
 }
+
+/// The core's clock follows real time: every tick interval that passed
+/// runs one tick, and after a stall at most `TICKS_CATCH_UP_MAX` run at
+/// once (a clock that loses ticks only runs slow), then the next is due
+/// a tick from now.
+#[test]
+fn ticks_follow_real_time_and_catch_up_a_stall_only_so_far() {
+    let dir = TestDir::new("ticks");
+    let mut driver = node_one_of_three(&dir);
+    let tick = driver.config.tick;
+    driver.next_tick = Instant::now() + Duration::from_secs(60);
+    let before = driver.raft.now_tick();
+    driver.run_ticks();
+    assert_eq!(driver.raft.now_tick(), before, "no tick is due yet");
+
+    // Five intervals ago, the next tick was due: five or six run now
+    // (the sixth falls due while they run, on a slow machine even more).
+    let started = Instant::now();
+    driver.next_tick = started - 5 * tick;
+    driver.run_ticks();
+    let ran = driver.raft.now_tick() - before;
+    let due = 5 + (started.elapsed().as_nanos() / tick.as_nanos()) as u64 + 1;
+    assert!((5..=due).contains(&ran), "{ran} ticks for {due} due");
+    assert!(driver.next_tick > started, "the next tick is in the future");
+    assert!(driver.next_tick <= Instant::now() + tick);
+
+    // A stall of 20 s: 2,000 ticks due, 1,000 run, and the clock goes on
+    // from now.
+    let before = driver.raft.now_tick();
+    driver.next_tick = Instant::now() - Duration::from_secs(20);
+    driver.run_ticks();
+    let ran = driver.raft.now_tick() - before;
+    assert_eq!(ran, u64::from(super::TICKS_CATCH_UP_MAX));
+    let now = Instant::now();
+    assert!(driver.next_tick > now - tick && driver.next_tick <= now + tick);
+    stop(driver);
+}
