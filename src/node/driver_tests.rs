@@ -10,13 +10,14 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::Driver;
+use super::{Driver, Purpose};
 use crate::node::boot::assemble;
 use crate::node::oneshot;
 use crate::node::status::Counters;
-use crate::node::{Bootstrap, NodeConfig, NodeError};
+use crate::node::{Bootstrap, NodeConfig, NodeError, PROPOSAL_TIMEOUT};
 use crate::raft::{ConfChange, Entry, EntryKind, Message, MessageBody, Role, Term};
 use crate::store::testkit::TestDir;
+use crate::ticket::Command;
 
 /// Node 1 of three; peers 2 and 3 are never there.
 fn node_one_of_three(dir: &TestDir) -> Driver {
@@ -380,5 +381,36 @@ fn ticks_follow_real_time_and_catch_up_a_stall_only_so_far() {
     assert_eq!(ran, u64::from(super::TICKS_CATCH_UP_MAX));
     let now = Instant::now();
     assert!(driver.next_tick > now - tick && driver.next_tick <= now + tick);
+    stop(driver);
+}
+
+/// A proposal that has not committed within `PROPOSAL_TIMEOUT` is
+/// answered 503 "retry" (its entry may still commit later: the client
+/// cannot know, as after any lost leadership); a younger one waits on.
+#[test]
+fn a_proposal_not_committed_in_time_is_answered_503_and_a_younger_one_waits() {
+    let dir = TestDir::new("expire-pending");
+    let mut driver = node_one_of_three(&dir);
+    elect_and_commit(&mut driver);
+    let open = || Command::OpenSession {
+        name: "s".into(),
+        src: String::new(),
+        ttl_ms: 5000,
+    };
+    let (old_reply, old) = oneshot::channel();
+    let (young_reply, young) = oneshot::channel();
+    let client = |reply| Purpose::Client { reply, wait: None };
+    assert!(driver.propose(open(), client(old_reply)));
+    assert!(driver.propose(open(), client(young_reply)));
+    assert_eq!(driver.pending.len(), 2);
+    let first = *driver.pending.keys().next().expect("a pending proposal");
+    if let Some(pending) = driver.pending.get_mut(&first) {
+        pending.since = Instant::now() - PROPOSAL_TIMEOUT - Duration::from_millis(1);
+    }
+    driver.expire_pending();
+    let retry = NodeError::Unavailable("not committed in time; retry".into());
+    assert_eq!(old.recv_timeout(Duration::ZERO), Some(Err(retry)));
+    assert_eq!(young.recv_timeout(Duration::ZERO), None, "not answered yet");
+    assert_eq!(driver.pending.len(), 1);
     stop(driver);
 }
