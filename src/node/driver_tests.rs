@@ -163,7 +163,7 @@ fn a_write_in_place_lands_after_every_queued_leader_write() {
 }
 
 /// SIGTERM on a leader (`begin_shutdown`): it hands leadership to its
-/// most up-to-date voter, and the node thread stops only once it no
+/// most up-to-date voter (never a learner), and the node thread stops only once it no
 /// longer leads, or after 3 s of trying.
 #[test]
 fn a_leader_asked_to_stop_hands_over_to_its_most_up_to_date_voter_first() {
@@ -171,6 +171,26 @@ fn a_leader_asked_to_stop_hands_over_to_its_most_up_to_date_voter_first() {
     let mut driver = node_one_of_three(&dir);
     // Node 3 holds the no-op; node 2 has answered nothing.
     let term = elect_and_commit(&mut driver);
+    // A learner, 4, holds more than either voter: it is no candidate.
+    let learner = ConfChange::AddLearner {
+        id: 4,
+        peer_addr: "127.0.0.1:4".into(),
+        http_addr: String::new(),
+    };
+    let (reply, answer) = oneshot::channel();
+    driver.change_members(learner, reply);
+    assert_eq!(answer.recv_timeout(Duration::ZERO), Some(Ok(4)));
+    driver.handle_ready();
+    drain(&mut driver);
+    let answer = MessageBody::AppendResponse {
+        success: true,
+        index: 2,
+        hint_index: 0,
+        hint_term: 0,
+        lease_tick: driver.raft.now_tick(),
+    };
+    driver.raft.step(from(4, term, answer));
+    driver.handle_ready();
     assert_eq!(driver.raft.role(), Role::Leader);
     assert!(!driver.shutdown_done(), "nobody asked it to stop");
 
@@ -193,7 +213,7 @@ fn a_leader_asked_to_stop_hands_over_to_its_most_up_to_date_voter_first() {
 
     // Node 3 won the election the transfer started.
     let heartbeat = MessageBody::Append {
-        prev_index: 1,
+        prev_index: 2,
         prev_term: term,
         entries: Vec::new(),
         commit: 1,
