@@ -25,9 +25,6 @@
 use std::panic::AssertUnwindSafe;
 use std::sync::mpsc::{Receiver, Sender, SyncSender, channel};
 use std::sync::{Arc, Mutex, MutexGuard};
-
-#[cfg(test)]
-pub(super) use hold::Hold;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -37,6 +34,9 @@ use log::warn;
 use crate::raft::{Entry, HardState, Message, Snapshot, SnapshotMeta};
 use crate::store::{AppRecord, Store, StoreError, Write};
 use crate::ticket::State;
+
+#[cfg(test)]
+pub(super) use hold::Hold;
 
 /// One piece of work for the writer, tagged with the epoch it was
 /// queued in.
