@@ -56,6 +56,29 @@ fn from_two(term: Term, body: MessageBody) -> Message {
     from(2, term, body)
 }
 
+/// An AppendEntries from the leader of its term (no transfer announced).
+fn append(prev: (u64, Term), entries: Vec<Entry>, commit: u64, lease_tick: u64) -> MessageBody {
+    MessageBody::Append {
+        prev_index: prev.0,
+        prev_term: prev.1,
+        entries,
+        commit,
+        lease_tick,
+        transfer_to: 0,
+    }
+}
+
+/// A follower's success answer up to `index`, heard now.
+fn acknowledged(driver: &Driver, index: u64) -> MessageBody {
+    MessageBody::AppendResponse {
+        success: true,
+        index,
+        hint_index: 0,
+        hint_term: 0,
+        lease_tick: driver.raft.now_tick(),
+    }
+}
+
 /// What the core would send now, taken by hand from a `Ready` that
 /// writes nothing.
 fn take_messages(driver: &mut Driver) -> Vec<Message> {
@@ -133,15 +156,9 @@ fn a_write_in_place_lands_after_every_queued_leader_write() {
         kind: EntryKind::Noop,
         data: Vec::new(),
     };
-    let append = MessageBody::Append {
-        prev_index: 0,
-        prev_term: 0,
-        entries: vec![entry],
-        commit: 0,
-        lease_tick: 1,
-        transfer_to: 0,
-    };
-    driver.raft.step(from_two(term + 1, append));
+    driver
+        .raft
+        .step(from_two(term + 1, append((0, 0), vec![entry], 0, 1)));
     assert_eq!(driver.raft.role(), Role::Follower);
 
     // The held write goes on only after a while: the node thread must
@@ -182,13 +199,7 @@ fn a_leader_asked_to_stop_hands_over_to_its_most_up_to_date_voter_first() {
     assert_eq!(answer.recv_timeout(Duration::ZERO), Some(Ok(4)));
     driver.handle_ready();
     drain(&mut driver);
-    let answer = MessageBody::AppendResponse {
-        success: true,
-        index: 2,
-        hint_index: 0,
-        hint_term: 0,
-        lease_tick: driver.raft.now_tick(),
-    };
+    let answer = acknowledged(&driver, 2);
     driver.raft.step(from(4, term, answer));
     driver.handle_ready();
     assert_eq!(driver.raft.role(), Role::Leader);
@@ -212,14 +223,7 @@ fn a_leader_asked_to_stop_hands_over_to_its_most_up_to_date_voter_first() {
     driver.shutdown_at = Some(Instant::now());
 
     // Node 3 won the election the transfer started.
-    let heartbeat = MessageBody::Append {
-        prev_index: 2,
-        prev_term: term,
-        entries: Vec::new(),
-        commit: 1,
-        lease_tick: 1,
-        transfer_to: 0,
-    };
+    let heartbeat = append((2, term), Vec::new(), 1, 1);
     driver.raft.step(from(3, term + 1, heartbeat));
     driver.handle_ready();
     assert_eq!(driver.raft.role(), Role::Follower);
@@ -238,15 +242,9 @@ fn a_follower_redirects_to_the_http_address_its_log_records_for_the_leader() {
 
     // Node 2 leads term 1; the initial membership has no HTTP address
     // for it.
-    let heartbeat = |commit| MessageBody::Append {
-        prev_index: 0,
-        prev_term: 0,
-        entries: Vec::new(),
-        commit,
-        lease_tick: 1,
-        transfer_to: 0,
-    };
-    driver.raft.step(from_two(1, heartbeat(0)));
+    driver
+        .raft
+        .step(from_two(1, append((0, 0), Vec::new(), 0, 1)));
     driver.handle_ready();
     assert_eq!(driver.raft.leader(), 2);
     assert_eq!(driver.http_addr_of(2), None);
@@ -273,15 +271,9 @@ fn a_follower_redirects_to_the_http_address_its_log_records_for_the_leader() {
         kind: EntryKind::Config,
         data: membership.encode(),
     };
-    let append = MessageBody::Append {
-        prev_index: 0,
-        prev_term: 0,
-        entries: vec![entry],
-        commit: 1,
-        lease_tick: 2,
-        transfer_to: 0,
-    };
-    driver.raft.step(from_two(1, append));
+    driver
+        .raft
+        .step(from_two(1, append((0, 0), vec![entry], 1, 2)));
     driver.handle_ready();
     let known = Some("127.0.0.1:8002".to_string());
     assert_eq!(driver.http_addr_of(2), known);
@@ -324,13 +316,7 @@ fn elect_and_commit(driver: &mut Driver) -> Term {
     let term = elect(driver);
     driver.handle_ready();
     drain(driver);
-    let answer = MessageBody::AppendResponse {
-        success: true,
-        index: 1,
-        hint_index: 0,
-        hint_term: 0,
-        lease_tick: driver.raft.now_tick(),
-    };
+    let answer = acknowledged(driver, 1);
     driver.raft.step(from(3, term, answer));
     driver.handle_ready();
     assert_eq!(driver.raft.commit_index(), 1);
