@@ -956,3 +956,57 @@ fn a_commit_an_append_already_carried_gets_no_heartbeat_at_the_tick() {
         "no heartbeat for a commit already sent"
     );
 }
+
+/// A follower's successful answers within one `Ready` fold into one: the
+/// highest index and the latest lease tick. A refusal is never folded,
+/// and a success after it is a message of its own (order is kept).
+#[test]
+fn a_followers_successes_within_one_ready_fold_into_one_answer() {
+    let at = |lease_tick, body: MessageBody| match body {
+        MessageBody::Append {
+            prev_index,
+            prev_term,
+            entries,
+            commit,
+            ..
+        } => MessageBody::Append {
+            prev_index,
+            prev_term,
+            entries,
+            commit,
+            lease_tick,
+            transfer_to: 0,
+        },
+        other => other,
+    };
+    let answers = |out: &[Message]| -> Vec<(bool, LogIndex, u64)> {
+        out.iter()
+            .filter_map(|m| match m.body {
+                MessageBody::AppendResponse {
+                    success,
+                    index,
+                    lease_tick,
+                    ..
+                } => Some((success, index, lease_tick)),
+                _ => None,
+            })
+            .collect()
+    };
+    let mut node = follower_of_1();
+    node.step(message(1, 2, 2, at(5, append(3, 2, vec![noop(4, 2)], 3))));
+    node.step(message(1, 2, 2, at(6, append(4, 2, vec![noop(5, 2)], 3))));
+    // A heartbeat answered with a lower index, heard later.
+    node.step(message(1, 2, 2, at(7, append(3, 2, Vec::new(), 3))));
+    assert_eq!(answers(&flush(&mut node)), vec![(true, 5, 7)]);
+
+    node.step(message(1, 2, 2, at(8, append(5, 2, vec![noop(6, 2)], 3))));
+    node.step(message(1, 2, 2, at(9, append(9, 2, vec![noop(10, 2)], 3))));
+    node.step(message(1, 2, 2, at(10, append(6, 2, vec![noop(7, 2)], 3))));
+    node.step(message(1, 2, 2, at(11, append(7, 2, vec![noop(8, 2)], 3))));
+    let out = answers(&flush(&mut node));
+    assert_eq!(out.len(), 3, "{out:?}");
+    assert_eq!(out[0], (true, 6, 8));
+    assert!(!out[1].0, "the refusal of prev_index 9 stays: {out:?}");
+    assert_eq!((out[1].1, out[1].2), (9, 9));
+    assert_eq!(out[2], (true, 8, 11));
+}
