@@ -323,13 +323,22 @@ fn elect_and_commit(driver: &mut Driver) -> Term {
     term
 }
 
+/// The transport's peers, by id: whom the node dials.
+fn dialled(driver: &Driver) -> Vec<(u64, String)> {
+    driver.transport.peers().into_iter().collect()
+}
+
 /// `POST /api/v1/cluster/members` on the leader: the new member gets an
 /// id never used in the cluster and its change goes into the log; a
 /// second change while that one is pending is refused with a reason.
+/// The node dials every other member of the membership in force, the
+/// new one as soon as its change is appended.
 #[test]
 fn a_member_added_gets_a_new_id_and_one_change_is_pending_at_a_time() {
     let dir = TestDir::new("members");
     let mut driver = node_one_of_three(&dir);
+    let peer = |port: u16| format!("127.0.0.1:{port}");
+    assert_eq!(dialled(&driver), vec![(2, peer(2)), (3, peer(3))]);
     elect_and_commit(&mut driver);
     let add = |peer: &str| ConfChange::AddLearner {
         id: 0,
@@ -343,6 +352,11 @@ fn a_member_added_gets_a_new_id_and_one_change_is_pending_at_a_time() {
     assert_eq!(
         driver.raft.membership().members[&4].peer_addr,
         "127.0.0.1:4"
+    );
+    driver.publish();
+    assert_eq!(
+        dialled(&driver),
+        vec![(2, peer(2)), (3, peer(3)), (4, peer(4))]
     );
 
     let (reply, answer) = oneshot::channel();

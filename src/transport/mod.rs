@@ -488,6 +488,15 @@ impl Transport {
         }
     }
 
+    /// The peers a writer runs for, by id, with the address it dials.
+    #[cfg(test)]
+    pub fn peers(&self) -> BTreeMap<NodeId, String> {
+        lock(&self.peers)
+            .iter()
+            .map(|(id, writer)| (*id, writer.addr.clone()))
+            .collect()
+    }
+
     /// What a peer announced in its latest accepted handshake (inbound
     /// or outbound), if it connected. Not a redirect target: only what
     /// the log records is (see [`Announced`]).
