@@ -434,3 +434,40 @@ fn a_proposal_not_committed_in_time_is_answered_503_and_a_younger_one_waits() {
     assert_eq!(driver.pending.len(), 1);
     stop(driver);
 }
+
+/// The status counts sessions and locks (a walk of every resource) at
+/// most every 250 ms, not at every publish, which runs at every turn of
+/// the node loop: a session just opened shows once a quarter of a
+/// second has passed since the last count.
+#[test]
+fn the_status_recounts_sessions_a_few_times_a_second_not_at_every_turn() {
+    let dir = TestDir::new("recount");
+    let mut driver = node_one_of_three(&dir);
+    let term = elect_and_commit(&mut driver);
+    let open = Command::OpenSession {
+        name: "s".into(),
+        src: String::new(),
+        ttl_ms: 5000,
+    };
+    let (reply, answer) = oneshot::channel();
+    assert!(driver.propose(open, Purpose::Client { reply, wait: None }));
+    driver.handle_ready();
+    drain(&mut driver);
+    let index = driver.raft.last_index();
+    let ack = acknowledged(&driver, index);
+    driver.raft.step(from(3, term, ack));
+    driver.handle_ready();
+    assert!(
+        matches!(answer.recv_timeout(Duration::ZERO), Some(Ok(_))),
+        "the session is open"
+    );
+    assert_eq!(driver.state.session_count(), 1);
+
+    driver.last_counted = Instant::now();
+    driver.publish();
+    assert_eq!(driver.shared.status().sessions, 0, "counted just now");
+    driver.last_counted = Instant::now() - Duration::from_millis(300);
+    driver.publish();
+    assert_eq!(driver.shared.status().sessions, 1);
+    stop(driver);
+}
