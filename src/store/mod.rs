@@ -650,7 +650,9 @@ impl Store {
     /// # Errors
     /// `Locked` while a node runs on it, `Corrupt` if it holds something
     /// that is not a ticketd store (left untouched), `Io` if a file
-    /// cannot be removed.
+    /// cannot be removed or the WAL directory holds a file that is not a
+    /// segment (then nothing is removed: a wipe that stopped half-way
+    /// would leave a store that no longer opens).
     pub fn wipe(dir: &Path, map_size_mb: u64) -> Result<Wiped, StoreError> {
         if !dir.exists() {
             return Ok(Wiped::Empty);
@@ -662,6 +664,13 @@ impl Store {
             Err(why) => Wiped::Unreadable(why.to_string()),
         };
         let wal_dir = store.wal_dir();
+        if let Some(name) = foreign_file(&wal_dir)? {
+            return Err(StoreError::Io(format!(
+                "{} holds {name}, which is not a WAL segment: move it away and retry \
+                 (nothing was wiped)",
+                wal_dir.display()
+            )));
+        }
         let Store {
             db, live, _lock, ..
         } = store;
@@ -1343,6 +1352,31 @@ impl Db {
         }
         Ok(entries)
     }
+}
+
+/// The name of a file in the WAL directory that is not a segment, if
+/// there is one.
+fn foreign_file(wal_dir: &Path) -> Result<Option<String>, StoreError> {
+    let entries = match fs::read_dir(wal_dir) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => {
+            return Err(StoreError::Io(format!(
+                "reading {}: {error}",
+                wal_dir.display()
+            )));
+        }
+    };
+    for entry in entries {
+        let entry = entry
+            .map_err(|error| StoreError::Io(format!("reading {}: {error}", wal_dir.display())))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if wal::segment_name(&name).is_none() {
+            return Ok(Some(name.into_owned()));
+        }
+    }
+    Ok(None)
 }
 
 fn remove_if_there(path: &Path) -> Result<(), StoreError> {

@@ -391,21 +391,25 @@ fn a_wipe_empties_a_stopped_store_and_is_refused_while_it_is_open() {
 /// A file that is not ours in `wal/` stops a wipe with an error naming
 /// the directory, and stays; once it is moved away, a wipe finishes.
 #[test]
-fn a_wipe_keeps_a_foreign_file_in_the_wal_directory_and_says_so() {
+fn a_wipe_refuses_a_foreign_file_in_the_wal_directory_and_removes_nothing() {
     let dir = TestDir::new("wipe-foreign");
     drop(bootstrapped(&dir));
     let foreign = dir.0.join(WAL_DIR).join("notes.txt");
     fs::write(&foreign, b"the operator's").unwrap();
     match Store::wipe(&dir.0, 16) {
         Err(StoreError::Io(what)) => assert!(
-            what.contains("removing") && what.contains(WAL_DIR),
+            what.contains("notes.txt")
+                && what.contains(WAL_DIR)
+                && what.contains("nothing was wiped"),
             "{what}"
         ),
-        other => panic!("expected an error removing the WAL directory, got {other:?}"),
+        other => panic!("expected a refusal naming the foreign file, got {other:?}"),
     }
     assert_eq!(fs::read(&foreign).unwrap(), b"the operator's");
+    // Nothing was removed: the store still opens and loads as it was.
+    assert!(Store::open(&dir.0, 16).unwrap().load().unwrap().is_some());
     fs::remove_file(&foreign).unwrap();
-    assert!(matches!(Store::wipe(&dir.0, 16), Ok(Wiped::Unreadable(_))));
+    assert!(matches!(Store::wipe(&dir.0, 16), Ok(Wiped::Identity(_))));
     assert!(!dir.0.join(WAL_DIR).exists());
     assert!(!dir.0.join("data.mdb").exists());
 }

@@ -21,6 +21,7 @@ use log::warn;
 pub use record::{FRAME_MAX, Frame, Header, OpRef};
 pub use recover::{Replayed, Scan, list as list_segments, scan};
 use segment::Segment;
+pub use segment::parse_name as segment_name;
 
 use super::StoreError;
 use super::files;
