@@ -643,3 +643,64 @@ fn rebooted_follower_does_not_vote_while_the_old_lease_may_run() {
         "nodes 2 and 3 elect node 3 in the end"
     );
 }
+
+/// Over a link that keeps order (as TCP does), a follower far behind
+/// catches up at the pipeline's rate: a round trip carries a whole
+/// window of appends, and each entry goes out about once, with no flood
+/// of repeated probes. The chaos runs' network reorders every tick's
+/// messages, so their liveness bound counts only two appends per round
+/// trip (chaos.rs, `liveness_bound`); this is where the window is
+/// checked.
+#[test]
+fn a_follower_far_behind_catches_up_a_window_per_round_trip_over_an_ordered_link() {
+    const BEHIND: u64 = 400;
+    const WINDOW: u64 = 8;
+    let mut config = sim_config();
+    config.max_append_entries = 1;
+    config.max_inflight = WINDOW as usize;
+    let mut cluster = Cluster::new(13, config, quiet_net(), 3).unwrap();
+    assert!(run_until(&mut cluster, 200, votes_only_from(1), leads(1)));
+    cluster.crash(3);
+    for _ in 0..BEHIND {
+        assert!(cluster.propose(1).unwrap().is_some());
+        cluster.settle(everything).unwrap();
+    }
+    let target = cluster.raft(1).commit_index();
+    assert!(target > BEHIND, "{}", cluster.describe());
+    cluster.restart(3).unwrap();
+    // One round delivers, in send order, everything the last one sent;
+    // a tick only when nothing is in flight.
+    let (mut rounds, mut appends, mut ticks) = (0u64, 0u64, 0u64);
+    while cluster.raft(3).last_index() < target {
+        let messages = cluster.net.take_all();
+        if messages.is_empty() {
+            ticks += 1;
+            assert!(
+                ticks < 1000,
+                "node 3 never caught up:\n{}",
+                cluster.describe()
+            );
+            cluster.now += 1;
+            cluster.tick_all().unwrap();
+            continue;
+        }
+        rounds += 1;
+        for message in messages {
+            if message.to == 3
+                && matches!(&message.body, MessageBody::Append { entries, .. } if !entries.is_empty())
+            {
+                appends += 1;
+            }
+            cluster.deliver(message).unwrap();
+        }
+    }
+    // An append round and an answer round per window.
+    assert!(
+        rounds <= 3 * BEHIND / WINDOW + 20,
+        "{rounds} rounds for {BEHIND} entries in windows of {WINDOW}"
+    );
+    assert!(
+        appends <= BEHIND + BEHIND / 10,
+        "{appends} appends with entries for {BEHIND} entries"
+    );
+}
