@@ -1010,3 +1010,34 @@ fn a_followers_successes_within_one_ready_fold_into_one_answer() {
     assert_eq!((out[1].1, out[1].2), (9, 9));
     assert_eq!(out[2], (true, 8, 11));
 }
+
+/// A new term within one `Ready` starts a new answer: the old leader's
+/// success keeps its own term and index (it described the log before the
+/// new leader replaced index 4), and only the new leader's successes fold,
+/// also when the new leader is the old one, re-elected (a leader ignores
+/// an answer of an older term, so a fold into one would lose the ack).
+#[test]
+fn a_term_change_within_one_ready_starts_a_new_answer() {
+    let successes = |out: Vec<Message>| -> Vec<(NodeId, Term, LogIndex)> {
+        out.into_iter()
+            .filter_map(|m| match m.body {
+                MessageBody::AppendResponse {
+                    success: true,
+                    index,
+                    ..
+                } => Some((m.to, m.term, index)),
+                _ => None,
+            })
+            .collect()
+    };
+    let mut node = follower_of_1();
+    node.step(message(1, 2, 2, append(3, 2, vec![noop(4, 2)], 3)));
+    node.step(message(3, 2, 3, append(3, 2, vec![noop(4, 3)], 3)));
+    node.step(message(3, 2, 3, append(4, 3, vec![noop(5, 3)], 3)));
+    assert_eq!(successes(flush(&mut node)), vec![(1, 2, 4), (3, 3, 5)]);
+
+    let mut node = follower_of_1();
+    node.step(message(1, 2, 2, append(3, 2, vec![noop(4, 2)], 3)));
+    node.step(message(1, 2, 3, append(4, 2, vec![noop(5, 3)], 3)));
+    assert_eq!(successes(flush(&mut node)), vec![(1, 2, 4), (1, 3, 5)]);
+}
