@@ -78,14 +78,6 @@
 //!   has told gets a heartbeat at the leader's next tick, so it learns a
 //!   commit at most a tick late. Followers only apply what is committed;
 //!   nothing a client sees waits for this.
-//! * **A follower's successes in one `Ready` fold into one answer.**
-//!   Under load a follower receives several appends per write of its
-//!   own; a successful answer folds into the last message queued to that
-//!   leader when that is a success of the same term (the highest index,
-//!   the latest `lease_tick`), which says all they would: the leader
-//!   keeps the maximum of both anyway, and frees every in-flight append
-//!   up to the index. A refusal is never folded and keeps its place, and
-//!   a new term starts a new answer, so the leader sees answers in order.
 //! * **Pre-vote and check-quorum** (thesis §9.6, §6.2). A node whose
 //!   timer fires first asks whether it could win, without changing terms;
 //!   a node that heard from a leader within the minimum election timeout

@@ -364,13 +364,6 @@ impl Raft {
         self.log.push(entry);
     }
 
-    /// Answers an append or snapshot. A success folds into this `Ready`'s
-    /// last message to the same leader when that is a success of this
-    /// term too: the highest index and the latest lease tick say all the
-    /// answers would (a leader's entries of its own term never conflict,
-    /// so a follower's match only grows, and the leader keeps the
-    /// maximum of both), and under load followers get several appends
-    /// per write, so this halves the answers a leader reads.
     fn respond_append(
         &mut self,
         to: NodeId,
@@ -380,21 +373,6 @@ impl Raft {
         hint_term: Term,
         lease_tick: u64,
     ) {
-        let term = self.term;
-        if success
-            && let Some(last) = self.messages.iter_mut().rev().find(|m| m.to == to)
-            && last.term == term
-            && let MessageBody::AppendResponse {
-                success: true,
-                index: answered,
-                lease_tick: heard,
-                ..
-            } = &mut last.body
-        {
-            *answered = (*answered).max(index);
-            *heard = (*heard).max(lease_tick);
-            return;
-        }
         self.send(
             to,
             MessageBody::AppendResponse {
