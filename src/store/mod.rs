@@ -1354,8 +1354,8 @@ impl Db {
     }
 }
 
-/// The name of a file in the WAL directory that is not a segment, if
-/// there is one.
+/// The name of an entry in the WAL directory that is not a segment (a
+/// file with a segment's name), if there is one.
 fn foreign_file(wal_dir: &Path) -> Result<Option<String>, StoreError> {
     let entries = match fs::read_dir(wal_dir) {
         Ok(entries) => entries,
@@ -1372,7 +1372,13 @@ fn foreign_file(wal_dir: &Path) -> Result<Option<String>, StoreError> {
             .map_err(|error| StoreError::Io(format!("reading {}: {error}", wal_dir.display())))?;
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        if wal::segment_name(&name).is_none() {
+        // A directory (or link) with a segment's name is not one either:
+        // removing it would fail after the segments before it had gone.
+        let is_file = entry
+            .file_type()
+            .map_err(|error| StoreError::Io(format!("reading {}: {error}", wal_dir.display())))?
+            .is_file();
+        if !is_file || wal::segment_name(&name).is_none() {
             return Ok(Some(name.into_owned()));
         }
     }

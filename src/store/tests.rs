@@ -414,6 +414,53 @@ fn a_wipe_refuses_a_foreign_file_in_the_wal_directory_and_removes_nothing() {
     assert!(!dir.0.join("data.mdb").exists());
 }
 
+/// A directory with a segment's name is not a segment either: a wipe
+/// refuses it before it removes anything (a segment removed before the
+/// directory stopped it would leave a store that no longer opens).
+#[test]
+fn a_wipe_refuses_a_directory_named_like_a_segment_and_removes_nothing() {
+    let dir = TestDir::new("wipe-dir-segment");
+    drop(bootstrapped(&dir));
+    let odd = dir.0.join(WAL_DIR).join("ffffffffffffffff.wal");
+    fs::create_dir(&odd).unwrap();
+    match Store::wipe(&dir.0, 16) {
+        Err(StoreError::Io(what)) => assert!(
+            what.contains("ffffffffffffffff.wal") && what.contains("nothing was wiped"),
+            "{what}"
+        ),
+        other => panic!("expected a refusal naming the directory, got {other:?}"),
+    }
+    assert!(odd.is_dir());
+    assert!(dir.0.join("data.mdb").exists());
+    fs::remove_dir(&odd).unwrap();
+    assert!(Store::open(&dir.0, 16).unwrap().load().unwrap().is_some());
+    assert!(matches!(Store::wipe(&dir.0, 16), Ok(Wiped::Identity(_))));
+}
+
+/// The disk reserve: three quarters allocated past the end of
+/// `data.mdb` (where the compaction that frees WAL segments writes), the
+/// last quarter left to the WAL (topped up on a thread of its own).
+#[test]
+fn three_quarters_of_the_disk_reserve_are_allocated_past_the_end_of_lmdbs_file() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = TestDir::new("reserve");
+    let mut store = bootstrapped(&dir);
+    let data = dir.0.join("data.mdb");
+    let allocated = || fs::metadata(&data).unwrap().blocks() * 512;
+    let (len, before) = (fs::metadata(&data).unwrap().len(), allocated());
+    store.keep_disk_reserve(4 << 20);
+    let grown = allocated() - before;
+    assert_eq!(
+        fs::metadata(&data).unwrap().len(),
+        len,
+        "the file's length stays"
+    );
+    assert!(
+        ((3 << 20)..(3 << 20) + (64 << 10)).contains(&grown),
+        "{grown} bytes allocated for a reserve of 4 MiB"
+    );
+}
+
 /// The map holds LMDB's pages and the WAL's bytes together: beside a
 /// 6 MiB snapshot in LMDB, an 11 MiB batch no longer fits a 16 MiB map,
 /// though the WAL alone has room for it.
