@@ -188,6 +188,11 @@ fn a_full_file_system_refuses_writes_frees_from_the_reserve_and_recovers() {
     let http = cluster.nodes[0].http();
     assert_eq!(drain_ids(&http), 507, "POST / on a full disk");
 
+    // Someone else takes the rest of the disk: only the node's reserve
+    // (blocks it allocated past the end of its files) is left for it.
+    let rest = fs.path.join("rest");
+    fill_file_system(&rest);
+
     // What frees space works from the reserve.
     assert_eq!(
         api.unlock(&holder, "held-lock").status,
@@ -201,6 +206,7 @@ fn a_full_file_system_refuses_writes_frees_from_the_reserve_and_recovers() {
     assert_eq!(closed.status, 200, "close when full: {}", closed.body);
 
     // Space freed: writes work again without a restart.
+    std::fs::remove_file(&rest).unwrap();
     std::fs::remove_file(&filler).unwrap();
     let recovered = common::wait_for(Duration::from_secs(20), || {
         (api.issue(&session, "big", "after-free", &data).status == 200).then_some(())
@@ -229,6 +235,20 @@ fn a_full_file_system_refuses_writes_frees_from_the_reserve_and_recovers() {
     assert!(!sessions.has(&closer), "the closed session came back");
     assert!(sessions.has(&holder), "a live session was lost");
     cluster.nodes[0].kill();
+}
+
+/// Writes `path` until the file system has no block left (bounded: at
+/// most 64 MiB, more than the test's tmpfs holds).
+fn fill_file_system(path: &std::path::Path) {
+    use std::io::Write;
+    let mut file = std::fs::File::create(path).unwrap();
+    let block = vec![0u8; 4096];
+    for _ in 0..(64 << 20) / block.len() {
+        if file.write_all(&block).is_err() {
+            return;
+        }
+    }
+    panic!("{} never filled the file system", path.display());
 }
 
 /// Whether `node` says its storage is full, in its status and metrics.
