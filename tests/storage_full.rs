@@ -188,8 +188,9 @@ fn a_full_file_system_refuses_writes_frees_from_the_reserve_and_recovers() {
     let http = cluster.nodes[0].http();
     assert_eq!(drain_ids(&http), 507, "POST / on a full disk");
 
-    // Someone else takes the rest of the disk: only the node's reserve
-    // (blocks it allocated past the end of its files) is left for it.
+    // Someone else takes the rest of the disk: only the blocks the node
+    // already holds are left for it (LMDB's free pages, the WAL segment's
+    // preallocated tail, the reserve past the end of its files).
     let rest = fs.path.join("rest");
     fill_file_system(&rest);
 

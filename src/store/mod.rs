@@ -1367,17 +1367,15 @@ fn foreign_file(wal_dir: &Path) -> Result<Option<String>, StoreError> {
             )));
         }
     };
+    let unreadable =
+        |error: std::io::Error| StoreError::Io(format!("reading {}: {error}", wal_dir.display()));
     for entry in entries {
-        let entry = entry
-            .map_err(|error| StoreError::Io(format!("reading {}: {error}", wal_dir.display())))?;
+        let entry = entry.map_err(unreadable)?;
         let name = entry.file_name();
         let name = name.to_string_lossy();
         // A directory (or link) with a segment's name is not one either:
         // removing it would fail after the segments before it had gone.
-        let is_file = entry
-            .file_type()
-            .map_err(|error| StoreError::Io(format!("reading {}: {error}", wal_dir.display())))?
-            .is_file();
+        let is_file = entry.file_type().map_err(unreadable)?.is_file();
         if !is_file || wal::segment_name(&name).is_none() {
             return Ok(Some(name.into_owned()));
         }
